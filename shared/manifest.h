@@ -1,0 +1,85 @@
+// Building, identifying and validating package manifests.
+//
+// ManifestBuilder is fed entries in order (from a directory walk at the
+// controller, or from an upload stream) and hashes file content as it
+// arrives, so content is read once. Chunks are cut at fixed offsets of
+// `chunk_size` bytes; the manifest format allows any sizes up to
+// kMaxChunkSize, and agents accept any such manifest.
+#ifndef PKGDIST_SHARED_MANIFEST_H_
+#define PKGDIST_SHARED_MANIFEST_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "pkgdist/v1/manifest.pb.h"
+#include "shared/sha256.h"
+
+namespace pkgdist {
+
+inline constexpr uint32_t kMaxChunkSize = 1 << 20;
+inline constexpr uint32_t kDefaultChunkSize = 1 << 20;
+
+// Bounds a manifest must stay within. Enforced at import and on every Offer.
+struct ManifestLimits {
+  uint64_t max_files = 1'000'000;
+  uint64_t max_total_size = uint64_t{1} << 40;  // 1 TiB
+  size_t max_path_length = 4096;
+  // Refuse paths that differ only in letter case (for case-folding disks).
+  bool refuse_case_collisions = false;
+};
+
+class ManifestBuilder {
+ public:
+  ManifestBuilder(std::string name, std::string version, ManifestLimits limits = {},
+                  uint32_t chunk_size = kDefaultChunkSize);
+
+  absl::Status AddDirectory(absl::string_view path, uint32_t mode);
+  absl::Status AddSymlink(absl::string_view path, absl::string_view target);
+  // Starts a regular file of `size` bytes; Append exactly that many bytes,
+  // then EndFile.
+  absl::Status BeginFile(absl::string_view path, uint32_t mode, uint64_t size);
+  absl::Status Append(absl::string_view data);
+  absl::Status EndFile();
+  // Validates the whole manifest and returns it.
+  absl::StatusOr<pkgdist::v1::Manifest> Finish();
+
+  bool in_file() const { return in_file_; }
+
+ private:
+  absl::Status AddEntry(absl::string_view path, pkgdist::v1::EntryType type, uint32_t mode);
+  void CloseChunk();
+
+  pkgdist::v1::Manifest manifest_;
+  ManifestLimits limits_;
+  uint32_t chunk_size_;
+  bool in_file_ = false;
+  uint64_t file_remaining_ = 0;
+  uint64_t file_offset_ = 0;
+  uint32_t chunk_fill_ = 0;
+  Sha256 file_hash_;
+  Sha256 chunk_hash_;
+};
+
+// Walks `root` (a regular file or a directory) and builds its manifest.
+// Refuses devices, FIFOs, sockets and symlinks that leave the tree, naming
+// the path.
+absl::StatusOr<pkgdist::v1::Manifest> BuildManifestFromPath(
+    const std::string& root, const std::string& name, const std::string& version,
+    ManifestLimits limits = {}, uint32_t chunk_size = kDefaultChunkSize);
+
+// The package id: sha256 of the manifest's deterministic serialization.
+std::string PackageId(const pkgdist::v1::Manifest& m);  // 32 raw bytes
+std::string PackageIdHex(const pkgdist::v1::Manifest& m);
+
+// Checks names, every path, duplicate and colliding entries, that every
+// entry's parent is a directory entry, that chunks cover each regular file
+// exactly and in order, sizes, hash lengths and limits.
+absl::Status ValidateManifest(const pkgdist::v1::Manifest& m, const ManifestLimits& limits = {});
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_SHARED_MANIFEST_H_
