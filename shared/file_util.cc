@@ -118,7 +118,8 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data) {
     RETURN_IF_ERROR(Fsync(fd.get(), tmp));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus(errno, "rename", tmp);
-  return FsyncDir(std::filesystem::path(path).parent_path().string());
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  return FsyncDir(dir.empty() ? "." : dir);
 }
 
 absl::Status MakeDirs(const std::string& path, int mode) {

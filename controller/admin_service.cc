@@ -1,0 +1,374 @@
+#include "controller/admin_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "shared/grpc_options.h"
+#include "shared/logging.h"
+#include "shared/manifest.h"
+#include "shared/paths.h"
+#include "shared/sha256.h"
+#include "shared/tls.h"
+
+namespace pkgdist {
+namespace {
+
+using grpc::Status;
+
+absl::Status ValidateAddress(absl::string_view address) {
+  size_t colon = address.rfind(':');
+  int port = 0;
+  if (address.empty() || colon == absl::string_view::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address \"", address, "\" must be HOST:PORT with a port from 1 to 65535"));
+  }
+  return absl::OkStatus();
+}
+
+void FillPackageInfo(const PackageRow& p, v1::PackageInfo* out) {
+  out->set_name(p.name);
+  out->set_version(p.version);
+  out->set_id(p.id);
+  out->set_size(p.size);
+  out->set_files(p.files);
+  out->set_chunks(p.chunks);
+  out->set_created_at(FormatRfc3339(p.created_ms));
+}
+
+}  // namespace
+
+v1::JobStatus JobToProto(const JobView& job) {
+  v1::JobStatus out;
+  out.set_id(job.job.id);
+  out.set_kind(std::string(JobKindName(job.job.kind)));
+  out.set_package(job.job.package);
+  out.set_state(std::string(JobStateName(job.state)));
+  out.set_created_at(FormatRfc3339(job.job.created_ms));
+  for (const TargetRow& t : job.targets) {
+    auto* o = out.add_targets();
+    o->set_agent(t.agent);
+    o->set_state(std::string(TargetStateName(t.state)));
+    o->set_attempts(t.attempts);
+    o->set_last_error(t.last_error);
+    if (t.state == TargetState::kRetryWait) o->set_next_attempt_at(FormatRfc3339(t.next_attempt_ms));
+    o->set_bytes_acked(t.bytes_acked);
+    o->set_bytes_total(t.bytes_total);
+    o->set_bytes_sent(t.bytes_sent);
+    o->set_updated_at(FormatRfc3339(t.updated_ms));
+  }
+  return out;
+}
+
+Status AdminService::Authorize(Ctx* ctx) const {
+  return AuthorizePeer(*ctx, trust_domain_, "admin");
+}
+
+void AdminService::FillAgentInfo(const AgentRow& row, v1::AgentInfo* out) {
+  out->set_name(row.name);
+  out->set_address(row.address);
+  out->set_connection(pool_->State(row.name));
+  AgentPool::Info info = pool_->GetInfo(row.name);
+  out->set_last_contact(FormatRfc3339(info.last_contact_ms));
+  out->set_last_error(info.last_error);
+}
+
+Status AdminService::AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::AgentInfo* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (auto s = ValidateName(req->name(), "name"); !s.ok()) return ToGrpc(s);
+  if (auto s = ValidateAddress(req->address()); !s.ok()) return ToGrpc(s);
+  if (auto s = store_->AddAgent(req->name(), req->address()); !s.ok()) return ToGrpc(s);
+  auto row = store_->GetAgent(req->name());
+  if (!row.ok()) return ToGrpc(row.status());
+  spdlog::info("agent {} registered at {}", req->name(), req->address());
+  engine_->Kick();
+  FillAgentInfo(*row, resp);
+  return Status::OK;
+}
+
+Status AdminService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest*,
+                                v1::ListAgentsResponse* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto rows = store_->ListAgents();
+  if (!rows.ok()) return ToGrpc(rows.status());
+  for (const auto& r : *rows) FillAgentInfo(r, resp->add_agents());
+  return Status::OK;
+}
+
+Status AdminService::GetAgent(Ctx* ctx, const v1::GetAgentRequest* req, v1::AgentDetail* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto row = store_->GetAgent(req->name());
+  if (!row.ok()) return ToGrpc(row.status());
+  grpc::ClientContext cctx;
+  cctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Status s = pool_->Stub(row->name, row->address)
+                       ->Inventory(&cctx, v1::InventoryRequest(), resp->mutable_inventory());
+  if (!s.ok()) {
+    resp->set_inventory_error(DescribeError(FromGrpc(s)));
+  } else {
+    pool_->RecordContact(row->name);
+  }
+  FillAgentInfo(*row, resp->mutable_agent());
+  return Status::OK;
+}
+
+Status AdminService::RemoveAgent(Ctx* ctx, const v1::RemoveAgentRequest* req,
+                                 v1::RemoveAgentResponse* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto n = store_->RemoveAgent(req->name(), "agent removed");
+  if (!n.ok()) return ToGrpc(n.status());
+  engine_->CancelActive("", req->name(), "agent removed");
+  pool_->Forget(req->name());
+  spdlog::info("agent {} removed; {} unfinished target(s) cancelled", req->name(), *n);
+  resp->set_cancelled_targets(static_cast<uint32_t>(*n));
+  return Status::OK;
+}
+
+Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackageRequest>* reader,
+                                   v1::PackageInfo* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto session = packages_->BeginImport();
+  if (!session.ok()) return ToGrpc(session.status());
+  v1::ImportPackageRequest msg;
+  while (reader->Read(&msg)) {
+    if (absl::Status s = (*session)->Add(msg); !s.ok()) return ToGrpc(s);
+  }
+  if (!(*session)->ended()) {
+    return Status(grpc::StatusCode::CANCELLED, "upload ended before its end message; nothing kept");
+  }
+  auto manifest = (*session)->Finish();
+  if (!manifest.ok()) return ToGrpc(manifest.status());
+  std::string id = PackageIdHex(*manifest);
+  auto existing = store_->FindPackage(manifest->name(), manifest->version());
+  if (existing.ok()) {
+    if (existing->id != id) {
+      return Status(grpc::StatusCode::ALREADY_EXISTS,
+                    absl::StrCat(manifest->name(), "@", manifest->version(),
+                                 " already exists with other content (id ", existing->id,
+                                 "); choose a new version"));
+    }
+    FillPackageInfo(*existing, resp);
+    return Status::OK;
+  }
+  if (existing.status().code() != absl::StatusCode::kNotFound) return ToGrpc(existing.status());
+  if (absl::Status s = packages_->Commit(**session, id); !s.ok()) return ToGrpc(s);
+  PackageRow row;
+  row.id = id;
+  row.name = manifest->name();
+  row.version = manifest->version();
+  row.size = manifest->total_size();
+  row.files = static_cast<uint32_t>(manifest->files_size());
+  row.chunks = static_cast<uint32_t>(manifest->chunks_size());
+  row.created_ms = clock_->NowMs();
+  if (absl::Status s = store_->AddPackage(row, manifest->SerializeAsString()); !s.ok()) {
+    return ToGrpc(s);
+  }
+  spdlog::info("imported {}@{}: {} bytes, {} entries, {} chunks, id {}", row.name, row.version,
+               row.size, row.files, row.chunks, row.id);
+  auto stored = store_->GetPackageById(id);
+  FillPackageInfo(stored.ok() ? *stored : row, resp);
+  return Status::OK;
+}
+
+Status AdminService::ListPackages(Ctx* ctx, const v1::ListPackagesRequest*,
+                                  v1::ListPackagesResponse* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto rows = store_->ListPackages();
+  if (!rows.ok()) return ToGrpc(rows.status());
+  for (const auto& p : *rows) FillPackageInfo(p, resp->add_packages());
+  return Status::OK;
+}
+
+absl::StatusOr<PackageRow> AdminService::ResolvePackage(const std::string& label,
+                                                        absl::string_view field) {
+  size_t at = label.find('@');
+  if (at == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " \"", label, "\" must be NAME@VERSION"));
+  }
+  std::string name = label.substr(0, at), version = label.substr(at + 1);
+  if (auto s = ValidateName(name, absl::StrCat(field, " name")); !s.ok()) return s;
+  if (auto s = ValidateName(version, absl::StrCat(field, " version")); !s.ok()) return s;
+  auto p = store_->FindPackage(name, version);
+  if (p.status().code() == absl::StatusCode::kNotFound) {
+    return absl::NotFoundError(absl::StrCat("package ", label, " is not imported"));
+  }
+  return p;
+}
+
+Status AdminService::GetPackage(Ctx* ctx, const v1::GetPackageRequest* req,
+                                v1::PackageInfo* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto p = ResolvePackage(req->package(), "package");
+  if (!p.ok()) return ToGrpc(p.status());
+  FillPackageInfo(*p, resp);
+  return Status::OK;
+}
+
+Status AdminService::DeletePackage(Ctx* ctx, const v1::DeletePackageRequest* req,
+                                   v1::DeletePackageResponse*) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto p = ResolvePackage(req->package(), "package");
+  if (!p.ok()) return ToGrpc(p.status());
+  if (absl::Status s = store_->DeletePackage(p->id, req->force()); !s.ok()) return ToGrpc(s);
+  if (absl::Status s = packages_->Delete(p->id); !s.ok()) {
+    spdlog::warn("deleting content of {}: {}", req->package(), s);
+  }
+  engine_->Kick();
+  spdlog::info("package {} deleted{}", req->package(), req->force() ? " (forced)" : "");
+  return Status::OK;
+}
+
+absl::StatusOr<std::vector<std::string>> AdminService::ResolveAgents(
+    const google::protobuf::RepeatedPtrField<std::string>& names, bool all) {
+  std::set<std::string> out;
+  if (all) {
+    auto rows = store_->ListAgents();
+    if (!rows.ok()) return rows.status();
+    for (const auto& r : *rows) out.insert(r.name);
+    if (out.empty()) return absl::FailedPreconditionError("all_agents: no agents are registered");
+  }
+  for (const std::string& n : names) {
+    auto row = store_->GetAgent(n);
+    if (!row.ok()) {
+      if (row.status().code() == absl::StatusCode::kNotFound) {
+        return absl::NotFoundError(absl::StrCat("agent ", n, " is not registered"));
+      }
+      return row.status();
+    }
+    out.insert(n);
+  }
+  if (out.empty()) {
+    return absl::InvalidArgumentError("agents: name at least one agent, or set all_agents");
+  }
+  return std::vector<std::string>(out.begin(), out.end());
+}
+
+Status AdminService::StartJob(JobKind kind, const std::string& package,
+                              const google::protobuf::RepeatedPtrField<std::string>& agents,
+                              bool all, const JobPolicy& policy, v1::JobStatus* resp) {
+  auto p = ResolvePackage(package, "package");
+  if (!p.ok()) return ToGrpc(p.status());
+  auto names = ResolveAgents(agents, all);
+  if (!names.ok()) return ToGrpc(names.status());
+  uint64_t total = kind == JobKind::kDistribute ? p->size : 0;
+  auto job = store_->CreateJob(kind, p->id, *names, policy, total);
+  if (!job.ok()) return ToGrpc(job.status());
+  spdlog::info("job {}: {} {} to {} agent(s)", job->id, JobKindName(kind), package, names->size());
+  engine_->Kick();
+  auto view = store_->GetJob(job->id);
+  if (!view.ok()) return ToGrpc(view.status());
+  *resp = JobToProto(*view);
+  return Status::OK;
+}
+
+Status AdminService::Distribute(Ctx* ctx, const v1::DistributeRequest* req, v1::JobStatus* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  JobPolicy policy;
+  policy.max_attempts = req->max_attempts();
+  if (req->deadline_seconds() > 0) {
+    policy.deadline_ms = clock_->NowMs() + static_cast<int64_t>(req->deadline_seconds()) * 1000;
+  }
+  return StartJob(JobKind::kDistribute, req->package(), req->agents(), req->all_agents(), policy,
+                  resp);
+}
+
+Status AdminService::RemoveFromAgents(Ctx* ctx, const v1::RemoveFromAgentsRequest* req,
+                                      v1::JobStatus* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  return StartJob(JobKind::kRemove, req->package(), req->agents(), req->all_agents(), JobPolicy{},
+                  resp);
+}
+
+Status AdminService::ListJobs(Ctx* ctx, const v1::ListJobsRequest* req,
+                              v1::ListJobsResponse* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  JobFilter filter;
+  if (!req->state().empty()) {
+    auto st = ParseJobState(req->state());
+    if (!st.ok()) {
+      return Status(grpc::StatusCode::INVALID_ARGUMENT,
+                    absl::StrCat("state \"", req->state(),
+                                 "\" must be pending, in_progress, complete, failed or cancelled"));
+    }
+    filter.state = *st;
+  }
+  filter.package = req->package();
+  filter.agent = req->agent();
+  auto jobs = store_->ListJobs(filter);
+  if (!jobs.ok()) return ToGrpc(jobs.status());
+  for (const auto& j : *jobs) *resp->add_jobs() = JobToProto(j);
+  return Status::OK;
+}
+
+Status AdminService::GetJob(Ctx* ctx, const v1::GetJobRequest* req, v1::JobStatus* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto job = store_->GetJob(req->id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *resp = JobToProto(*job);
+  return Status::OK;
+}
+
+Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
+                              grpc::ServerWriter<v1::JobStatus>* writer) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  constexpr absl::Duration kMinInterval = absl::Milliseconds(250);
+  std::string last;
+  uint64_t seen = store_->version();
+  for (;;) {
+    auto job = store_->GetJob(req->id());
+    if (!job.ok()) return ToGrpc(job.status());
+    v1::JobStatus status = JobToProto(*job);
+    std::string bytes = status.SerializeAsString();
+    if (bytes != last) {
+      if (!writer->Write(status)) return Status::OK;  // The client went away.
+      last = std::move(bytes);
+    }
+    if (job->state != JobState::kPending && job->state != JobState::kInProgress) {
+      return Status::OK;
+    }
+    absl::Time sent = absl::Now();
+    while (!ctx->IsCancelled()) {
+      uint64_t v = store_->WaitForChange(seen, absl::Seconds(1));
+      if (v != seen) {
+        seen = v;
+        break;
+      }
+    }
+    if (ctx->IsCancelled()) return Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+    // Coalesce bursts of progress into a few updates a second.
+    absl::SleepFor(kMinInterval - (absl::Now() - sent));
+  }
+}
+
+Status AdminService::CancelJob(Ctx* ctx, const v1::CancelJobRequest* req, v1::JobStatus* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto n = store_->Cancel(req->id(), req->agent(), "cancelled by operator");
+  if (!n.ok()) return ToGrpc(n.status());
+  engine_->CancelActive(req->id(), req->agent(), "cancelled by operator");
+  spdlog::info("job {}: {} target(s) cancelled by operator", req->id(), *n);
+  auto job = store_->GetJob(req->id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *resp = JobToProto(*job);
+  return Status::OK;
+}
+
+Status AdminService::RetryJob(Ctx* ctx, const v1::RetryJobRequest* req, v1::JobStatus* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto n = store_->RetryNow(req->id(), req->agent());
+  if (!n.ok()) return ToGrpc(n.status());
+  engine_->Kick();
+  spdlog::info("job {}: {} target(s) retried by operator", req->id(), *n);
+  auto job = store_->GetJob(req->id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *resp = JobToProto(*job);
+  return Status::OK;
+}
+
+}  // namespace pkgdist

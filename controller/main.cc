@@ -1,0 +1,179 @@
+// pkgdist-controller: the admin API server and the distribution engine.
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "controller/admin_service.h"
+#include "controller/agent_pool.h"
+#include "controller/engine.h"
+#include "controller/package_store.h"
+#include "controller/state_store.h"
+#include "shared/file_util.h"
+#include "shared/grpc_options.h"
+#include "shared/logging.h"
+#include "shared/tls.h"
+
+namespace pkgdist {
+namespace {
+
+struct Flags {
+  std::string listen = "127.0.0.1:7700";
+  std::string state_dir;
+  TlsFiles tls;
+  std::string port_file;
+  std::string log_level = "info";
+  int detect_seconds = kDefaultDetectSeconds;
+  int max_backoff_seconds = 60;
+  uint64_t window_bytes = 8 << 20;
+  size_t max_concurrent = 64;
+  uint64_t max_bytes_per_second = 0;
+};
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "pkgdist-controller: %s\n", msg.c_str());
+  return 2;
+}
+
+int Run(const Flags& f) {
+  InitLogging(f.log_level);
+  auto self = CheckTlsFiles(f.tls);
+  if (!self.ok()) return Fail(std::string(self.status().message()));
+  if (self->kind != "controller") {
+    spdlog::warn("--cert names {}, not a controller identity; agents will refuse it",
+                 self->ToString());
+  }
+  if (absl::Status s = MakeDirs(f.state_dir); !s.ok()) return Fail(std::string(s.message()));
+
+  SystemClock clock;
+  auto store = StateStore::Open(f.state_dir + "/state.db", &clock);
+  if (!store.ok()) return Fail(absl::StrCat("state database: ", store.status().message()));
+  auto packages = PackageStore::Open(f.state_dir, ManifestLimits{});
+  if (!packages.ok()) return Fail(std::string(packages.status().message()));
+  if (auto listed = (*store)->ListPackages(); listed.ok()) {
+    absl::flat_hash_set<std::string> known;
+    for (const auto& p : *listed) known.insert(p.id);
+    (*packages)->RemoveOrphans(known);
+  }
+  if (auto n = (*store)->RecoverInterrupted(); n.ok() && *n > 0) {
+    spdlog::info("recovered {} interrupted transfer(s); they resume now", *n);
+  }
+
+  auto provider = MakeCertificateProvider(f.tls);
+  AgentPool pool(AgentPool::Options{f.tls, self->trust_domain, f.detect_seconds, 5000}, provider,
+                 &clock);
+  Engine::Options eo;
+  eo.detect_seconds = f.detect_seconds;
+  eo.backoff.max_ms = int64_t{f.max_backoff_seconds} * 1000;
+  eo.window_bytes = f.window_bytes;
+  eo.max_concurrent = f.max_concurrent;
+  eo.max_bytes_per_second = f.max_bytes_per_second;
+  Engine engine(eo, store->get(), packages->get(), &pool, &clock);
+  AdminService admin(self->trust_domain, store->get(), packages->get(), &engine, &pool, &clock);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(f.listen, MakeServerCredentials(provider, f.tls), &port);
+  builder.RegisterService(&admin);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", f.listen));
+  std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  spdlog::info("pkgdist-controller listening on {}:{} as {}", host, port, self->ToString());
+  if (!f.port_file.empty()) {
+    if (absl::Status s = WriteFileAtomic(f.port_file, absl::StrCat(port, "\n")); !s.ok()) {
+      return Fail(std::string(s.message()));
+    }
+  }
+  engine.Start();
+
+  // SIGINT/SIGTERM were blocked before any thread started; wait for one here.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("signal {}: shutting down", sig);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  engine.Stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace pkgdist
+
+int main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  pkgdist::Flags f;
+  CLI::App app{"pkgdist-controller: distributes packages to pkgdist agents over mutual TLS"};
+  app.set_config("--config", "", "Config file (TOML/INI; keys are the long flag names)");
+  auto env = [](CLI::Option* o, const char* name) { return o->envname(name); };
+  env(app.add_option("--listen", f.listen, "HOST:PORT of the admin API")->capture_default_str(),
+      "PKGDIST_LISTEN");
+  env(app.add_option("--state-dir", f.state_dir, "State directory (state.db, packages/)")
+          ->required(),
+      "PKGDIST_STATE_DIR");
+  env(app.add_option("--ca", f.tls.ca, "CA certificate (PEM)")->required(), "PKGDIST_CA");
+  env(app.add_option("--cert", f.tls.cert, "Controller certificate (PEM)")->required(),
+      "PKGDIST_CERT");
+  env(app.add_option("--key", f.tls.key, "Controller private key (PEM, mode 0600)")->required(),
+      "PKGDIST_KEY");
+  env(app.add_option("--crl-dir", f.tls.crl_dir, "Directory of hashed CRL files"),
+      "PKGDIST_CRL_DIR");
+  env(app.add_option("--cert-refresh-seconds", f.tls.refresh_seconds,
+                     "How often certificate files are checked for changes")
+          ->capture_default_str(),
+      "PKGDIST_CERT_REFRESH_SECONDS");
+  env(app.add_option("--port-file", f.port_file, "Write the bound port here once listening"),
+      "PKGDIST_PORT_FILE");
+  env(app.add_option("--detect-seconds", f.detect_seconds,
+                     "Bound on detecting a silent agent (keepalive + progress deadline)")
+          ->capture_default_str()
+          ->check(CLI::Range(3, 3600)),
+      "PKGDIST_DETECT_SECONDS");
+  env(app.add_option("--max-backoff-seconds", f.max_backoff_seconds,
+                     "Cap of the exponential retry backoff")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 86400)),
+      "PKGDIST_MAX_BACKOFF_SECONDS");
+  env(app.add_option("--window-bytes", f.window_bytes,
+                     "Unacknowledged bytes in flight per transfer")
+          ->capture_default_str()
+          ->check(CLI::Range(uint64_t{1} << 20, uint64_t{1} << 30)),
+      "PKGDIST_WINDOW_BYTES");
+  env(app.add_option("--max-concurrent-transfers", f.max_concurrent,
+                     "Transfers running at once")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 100000)),
+      "PKGDIST_MAX_CONCURRENT_TRANSFERS");
+  env(app.add_option("--max-bytes-per-second", f.max_bytes_per_second,
+                     "Bandwidth limit per transfer (0: none)")
+          ->capture_default_str(),
+      "PKGDIST_MAX_BYTES_PER_SECOND");
+  env(app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
+          ->capture_default_str(),
+      "PKGDIST_LOG_LEVEL");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  return pkgdist::Run(f);
+}

@@ -1,0 +1,123 @@
+// One transfer of one package to one agent: the controller's side of
+// Agent.Transfer (see agent.proto), as a gRPC callback reactor so that no
+// thread is held per agent.
+//
+//   Offer -> Need -> Chunk... (at most window_bytes unacknowledged) -> Ack...
+//   -> Commit -> Published
+//
+// The agent's Need is the truth for resume: only chunks it lacks are sent,
+// so a broken transfer re-sends at most one window. A later Need re-requests
+// a chunk that failed its hash on the agent.
+//
+// Lifetime: Start() returns a shared_ptr; the call also holds itself until
+// OnDone, which calls `on_done` exactly once. Tick() and Cancel() are safe at
+// any time (they do nothing once the call has ended). No gRPC operation is
+// started while a lock is held, so a reaction that gRPC runs inline can
+// never deadlock.
+#ifndef PKGDIST_CONTROLLER_TRANSFER_H_
+#define PKGDIST_CONTROLLER_TRANSFER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "controller/package_store.h"
+#include "pkgdist/v1/agent.grpc.pb.h"
+#include "shared/clock.h"
+
+namespace pkgdist {
+
+struct TransferParams {
+  std::string job_id;
+  std::string agent;
+  std::shared_ptr<const pkgdist::v1::Manifest> manifest;
+  std::string package_id;  // raw 32 bytes
+  std::string tree;        // where the content is read from
+  uint64_t window_bytes = 8 << 20;
+  uint64_t max_bytes_per_second = 0;  // 0: unlimited
+  int detect_seconds = 15;
+};
+
+struct TransferResult {
+  bool published = false;
+  absl::Status status;  // why it did not publish
+};
+
+class TransferCall final
+    : public grpc::ClientBidiReactor<pkgdist::v1::TransferRequest, pkgdist::v1::TransferResponse> {
+ public:
+  // bytes_acked (absolute), bytes_sent since the last call, whether an
+  // acknowledgement arrived since the last call.
+  using ProgressFn = std::function<void(uint64_t, uint64_t, bool)>;
+  using DoneFn = std::function<void(const TransferResult&)>;
+
+  static std::shared_ptr<TransferCall> Start(pkgdist::v1::Agent::StubInterface* stub, TransferParams params,
+                             const Clock* clock, ProgressFn on_progress, DoneFn on_done);
+
+  // Periodic housekeeping from the owner's thread: refills the bandwidth
+  // allowance, sends what it allows, and cancels the call if the agent has
+  // sent nothing for `detect_seconds` while it owes us an answer.
+  void Tick();
+  // Ends the call (the result will be CANCELLED with `why`).
+  void Cancel(const std::string& why);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  TransferCall(TransferParams params, const Clock* clock, ProgressFn on_progress, DoneFn on_done);
+  enum class Phase { kOffered, kSending, kCommitted, kPublished };
+  // What to do once mu_ is released.
+  enum class Action { kNone, kWrite, kWritesDone, kCancel };
+
+  Action HandleResponse() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Action Fail(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Perform(Action a) ABSL_LOCKS_EXCLUDED(mu_);
+  void MaybeReportProgress(bool force);
+
+  std::shared_ptr<TransferCall> self_;  // Set by Start, dropped in OnDone.
+
+  const TransferParams p_;
+  const Clock* clock_;
+  ProgressFn on_progress_;
+  DoneFn on_done_;
+  grpc::ClientContext ctx_;
+  ChunkReader reader_;
+
+  absl::Mutex mu_;
+  pkgdist::v1::TransferRequest req_ ABSL_GUARDED_BY(mu_);
+  pkgdist::v1::TransferResponse resp_ ABSL_GUARDED_BY(mu_);
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kOffered;
+  std::deque<uint32_t> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint8_t> inflight_ ABSL_GUARDED_BY(mu_);  // per chunk: 1 if sent, unacked
+  uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t inflight_count_ ABSL_GUARDED_BY(mu_) = 0;
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;
+  double allowance_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t allowance_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_heard_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  uint64_t bytes_acked_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t unreported_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  bool unreported_ack_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Serializes progress reports so they reach the owner in order; taken
+  // before mu_, never while holding it.
+  absl::Mutex progress_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  int64_t last_report_ms_ ABSL_GUARDED_BY(progress_mu_) = 0;
+};
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_CONTROLLER_TRANSFER_H_
