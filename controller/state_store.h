@@ -147,7 +147,8 @@ class StateStore {
   // retry_wait|failed targets of the job (only `agent`'s if not empty) ->
   // retry_wait due now, consecutive_failures = 0. Returns how many changed.
   absl::StatusOr<int> RetryNow(const std::string& job, const std::string& agent);
-  // Every retry_wait target of `agent` -> due now (its channel came back).
+  // Every retry_wait target of `agent` due later -> due now (its channel
+  // came back).
   absl::Status WakeAgent(const std::string& agent);
   // Pending and retry_wait targets of jobs whose deadline is at or before
   // now -> failed ("deadline exceeded[: last error]"). A transferring target
@@ -166,7 +167,9 @@ class StateStore {
   // previous process) -> retry_wait due now, with last_error saying so.
   absl::StatusOr<int> RecoverInterrupted();
 
-  // --- Change notification. version() grows with every committed change.
+  // --- Change notification. version() grows with every committed
+  // transaction that changed a row (not with reads or no-op mutations); it
+  // starts at 0 on every Open.
   uint64_t version();
   // Blocks until version() > `seen` or `timeout` passes; returns version().
   uint64_t WaitForChange(uint64_t seen, absl::Duration timeout);

@@ -1,0 +1,812 @@
+#include "controller/state_store.h"
+
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "controller/state_store_migrations.h"
+#include "shared/logging.h"
+#include "shared/paths.h"
+#include "shared/sha256.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+namespace {
+
+constexpr int kBusyTimeoutMs = 5000;
+
+// One prepared statement, finalized on destruction. Parameters are bound in
+// order (BindInt, BindText, ...); a failure to prepare or bind is reported
+// by the next Step or Run.
+class Statement {
+ public:
+  Statement(sqlite3* db, absl::string_view sql) : db_(db) {
+    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
+    if (rc != SQLITE_OK) status_ = SqliteStatus(db, rc, absl::StrCat("prepare \"", sql, "\""));
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  Statement& BindInt(int64_t v) {
+    if (status_.ok()) Check(sqlite3_bind_int64(stmt_, next_++, v));
+    return *this;
+  }
+  Statement& BindText(absl::string_view v) {
+    if (status_.ok()) {
+      Check(sqlite3_bind_text64(stmt_, next_++, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    }
+    return *this;
+  }
+  Statement& BindBlob(absl::string_view v) {
+    if (status_.ok()) Check(sqlite3_bind_blob64(stmt_, next_++, v.data(), v.size(), SQLITE_TRANSIENT));
+    return *this;
+  }
+
+  // Advances to the next row: true if there is one, false when done.
+  absl::StatusOr<bool> Step() {
+    RETURN_IF_ERROR(status_);
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqliteStatus(db_, rc, "step");
+  }
+  // Runs a statement that returns no rows.
+  absl::Status Run() {
+    ASSIGN_OR_RETURN(bool row, Step());
+    if (row) return absl::InternalError("state database: statement returned an unexpected row");
+    return absl::OkStatus();
+  }
+  // Makes the statement ready to run again with new parameters.
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    next_ = 1;
+  }
+
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) const {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    return p == nullptr ? std::string()
+                        : std::string(reinterpret_cast<const char*>(p),
+                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+  std::string Blob(int col) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p == nullptr ? std::string()
+                        : std::string(static_cast<const char*>(p),
+                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK) status_ = SqliteStatus(db_, rc, "bind");
+  }
+
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int next_ = 1;
+  absl::Status status_;
+};
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+
+// Column lists, in the order the Read* functions below expect.
+constexpr absl::string_view kAgentCols = "name, address, added_ms";
+constexpr absl::string_view kPackageCols = "id, name, version, size, files, chunks, created_ms";
+constexpr absl::string_view kJobCols =
+    "j.id, j.kind, j.package_id, j.package_label, j.max_attempts, j.deadline_ms, j.created_ms";
+constexpr absl::string_view kTargetCols =
+    "t.job_id, t.agent, t.state, t.attempts, t.consecutive_failures, t.next_attempt_ms, "
+    "t.last_error, t.bytes_acked, t.bytes_total, t.bytes_sent, t.updated_ms";
+constexpr absl::string_view kUnfinished = "t.state IN ('pending', 'transferring', 'retry_wait')";
+
+AgentRow ReadAgent(const Statement& st) {
+  return AgentRow{st.Text(0), st.Text(1), st.Int(2)};
+}
+
+PackageRow ReadPackage(const Statement& st) {
+  PackageRow p;
+  p.id = st.Text(0);
+  p.name = st.Text(1);
+  p.version = st.Text(2);
+  p.size = static_cast<uint64_t>(st.Int(3));
+  p.files = static_cast<uint32_t>(st.Int(4));
+  p.chunks = static_cast<uint32_t>(st.Int(5));
+  p.created_ms = st.Int(6);
+  return p;
+}
+
+absl::StatusOr<JobRow> ReadJob(const Statement& st) {
+  JobRow j;
+  j.id = st.Text(0);
+  absl::StatusOr<JobKind> kind = ParseJobKind(st.Text(1));
+  if (!kind.ok()) return absl::DataLossError(absl::StrCat("job ", j.id, ": ", kind.status().message()));
+  j.kind = *kind;
+  j.package_id = st.Text(2);
+  j.package = st.Text(3);
+  j.policy.max_attempts = static_cast<uint32_t>(st.Int(4));
+  j.policy.deadline_ms = st.Int(5);
+  j.created_ms = st.Int(6);
+  return j;
+}
+
+absl::StatusOr<TargetRow> ReadTarget(const Statement& st) {
+  TargetRow t;
+  t.job_id = st.Text(0);
+  t.agent = st.Text(1);
+  absl::StatusOr<TargetState> state = ParseTargetState(st.Text(2));
+  if (!state.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("target ", t.agent, " of job ", t.job_id, ": ", state.status().message()));
+  }
+  t.state = *state;
+  t.attempts = static_cast<uint32_t>(st.Int(3));
+  t.consecutive_failures = static_cast<uint32_t>(st.Int(4));
+  t.next_attempt_ms = st.Int(5);
+  t.last_error = st.Text(6);
+  t.bytes_acked = static_cast<uint64_t>(st.Int(7));
+  t.bytes_total = static_cast<uint64_t>(st.Int(8));
+  t.bytes_sent = static_cast<uint64_t>(st.Int(9));
+  t.updated_ms = st.Int(10);
+  return t;
+}
+
+absl::StatusOr<std::vector<TargetRow>> ReadTargets(Statement& st) {
+  std::vector<TargetRow> rows;
+  while (true) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return rows;
+    ASSIGN_OR_RETURN(TargetRow t, ReadTarget(st));
+    rows.push_back(std::move(t));
+  }
+}
+
+absl::StatusOr<bool> Exists(sqlite3* db, absl::string_view sql, absl::string_view key) {
+  Statement st(db, sql);
+  st.BindText(key);
+  return st.Step();
+}
+
+absl::Status CheckAgentExists(sqlite3* db, const std::string& name) {
+  ASSIGN_OR_RETURN(bool found, Exists(db, "SELECT 1 FROM agents WHERE name = ?", name));
+  if (!found) return absl::NotFoundError(absl::StrCat("agent ", name, " is not registered"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobRow> LoadJob(sqlite3* db, const std::string& id) {
+  Statement st(db, absl::StrCat("SELECT ", kJobCols, " FROM jobs j WHERE j.id = ?"));
+  st.BindText(id);
+  ASSIGN_OR_RETURN(bool found, st.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return ReadJob(st);
+}
+
+absl::StatusOr<PackageRow> LoadPackage(sqlite3* db, const std::string& id) {
+  Statement st(db, absl::StrCat("SELECT ", kPackageCols, " FROM packages WHERE id = ?"));
+  st.BindText(id);
+  ASSIGN_OR_RETURN(bool found, st.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("package ", id, " not found"));
+  return ReadPackage(st);
+}
+
+absl::StatusOr<TargetRow> LoadTarget(sqlite3* db, const std::string& job,
+                                     const std::string& agent) {
+  Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                " FROM targets t WHERE t.job_id = ? AND t.agent = ?"));
+  st.BindText(job).BindText(agent);
+  ASSIGN_OR_RETURN(bool found, st.Step());
+  if (found) return ReadTarget(st);
+  RETURN_IF_ERROR(LoadJob(db, job).status());
+  return absl::NotFoundError(absl::StrCat("agent ", agent, " is not a target of job ", job));
+}
+
+// Every target of `job` (only `agent`'s if not empty), ordered by agent.
+// NOT_FOUND for an unknown job, or an `agent` that is not one of its targets.
+absl::StatusOr<std::vector<TargetRow>> LoadJobTargets(sqlite3* db, const std::string& job,
+                                                      const std::string& agent) {
+  if (!agent.empty()) {
+    ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
+    return std::vector<TargetRow>{std::move(t)};
+  }
+  RETURN_IF_ERROR(LoadJob(db, job).status());
+  Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                " FROM targets t WHERE t.job_id = ? ORDER BY t.agent"));
+  st.BindText(job);
+  return ReadTargets(st);
+}
+
+// Moves `row` (already edited by the caller) to `to` at `now_ms` and stores
+// it, if the state machine has that edge.
+absl::Status Transition(sqlite3* db, TargetRow row, TargetState to, int64_t now_ms) {
+  if (absl::Status s = CheckTransition(row.state, to); !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("target ", row.agent, " of job ", row.job_id, ": ", s.message()));
+  }
+  row.state = to;
+  row.updated_ms = now_ms;
+  Statement st(db,
+               "UPDATE targets SET state = ?, attempts = ?, consecutive_failures = ?, "
+               "next_attempt_ms = ?, last_error = ?, bytes_acked = ?, bytes_total = ?, "
+               "bytes_sent = ?, updated_ms = ? WHERE job_id = ? AND agent = ?");
+  st.BindText(TargetStateName(row.state))
+      .BindInt(row.attempts)
+      .BindInt(row.consecutive_failures)
+      .BindInt(row.next_attempt_ms)
+      .BindText(row.last_error)
+      .BindInt(static_cast<int64_t>(row.bytes_acked))
+      .BindInt(static_cast<int64_t>(row.bytes_total))
+      .BindInt(static_cast<int64_t>(row.bytes_sent))
+      .BindInt(row.updated_ms)
+      .BindText(row.job_id)
+      .BindText(row.agent);
+  return st.Run();
+}
+
+// Cancels the non-final targets among `rows` with `reason`; returns how many.
+absl::StatusOr<int> CancelTargets(sqlite3* db, std::vector<TargetRow> rows,
+                                  const std::string& reason, int64_t now_ms) {
+  int n = 0;
+  for (TargetRow& t : rows) {
+    if (IsFinal(t.state)) continue;
+    t.last_error = reason;
+    t.next_attempt_ms = 0;
+    RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kCancelled, now_ms));
+    ++n;
+  }
+  return n;
+}
+
+absl::StatusOr<std::string> UnusedJobId(sqlite3* db) {
+  for (int tries = 0; tries < 8; ++tries) {
+    unsigned char bytes[8];
+    if (RAND_bytes(bytes, sizeof bytes) != 1) {
+      return absl::InternalError("no random bytes for a job id (OpenSSL RAND_bytes failed)");
+    }
+    std::string id = ToHex(absl::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+    ASSIGN_OR_RETURN(bool taken, Exists(db, "SELECT 1 FROM jobs WHERE id = ?", id));
+    if (!taken) return id;
+  }
+  return absl::InternalError("could not find an unused job id");
+}
+
+// Sets WAL mode, full synchronous commits and foreign keys on `db`.
+absl::Status ConfigureConnection(sqlite3* db) {
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  Statement wal(db, "PRAGMA journal_mode = WAL");
+  ASSIGN_OR_RETURN(bool row, wal.Step());
+  std::string mode = row ? wal.Text(0) : "";
+  // An in-memory database (":memory:") reports "memory"; it has no journal.
+  if (mode != "wal" && mode != "memory") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("state database: cannot use WAL journal mode (got \"", mode, "\")"));
+  }
+  RETURN_IF_ERROR(ExecSql(db, "PRAGMA synchronous = FULL"));
+  return ExecSql(db, "PRAGMA foreign_keys = ON");
+}
+
+}  // namespace
+
+StateStore::StateStore(sqlite3* db, const Clock* clock) : db_(db), clock_(clock) {}
+
+StateStore::~StateStore() {
+  absl::MutexLock l(&mu_);
+  if (int rc = sqlite3_close_v2(db_); rc != SQLITE_OK) {
+    spdlog::warn("closing the state database: {}", sqlite3_errstr(rc));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path,
+                                                             const Clock* clock) {
+  if (clock == nullptr) return absl::InvalidArgumentError("StateStore::Open needs a clock");
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  std::unique_ptr<sqlite3, DbCloser> db(raw);  // a handle is returned even on failure
+  if (rc != SQLITE_OK) return SqliteStatus(db.get(), rc, absl::StrCat("open ", path));
+  absl::Status s = ConfigureConnection(db.get());
+  if (s.ok()) s = ApplyMigrations(db.get(), StateStoreMigrations());
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  return std::unique_ptr<StateStore>(new StateStore(db.release(), clock));
+}
+
+absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64_t)> fn) {
+  absl::MutexLock l(&mu_);
+  RETURN_IF_ERROR(ExecSql(db_, "BEGIN IMMEDIATE"));
+  const sqlite3_int64 before = sqlite3_total_changes64(db_);
+  absl::Status s = fn(db_, clock_->NowMs());
+  if (s.ok()) s = ExecSql(db_, "COMMIT");
+  if (!s.ok()) {
+    if (sqlite3_get_autocommit(db_) == 0) {
+      if (absl::Status r = ExecSql(db_, "ROLLBACK"); !r.ok()) spdlog::error("{}", r);
+    }
+    return s;
+  }
+  if (sqlite3_total_changes64(db_) != before) ++version_;
+  return absl::OkStatus();
+}
+
+absl::Status StateStore::Read(absl::FunctionRef<absl::Status(sqlite3*, int64_t)> fn) {
+  absl::MutexLock l(&mu_);
+  return fn(db_, clock_->NowMs());
+}
+
+// --- Agents.
+
+absl::Status StateStore::AddAgent(const std::string& name, const std::string& address) {
+  RETURN_IF_ERROR(ValidateName(name, "agent name"));
+  if (address.empty()) return absl::InvalidArgumentError(absl::StrCat("agent ", name, ": empty address"));
+  return Transact([&](sqlite3* db, int64_t now) {
+    Statement st(db,
+                 "INSERT INTO agents(name, address, added_ms) VALUES(?, ?, ?) "
+                 "ON CONFLICT(name) DO UPDATE SET address = excluded.address "
+                 "WHERE address != excluded.address");
+    st.BindText(name).BindText(address).BindInt(now);
+    return st.Run();
+  });
+}
+
+absl::StatusOr<AgentRow> StateStore::GetAgent(const std::string& name) {
+  AgentRow out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kAgentCols, " FROM agents WHERE name = ?"));
+    st.BindText(name);
+    ASSIGN_OR_RETURN(bool found, st.Step());
+    if (!found) return absl::NotFoundError(absl::StrCat("agent ", name, " is not registered"));
+    out = ReadAgent(st);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<AgentRow>> StateStore::ListAgents() {
+  std::vector<AgentRow> out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kAgentCols, " FROM agents ORDER BY name"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return absl::OkStatus();
+      out.push_back(ReadAgent(st));
+    }
+  }));
+  return out;
+}
+
+absl::StatusOr<int> StateStore::RemoveAgent(const std::string& name, const std::string& reason) {
+  int cancelled = 0;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    RETURN_IF_ERROR(CheckAgentExists(db, name));
+    Statement st(db, absl::StrCat("SELECT ", kTargetCols, " FROM targets t WHERE t.agent = ? AND ",
+                                  kUnfinished));
+    st.BindText(name);
+    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
+    ASSIGN_OR_RETURN(cancelled, CancelTargets(db, std::move(rows), reason, now));
+    Statement del(db, "DELETE FROM agents WHERE name = ?");
+    del.BindText(name);
+    return del.Run();
+  }));
+  return cancelled;
+}
+
+// --- Packages.
+
+absl::Status StateStore::AddPackage(const PackageRow& p, const std::string& manifest_bytes) {
+  if (p.id.empty()) return absl::InvalidArgumentError("package without an id");
+  RETURN_IF_ERROR(ValidateName(p.name, "package name"));
+  RETURN_IF_ERROR(ValidateName(p.version, "package version"));
+  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    Statement find(db, "SELECT id FROM packages WHERE name = ? AND version = ?");
+    find.BindText(p.name).BindText(p.version);
+    ASSIGN_OR_RETURN(bool found, find.Step());
+    if (found) {
+      if (find.Text(0) == p.id) return absl::OkStatus();
+      return absl::AlreadyExistsError(absl::StrCat("package ", p.name, "@", p.version,
+                                                   " already exists with another content (id ",
+                                                   find.Text(0), ")"));
+    }
+    Statement st(db,
+                 "INSERT INTO packages(id, name, version, size, files, chunks, created_ms, manifest) "
+                 "VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+    st.BindText(p.id)
+        .BindText(p.name)
+        .BindText(p.version)
+        .BindInt(static_cast<int64_t>(p.size))
+        .BindInt(p.files)
+        .BindInt(p.chunks)
+        .BindInt(p.created_ms != 0 ? p.created_ms : now)
+        .BindBlob(manifest_bytes);
+    return st.Run();
+  });
+}
+
+absl::StatusOr<PackageRow> StateStore::FindPackage(const std::string& name,
+                                                   const std::string& version) {
+  PackageRow out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kPackageCols,
+                                  " FROM packages WHERE name = ? AND version = ?"));
+    st.BindText(name).BindText(version);
+    ASSIGN_OR_RETURN(bool found, st.Step());
+    if (!found) return absl::NotFoundError(absl::StrCat("package ", name, "@", version, " not found"));
+    out = ReadPackage(st);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<PackageRow> StateStore::GetPackageById(const std::string& id) {
+  PackageRow out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    ASSIGN_OR_RETURN(out, LoadPackage(db, id));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::string> StateStore::GetManifestBytes(const std::string& id) {
+  std::string out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, "SELECT manifest FROM packages WHERE id = ?");
+    st.BindText(id);
+    ASSIGN_OR_RETURN(bool found, st.Step());
+    if (!found) return absl::NotFoundError(absl::StrCat("package ", id, " not found"));
+    out = st.Blob(0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<PackageRow>> StateStore::ListPackages() {
+  std::vector<PackageRow> out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kPackageCols, " FROM packages ORDER BY name, version"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return absl::OkStatus();
+      out.push_back(ReadPackage(st));
+    }
+  }));
+  return out;
+}
+
+absl::Status StateStore::DeletePackage(const std::string& id, bool force) {
+  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(PackageRow p, LoadPackage(db, id));
+    Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                  " FROM targets t JOIN jobs j ON j.id = t.job_id "
+                                  "WHERE j.package_id = ? AND ",
+                                  kUnfinished, " ORDER BY j.created_ms, j.rowid, t.agent"));
+    st.BindText(id);
+    ASSIGN_OR_RETURN(std::vector<TargetRow> needed, ReadTargets(st));
+    if (!needed.empty() && !force) {
+      absl::flat_hash_set<std::string> jobs;
+      for (const TargetRow& t : needed) jobs.insert(t.job_id);
+      std::vector<std::string> sorted(jobs.begin(), jobs.end());
+      std::sort(sorted.begin(), sorted.end());
+      return absl::FailedPreconditionError(absl::StrCat(
+          "package ", p.name, "@", p.version, " is still needed by ", needed.size(),
+          " unfinished target(s) of job(s) ", absl::StrJoin(sorted, ", "),
+          "; cancel them first or force the deletion"));
+    }
+    RETURN_IF_ERROR(CancelTargets(db, std::move(needed), "package deleted", now).status());
+    Statement del(db, "DELETE FROM packages WHERE id = ?");
+    del.BindText(id);
+    return del.Run();
+  });
+}
+
+// --- Jobs.
+
+absl::StatusOr<JobRow> StateStore::CreateJob(JobKind kind, const std::string& package_id,
+                                             const std::vector<std::string>& agents,
+                                             const JobPolicy& policy, uint64_t bytes_total) {
+  if (agents.empty()) return absl::InvalidArgumentError("a job needs at least one target agent");
+  absl::flat_hash_set<absl::string_view> unique;
+  for (const std::string& a : agents) {
+    if (!unique.insert(a).second) {
+      return absl::InvalidArgumentError(absl::StrCat("agent ", a, " is listed twice"));
+    }
+  }
+  JobRow job;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(PackageRow p, LoadPackage(db, package_id));
+    for (const std::string& a : agents) RETURN_IF_ERROR(CheckAgentExists(db, a));
+    ASSIGN_OR_RETURN(job.id, UnusedJobId(db));
+    job.kind = kind;
+    job.package_id = package_id;
+    job.package = absl::StrCat(p.name, "@", p.version);
+    job.policy = policy;
+    job.created_ms = now;
+    Statement ins(db,
+                  "INSERT INTO jobs(id, kind, package_id, package_label, max_attempts, "
+                  "deadline_ms, created_ms) VALUES(?, ?, ?, ?, ?, ?, ?)");
+    ins.BindText(job.id)
+        .BindText(JobKindName(kind))
+        .BindText(package_id)
+        .BindText(job.package)
+        .BindInt(policy.max_attempts)
+        .BindInt(policy.deadline_ms)
+        .BindInt(now);
+    RETURN_IF_ERROR(ins.Run());
+    Statement tgt(db,
+                  "INSERT INTO targets(job_id, agent, state, bytes_total, updated_ms) "
+                  "VALUES(?, ?, 'pending', ?, ?)");
+    for (const std::string& a : agents) {
+      tgt.Reset();
+      tgt.BindText(job.id).BindText(a).BindInt(static_cast<int64_t>(bytes_total)).BindInt(now);
+      RETURN_IF_ERROR(tgt.Run());
+    }
+    return absl::OkStatus();
+  }));
+  return job;
+}
+
+absl::StatusOr<JobView> StateStore::GetJob(const std::string& id) {
+  JobView view;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    ASSIGN_OR_RETURN(view.job, LoadJob(db, id));
+    ASSIGN_OR_RETURN(view.targets, LoadJobTargets(db, id, ""));
+    return absl::OkStatus();
+  }));
+  std::vector<TargetState> states;
+  for (const TargetRow& t : view.targets) states.push_back(t.state);
+  view.state = DeriveJobState(states);
+  return view;
+}
+
+absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filter) {
+  std::vector<JobView> out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement jobs(db, absl::StrCat(
+                           "SELECT ", kJobCols, " FROM jobs j WHERE (?1 = '' OR j.package_label = ?1) "
+                           "AND (?2 = '' OR EXISTS (SELECT 1 FROM targets t "
+                           "WHERE t.job_id = j.id AND t.agent = ?2)) "
+                           "ORDER BY j.created_ms DESC, j.rowid DESC"));
+    jobs.BindText(filter.package).BindText(filter.agent);
+    Statement targets(db, absl::StrCat("SELECT ", kTargetCols,
+                                       " FROM targets t WHERE t.job_id = ? ORDER BY t.agent"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, jobs.Step());
+      if (!row) return absl::OkStatus();
+      JobView view;
+      ASSIGN_OR_RETURN(view.job, ReadJob(jobs));
+      targets.Reset();
+      targets.BindText(view.job.id);
+      ASSIGN_OR_RETURN(view.targets, ReadTargets(targets));
+      std::vector<TargetState> states;
+      for (const TargetRow& t : view.targets) states.push_back(t.state);
+      view.state = DeriveJobState(states);
+      if (filter.state.has_value() && view.state != *filter.state) continue;
+      out.push_back(std::move(view));
+    }
+  }));
+  return out;
+}
+
+// --- Target transitions.
+
+absl::Status StateStore::StartAttempt(const std::string& job, const std::string& agent) {
+  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
+    if (t.state != TargetState::kPending && t.state != TargetState::kRetryWait) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("target ", agent, " of job ", job, ": cannot start an attempt while ",
+                       TargetStateName(t.state)));
+    }
+    t.attempts += 1;
+    t.next_attempt_ms = 0;
+    return Transition(db, std::move(t), TargetState::kTransferring, now);
+  });
+}
+
+absl::Status StateStore::RecordProgress(const std::string& job, const std::string& agent,
+                                        uint64_t bytes_acked, uint64_t bytes_sent_delta,
+                                        bool made_progress) {
+  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
+    if (t.state != TargetState::kTransferring) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "target ", agent, " of job ", job, ": no transfer in progress (", TargetStateName(t.state), ")"));
+    }
+    Statement st(db,
+                 "UPDATE targets SET bytes_acked = ?, bytes_sent = bytes_sent + ?, "
+                 "consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END, "
+                 "updated_ms = ? WHERE job_id = ? AND agent = ?");
+    st.BindInt(static_cast<int64_t>(bytes_acked))
+        .BindInt(static_cast<int64_t>(bytes_sent_delta))
+        .BindInt(made_progress ? 1 : 0)
+        .BindInt(now)
+        .BindText(job)
+        .BindText(agent);
+    return st.Run();
+  });
+}
+
+absl::Status StateStore::MarkDone(const std::string& job, const std::string& agent) {
+  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
+    t.bytes_acked = t.bytes_total;
+    t.last_error.clear();
+    t.next_attempt_ms = 0;
+    t.consecutive_failures = 0;
+    return Transition(db, std::move(t), TargetState::kDone, now);
+  });
+}
+
+absl::StatusOr<TargetRow> StateStore::MarkFailedAttempt(const std::string& job,
+                                                        const std::string& agent,
+                                                        const std::string& error,
+                                                        const BackoffPolicy& backoff,
+                                                        double unit_random) {
+  TargetRow out;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
+    if (t.state != TargetState::kTransferring) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "target ", agent, " of job ", job, ": no attempt to fail (", TargetStateName(t.state), ")"));
+    }
+    ASSIGN_OR_RETURN(JobRow j, LoadJob(db, job));
+    t.consecutive_failures += 1;
+    TargetState to = TargetState::kRetryWait;
+    if (std::optional<std::string> reason = PolicyFailure(j.policy, t.attempts, now)) {
+      to = TargetState::kFailed;
+      t.last_error = absl::StrCat(*reason, ": ", error);
+      t.next_attempt_ms = 0;
+    } else {
+      t.last_error = error;
+      t.next_attempt_ms = now + BackoffDelayMs(backoff, t.consecutive_failures, unit_random);
+    }
+    out = t;
+    out.state = to;
+    out.updated_ms = now;
+    return Transition(db, std::move(t), to, now);
+  }));
+  return out;
+}
+
+absl::StatusOr<int> StateStore::Cancel(const std::string& job, const std::string& agent,
+                                       const std::string& reason) {
+  int n = 0;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, LoadJobTargets(db, job, agent));
+    ASSIGN_OR_RETURN(n, CancelTargets(db, std::move(rows), reason, now));
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
+absl::StatusOr<int> StateStore::RetryNow(const std::string& job, const std::string& agent) {
+  int n = 0;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, LoadJobTargets(db, job, agent));
+    for (TargetRow& t : rows) {
+      if (t.state != TargetState::kRetryWait && t.state != TargetState::kFailed) continue;
+      t.next_attempt_ms = now;
+      t.consecutive_failures = 0;
+      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kRetryWait, now));
+      ++n;
+    }
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
+absl::Status StateStore::WakeAgent(const std::string& agent) {
+  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                  " FROM targets t WHERE t.agent = ? AND t.state = 'retry_wait' "
+                                  "AND t.next_attempt_ms > ?"));
+    st.BindText(agent).BindInt(now);
+    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
+    for (TargetRow& t : rows) {
+      t.next_attempt_ms = now;
+      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kRetryWait, now));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<int> StateStore::FailExpired() {
+  int n = 0;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                  " FROM targets t JOIN jobs j ON j.id = t.job_id "
+                                  "WHERE j.deadline_ms > 0 AND j.deadline_ms <= ? "
+                                  "AND t.state IN ('pending', 'retry_wait')"));
+    st.BindInt(now);
+    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
+    for (TargetRow& t : rows) {
+      t.last_error = t.last_error.empty() ? std::string("deadline exceeded")
+                                          : absl::StrCat("deadline exceeded: ", t.last_error);
+      t.next_attempt_ms = 0;
+      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kFailed, now));
+      ++n;
+    }
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
+absl::StatusOr<std::vector<TargetRow>> StateStore::RunnableTargets(
+    size_t limit, const std::vector<std::string>& busy) {
+  std::vector<TargetRow> out;
+  if (limit == 0) return out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t now) -> absl::Status {
+    Statement st(db, absl::StrCat(
+                         "SELECT ", kTargetCols,
+                         " FROM targets t JOIN jobs j ON j.id = t.job_id "
+                         "JOIN agents a ON a.name = t.agent "
+                         "WHERE (t.state = 'pending' OR (t.state = 'retry_wait' "
+                         "AND t.next_attempt_ms <= ?1)) "
+                         "AND (j.deadline_ms = 0 OR j.deadline_ms > ?1) "
+                         "ORDER BY j.created_ms, j.rowid, t.agent"));
+    st.BindInt(now);
+    absl::flat_hash_set<std::string> taken(busy.begin(), busy.end());
+    while (out.size() < limit) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      ASSIGN_OR_RETURN(TargetRow t, ReadTarget(st));
+      if (!taken.insert(t.agent).second) continue;
+      out.push_back(std::move(t));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::optional<int64_t>> StateStore::NextWakeupMs() {
+  std::optional<int64_t> out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, "SELECT MIN(next_attempt_ms) FROM targets WHERE state = 'retry_wait'");
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row && !st.IsNull(0)) out = st.Int(0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<int> StateStore::RecoverInterrupted() {
+  int n = 0;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                  " FROM targets t WHERE t.state = 'transferring'"));
+    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
+    for (TargetRow& t : rows) {
+      t.last_error = "interrupted: the controller stopped during the transfer";
+      t.next_attempt_ms = now;
+      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kRetryWait, now));
+      ++n;
+    }
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
+// --- Change notification.
+
+uint64_t StateStore::version() {
+  absl::MutexLock l(&mu_);
+  return version_;
+}
+
+uint64_t StateStore::WaitForChange(uint64_t seen, absl::Duration timeout) {
+  struct Waiting {
+    StateStore* store;
+    uint64_t seen;
+  } w{this, seen};
+  absl::MutexLock l(&mu_);
+  mu_.AwaitWithTimeout(
+      absl::Condition(+[](Waiting* w) { return w->store->version_ > w->seen; }, &w), timeout);
+  return version_;
+}
+
+}  // namespace pkgdist

@@ -1,0 +1,142 @@
+#include "controller/state_store_migrations.h"
+
+#include <sqlite3.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "shared/logging.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+namespace {
+
+// Targets carry no foreign key to agents: removing an agent keeps its
+// (cancelled) targets as history. Jobs carry none to packages for the same
+// reason: package_label still names a deleted package.
+constexpr char kMigration1[] = R"sql(
+CREATE TABLE agents(
+  name     TEXT PRIMARY KEY NOT NULL,
+  address  TEXT NOT NULL,
+  added_ms INTEGER NOT NULL
+);
+CREATE TABLE packages(
+  id         TEXT PRIMARY KEY NOT NULL,
+  name       TEXT NOT NULL,
+  version    TEXT NOT NULL,
+  size       INTEGER NOT NULL,
+  files      INTEGER NOT NULL,
+  chunks     INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  manifest   BLOB NOT NULL,
+  UNIQUE(name, version)
+);
+CREATE TABLE jobs(
+  id            TEXT PRIMARY KEY NOT NULL,
+  kind          TEXT NOT NULL CHECK(kind IN ('distribute', 'remove')),
+  package_id    TEXT NOT NULL,
+  package_label TEXT NOT NULL,
+  max_attempts  INTEGER NOT NULL DEFAULT 0,
+  deadline_ms   INTEGER NOT NULL DEFAULT 0,
+  created_ms    INTEGER NOT NULL
+);
+CREATE INDEX jobs_by_created ON jobs(created_ms);
+CREATE INDEX jobs_by_package ON jobs(package_id);
+CREATE TABLE targets(
+  job_id               TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  agent                TEXT NOT NULL,
+  state                TEXT NOT NULL CHECK(state IN ('pending', 'transferring', 'retry_wait',
+                                                     'done', 'failed', 'cancelled')),
+  attempts             INTEGER NOT NULL DEFAULT 0,
+  consecutive_failures INTEGER NOT NULL DEFAULT 0,
+  next_attempt_ms      INTEGER NOT NULL DEFAULT 0,
+  last_error           TEXT NOT NULL DEFAULT '',
+  bytes_acked          INTEGER NOT NULL DEFAULT 0,
+  bytes_total          INTEGER NOT NULL DEFAULT 0,
+  bytes_sent           INTEGER NOT NULL DEFAULT 0,
+  updated_ms           INTEGER NOT NULL,
+  PRIMARY KEY(job_id, agent)
+);
+CREATE INDEX targets_by_agent ON targets(agent);
+CREATE INDEX targets_by_state ON targets(state, next_attempt_ms);
+)sql";
+
+constexpr Migration kMigrations[] = {
+    {1, kMigration1},
+};
+
+}  // namespace
+
+std::span<const Migration> StateStoreMigrations() { return kMigrations; }
+
+absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view what) {
+  std::string msg = absl::StrCat("state database: ", what, ": ",
+                                 db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(msg);
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(msg);
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+      return absl::FailedPreconditionError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::Status ExecSql(sqlite3* db, const char* sql) {
+  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteStatus(db, rc, "exec");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> SchemaVersion(sqlite3* db) {
+  int version = -1;
+  auto read = [](void* out, int columns, char** values, char**) {
+    if (columns == 1 && values[0] != nullptr) *static_cast<int*>(out) = std::atoi(values[0]);
+    return 0;
+  };
+  int rc = sqlite3_exec(db, "PRAGMA user_version", read, &version, nullptr);
+  if (rc != SQLITE_OK) return SqliteStatus(db, rc, "read schema version");
+  if (version < 0) return absl::DataLossError("state database: no schema version");
+  return version;
+}
+
+absl::Status ApplyMigrations(sqlite3* db, std::span<const Migration> migrations) {
+  ASSIGN_OR_RETURN(int current, SchemaVersion(db));
+  const int latest = migrations.empty() ? 0 : migrations.back().version;
+  if (current > latest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state database has schema version ", current, ", newer than this controller's ", latest,
+        " (was it written by a newer pkgdist-controller?)"));
+  }
+  for (const Migration& m : migrations) {
+    if (m.version <= current) continue;
+    if (m.version != current + 1) {
+      return absl::InternalError(absl::StrCat("schema migrations skip from version ", current,
+                                              " to ", m.version));
+    }
+    RETURN_IF_ERROR(ExecSql(db, "BEGIN IMMEDIATE"));
+    // user_version is part of the database header, so it commits (or rolls
+    // back) together with the migration's statements.
+    absl::Status s = ExecSql(db, m.sql);
+    if (s.ok()) s = ExecSql(db, absl::StrCat("PRAGMA user_version = ", m.version).c_str());
+    if (s.ok()) s = ExecSql(db, "COMMIT");
+    if (!s.ok()) {
+      if (sqlite3_get_autocommit(db) == 0) (void)ExecSql(db, "ROLLBACK");
+      return absl::Status(s.code(), absl::StrCat("schema migration ", m.version, ": ", s.message()));
+    }
+    spdlog::info("state database migrated to schema version {}", m.version);
+    current = m.version;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pkgdist

@@ -1,0 +1,50 @@
+// The state database's schema, as an ordered list of migrations, and the
+// small amount of SQLite plumbing the state store and its migrations share.
+//
+// The schema version is PRAGMA user_version. Migration N brings a database
+// from version N-1 to N; each runs in its own transaction together with the
+// version bump, so a crash leaves the database at a version it really has.
+// Migrations are append-only: never edit one that has shipped.
+#ifndef PKGDIST_CONTROLLER_STATE_STORE_MIGRATIONS_H_
+#define PKGDIST_CONTROLLER_STATE_STORE_MIGRATIONS_H_
+
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+struct sqlite3;
+
+namespace pkgdist {
+
+struct Migration {
+  int version;      // 1, 2, 3, ... in order
+  const char* sql;  // one or more statements
+};
+
+// The state store's migrations; the last one's version is the current
+// schema version.
+std::span<const Migration> StateStoreMigrations();
+
+// Reads PRAGMA user_version.
+absl::StatusOr<int> SchemaVersion(sqlite3* db);
+
+// Applies, in order, every migration newer than the database's version.
+// FAILED_PRECONDITION if the database is newer than the last migration (a
+// newer controller wrote it). On failure the failing migration is rolled
+// back and the version stays at the last one applied.
+absl::Status ApplyMigrations(sqlite3* db, std::span<const Migration> migrations);
+
+// Runs `sql` (statements without results) on `db`.
+absl::Status ExecSql(sqlite3* db, const char* sql);
+
+// A SQLite result code as a Status naming `what` and the connection's last
+// error message: BUSY/LOCKED -> UNAVAILABLE, FULL -> RESOURCE_EXHAUSTED,
+// CORRUPT/NOTADB -> DATA_LOSS, CANTOPEN/READONLY/PERM -> FAILED_PRECONDITION,
+// the rest -> INTERNAL.
+absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view what);
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_CONTROLLER_STATE_STORE_MIGRATIONS_H_
