@@ -84,6 +84,7 @@ absl::Status ImportSession::Add(const pkgdist::v1::ImportPackageRequest& msg) {
           ASSIGN_OR_RETURN(file_, OpenFile(disk, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644));
           file_path_ = e.path();
           file_written_ = 0;
+          file_size_ = e.size();
           if (e.size() == 0) return CloseFile();
           return absl::OkStatus();
         }
@@ -98,8 +99,7 @@ absl::Status ImportSession::Add(const pkgdist::v1::ImportPackageRequest& msg) {
       RETURN_IF_ERROR(builder_->Append(d));
       RETURN_IF_ERROR(WriteAll(file_.get(), d.data(), d.size(), file_path_));
       file_written_ += d.size();
-      // The builder knows the declared size; it closes the file at the end.
-      if (!builder_->in_file()) return absl::InternalError("builder state");
+      if (file_written_ == file_size_) return CloseFile();
       return absl::OkStatus();
     }
     case R::kEnd:

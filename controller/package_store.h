@@ -53,6 +53,7 @@ class ImportSession {
   UniqueFd file_;
   std::string file_path_;
   uint64_t file_written_ = 0;
+  uint64_t file_size_ = 0;
   bool ended_ = false;
   bool committed_ = false;
 };

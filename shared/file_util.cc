@@ -122,11 +122,10 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data) {
   return FsyncDir(dir.empty() ? "." : dir);
 }
 
-absl::Status MakeDirs(const std::string& path, int mode) {
+absl::Status MakeDirs(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) return ErrnoStatus(ec.value(), "mkdir", path);
-  (void)mode;
   return absl::OkStatus();
 }
 

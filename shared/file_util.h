@@ -51,8 +51,8 @@ absl::Status FsyncDir(const std::string& dir);
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // Writes `path` durably and atomically: temp file, fsync, rename, fsync dir.
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view data);
-// mkdir -p.
-absl::Status MakeDirs(const std::string& path, int mode = 0755);
+// mkdir -p (directories it creates get 0755 less the umask).
+absl::Status MakeDirs(const std::string& path);
 // rm -rf; a missing path is not an error.
 absl::Status RemoveAll(const std::string& path);
 

@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "shared/paths.h"
 #include "shared/logging.h"
@@ -141,7 +142,7 @@ absl::StatusOr<SpiffeId> CheckTlsFiles(const TlsFiles& files) {
   if ((st.st_mode & 077) != 0) {
     return absl::PermissionDeniedError(absl::StrCat(
         "--key ", files.key, " is readable by group or others (mode ",
-        absl::StrCat(absl::Hex(st.st_mode & 0777)), "); chmod 600 it"));
+        absl::StrFormat("%03o", st.st_mode & 0777), "); chmod 600 it"));
   }
   return ReadCertificateIdentity(files.cert);
 }

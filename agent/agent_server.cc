@@ -1,0 +1,55 @@
+#include "agent/agent_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "shared/grpc_options.h"
+#include "shared/logging.h"
+#include "shared/status_macros.h"
+#include "shared/tls.h"
+
+namespace pkgdist {
+
+absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfig& config) {
+  ASSIGN_OR_RETURN(SpiffeId self, CheckTlsFiles(config.tls));
+  if (self.kind != "agent" || self.name != config.name) {
+    spdlog::warn("certificate {} identifies {}, not agent \"{}\": the controller will refuse "
+                 "this agent",
+                 config.tls.cert, self.ToString(), config.name);
+  }
+  ASSIGN_OR_RETURN(SpiffeId controller,
+                   ResolveControllerIdentity(config.controller_identity, self.trust_domain));
+
+  std::unique_ptr<AgentServer> server(new AgentServer());
+  PackageStoreOptions store_options;
+  store_options.reserve_bytes = config.reserve_bytes;
+  ASSIGN_OR_RETURN(server->store_, PackageStore::Open(config.root, store_options));
+
+  spdlog::info("accepting calls only from {}", controller.ToString());
+  TransferOptions options;
+  options.limits.max_files = config.max_files;
+  options.limits.max_total_size = config.max_package_bytes;
+  server->service_ =
+      std::make_unique<AgentService>(*server->store_, options, std::move(controller));
+
+  grpc::ServerBuilder builder;
+  ConfigureAgentServer(builder);
+  builder.AddListeningPort(config.listen,
+                           MakeServerCredentials(MakeCertificateProvider(config.tls), config.tls),
+                           &server->port_);
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen));
+  }
+  return server;
+}
+
+AgentServer::~AgentServer() { Shutdown(absl::ZeroDuration()); }
+
+void AgentServer::Shutdown(absl::Duration grace) {
+  if (server_ == nullptr || stopped_) return;
+  stopped_ = true;
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+}
+
+}  // namespace pkgdist

@@ -1,0 +1,74 @@
+#include "agent/agent_service.h"
+
+#include "shared/grpc_options.h"
+#include "shared/logging.h"
+#include "shared/paths.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+namespace {
+
+using pkgdist::v1::TransferRequest;
+using pkgdist::v1::TransferResponse;
+
+class GrpcTransferStream final : public TransferStream {
+ public:
+  explicit GrpcTransferStream(grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream)
+      : stream_(stream) {}
+  bool Read(TransferRequest* request) override { return stream_->Read(request); }
+  bool Write(const TransferResponse& response) override { return stream_->Write(response); }
+
+ private:
+  grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream_;
+};
+
+}  // namespace
+
+AgentService::AgentService(PackageStore& store, TransferOptions options, SpiffeId controller)
+    : store_(store), options_(std::move(options)), controller_(std::move(controller)) {}
+
+grpc::Status AgentService::Authorize(const grpc::ServerContext& ctx) const {
+  return AuthorizePeer(ctx, controller_.trust_domain, controller_.kind, controller_.name);
+}
+
+grpc::Status AgentService::Transfer(
+    grpc::ServerContext* ctx, grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  GrpcTransferStream adapter(stream);
+  TransferSession session(store_, options_, adapter, [ctx] { ctx->TryCancel(); }, ctx->peer());
+  absl::Status s = session.Run();
+  if (!s.ok()) spdlog::warn("transfer from {} failed: {}", ctx->peer(), s);
+  return ToGrpc(s);
+}
+
+grpc::Status AgentService::Inventory(grpc::ServerContext* ctx,
+                                     const pkgdist::v1::InventoryRequest* /*request*/,
+                                     pkgdist::v1::InventoryResponse* response) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  auto inventory = store_.Inventory();
+  if (!inventory.ok()) {
+    spdlog::warn("inventory failed: {}", inventory.status());
+    return ToGrpc(inventory.status());
+  }
+  *response = std::move(inventory).value();
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentService::Remove(grpc::ServerContext* ctx,
+                                  const pkgdist::v1::RemoveRequest* request,
+                                  pkgdist::v1::RemoveResponse* response) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
+  for (const auto& [value, what] : {std::pair{&request->name(), "package name"},
+                                    std::pair{&request->version(), "package version"}}) {
+    if (absl::Status s = ValidateName(*value, what); !s.ok()) return ToGrpc(s);
+  }
+  auto removed = store_.Remove(request->name(), request->version(), options_.lock_wait);
+  if (!removed.ok()) {
+    spdlog::warn("remove {}@{} failed: {}", request->name(), request->version(), removed.status());
+    return ToGrpc(removed.status());
+  }
+  response->set_removed(*removed);
+  return grpc::Status::OK;
+}
+
+}  // namespace pkgdist

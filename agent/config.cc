@@ -1,0 +1,102 @@
+#include "agent/config.h"
+
+#include <cstdlib>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "shared/paths.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+namespace {
+
+// "foo-bar" -> "PKGDIST_FOO_BAR".
+std::string EnvName(absl::string_view flag) {
+  std::string env = "PKGDIST_";
+  for (char c : flag) env += c == '-' ? '_' : static_cast<char>(std::toupper(c));
+  return env;
+}
+
+absl::Status ValidateListen(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  uint32_t port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(listen).substr(colon + 1), &port) || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen \"", listen, "\": expected HOST:PORT (port 0 picks a free one)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const AgentConfig& c) {
+  RETURN_IF_ERROR(ValidateName(c.name, "--name"));
+  RETURN_IF_ERROR(ValidateListen(c.listen));
+  if (c.max_files == 0) return absl::InvalidArgumentError("--max-files must be positive");
+  if (c.max_package_bytes == 0) {
+    return absl::InvalidArgumentError("--max-package-bytes must be positive");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char* const* argv) {
+  AgentConfig c;
+  CLI::App app{"pkgdist-agent: receives packages from the pkgdist controller and publishes them",
+               "pkgdist-agent"};
+  auto add = [&](const char* flag, auto* value, const char* help) {
+    return app.add_option(absl::StrCat("--", flag), *value, help)->envname(EnvName(flag));
+  };
+  add("name", &c.name, "agent name (must match the certificate's identity)")->required();
+  add("listen", &c.listen, "HOST:PORT to serve on")->required();
+  add("root", &c.root, "directory holding staging/ and packages/")->required();
+  add("ca", &c.tls.ca, "CA certificate (PEM)")->required();
+  add("cert", &c.tls.cert, "this agent's certificate (PEM)")->required();
+  add("key", &c.tls.key, "this agent's private key (PEM, mode 0600)")->required();
+  add("controller-identity", &c.controller_identity,
+      "identity allowed to call: \"controller\" or a full spiffe:// ID");
+  add("crl-dir", &c.tls.crl_dir, "directory of hashed CRLs")->check(CLI::ExistingDirectory);
+  add("reserve-bytes", &c.reserve_bytes, "disk space kept free (accepts 64MiB, 1GiB...)")
+      ->transform(CLI::AsSizeValue(false));
+  add("max-files", &c.max_files, "largest accepted number of entries in a package");
+  add("max-package-bytes", &c.max_package_bytes, "largest accepted package size")
+      ->transform(CLI::AsSizeValue(false));
+  add("log-level", &c.log_level, "trace, debug, info, warn or error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  add("port-file", &c.port_file, "file to write the bound port to once listening");
+  const char* env_config = std::getenv("PKGDIST_CONFIG");
+  app.set_config("--config", env_config != nullptr ? env_config : "",
+                 "config file (TOML/INI; keys are long flag names; env PKGDIST_CONFIG)",
+                 env_config != nullptr && *env_config != '\0');
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return std::optional<AgentConfig>();
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  RETURN_IF_ERROR(Validate(c));
+  return std::optional<AgentConfig>(std::move(c));
+}
+
+absl::StatusOr<SpiffeId> ResolveControllerIdentity(absl::string_view flag,
+                                                   absl::string_view trust_domain) {
+  if (flag.empty() || flag == "controller") {
+    return SpiffeId{std::string(trust_domain), "controller", ""};
+  }
+  if (!absl::StartsWith(flag, "spiffe://")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--controller-identity \"", flag, "\": expected \"controller\" or spiffe://TD/controller"));
+  }
+  auto id = ParseSpiffeId(flag);
+  if (!id.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--controller-identity: ", id.status().message()));
+  }
+  return id;
+}
+
+}  // namespace pkgdist

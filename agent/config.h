@@ -1,0 +1,44 @@
+// The agent's command line: flags, their PKGDIST_* environment variables
+// and the --config file (TOML/INI, keys = long flag names). Precedence:
+// flags, then the config file, then the environment.
+#ifndef PKGDIST_AGENT_CONFIG_H_
+#define PKGDIST_AGENT_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "shared/manifest.h"
+#include "shared/tls.h"
+
+namespace pkgdist {
+
+struct AgentConfig {
+  std::string name;
+  std::string listen;  // HOST:PORT; port 0 picks a free port
+  std::string root;
+  TlsFiles tls;
+  // A full SPIFFE ID or "controller"; empty means "controller".
+  std::string controller_identity;
+  uint64_t reserve_bytes = uint64_t{64} << 20;
+  uint64_t max_files = ManifestLimits{}.max_files;
+  uint64_t max_package_bytes = ManifestLimits{}.max_total_size;
+  std::string log_level = "info";
+  std::string port_file;  // written with the bound port once listening
+};
+
+// Parses argv. Returns nullopt when --help was printed (exit 0), or
+// INVALID_ARGUMENT with a one-line message for bad flags.
+absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char* const* argv);
+
+// The identity allowed to call the agent: `flag` ("", "controller" or a full
+// spiffe:// ID) resolved against the trust domain of the agent's own
+// certificate.
+absl::StatusOr<SpiffeId> ResolveControllerIdentity(absl::string_view flag,
+                                                   absl::string_view trust_domain);
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_AGENT_CONFIG_H_

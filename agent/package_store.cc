@@ -1,0 +1,330 @@
+#include "agent/package_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "shared/file_util.h"
+#include "shared/logging.h"
+#include "shared/manifest.h"
+#include "shared/paths.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+namespace {
+
+using pkgdist::v1::Manifest;
+
+constexpr uint64_t kCopyFlushBytes = uint64_t{64} << 20;
+
+std::optional<std::string> FromHex(absl::string_view hex) {
+  if (hex.size() != 64) return std::nullopt;
+  std::string out(32, '\0');
+  for (size_t i = 0; i < 32; ++i) {
+    int v = 0;
+    for (char c : {hex[2 * i], hex[2 * i + 1]}) {
+      int d = absl::ascii_isdigit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+      if (d < 0) return std::nullopt;
+      v = v * 16 + d;
+    }
+    out[i] = static_cast<char>(v);
+  }
+  return out;
+}
+
+// Names of the entries of `dir`; empty if it cannot be listed.
+std::vector<std::string> ListDir(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    names.push_back(it->path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The manifest at `path` if it parses and has id `package_id`.
+std::optional<Manifest> LoadManifest(const std::string& path, const std::string& package_id) {
+  auto data = ReadFileToString(path);
+  Manifest m;
+  if (!data.ok() || !m.ParseFromString(*data) || PackageId(m) != package_id) return std::nullopt;
+  return m;
+}
+
+std::vector<Digest> ChunkHashes(const Manifest& m) {
+  std::vector<Digest> out(static_cast<size_t>(m.chunks_size()));
+  for (int i = 0; i < m.chunks_size(); ++i) {
+    std::memcpy(out[static_cast<size_t>(i)].data(), m.chunks(i).sha256().data(), 32);
+  }
+  return out;
+}
+
+absl::Status UnlinkIfPresent(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "unlink", path);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PackageStore>> PackageStore::Open(std::string root,
+                                                                 PackageStoreOptions options) {
+  std::unique_ptr<PackageStore> store(new PackageStore(std::move(root), std::move(options)));
+  for (const char* sub : {"staging", "packages", "index", "manifests", "trash"}) {
+    RETURN_IF_ERROR(MakeDirs(JoinPath(store->root_, sub)));
+  }
+  if (::access(store->root_.c_str(), W_OK) != 0) return ErrnoStatus(errno, "access", store->root_);
+  RETURN_IF_ERROR(store->Recover());
+  return store;
+}
+
+absl::Status PackageStore::Recover() {
+  for (const std::string& name : ListDir(JoinPath(root_, "trash"))) {
+    RETURN_IF_ERROR(RemoveTree(JoinPath(JoinPath(root_, "trash"), name)));
+  }
+  absl::flat_hash_map<std::string, bool> keep;
+  for (const auto& [hex, m] : ListStaging()) {
+    ASSIGN_OR_RETURN(auto published, PublishedId(m.name(), m.version()));
+    keep[hex] = !(published.has_value() && ToHex(*published) == hex);
+  }
+  for (const std::string& hex : ListDir(JoinPath(root_, "staging"))) {
+    if (keep[hex]) continue;
+    // Published already (a crash came after the rename), or unusable.
+    spdlog::info("removing leftover staging directory {}", hex);
+    RETURN_IF_ERROR(RemoveTree(StagingDir(hex)));
+  }
+  return absl::OkStatus();
+}
+
+std::string PackageStore::PackageDir(const std::string& name, const std::string& version) const {
+  return absl::StrCat(root_, "/packages/", name, "/", version);
+}
+
+std::string PackageStore::StagingDir(const std::string& package_id_hex) const {
+  return absl::StrCat(root_, "/staging/", package_id_hex);
+}
+
+std::string PackageStore::IndexPath(const std::string& name, const std::string& version) const {
+  return absl::StrCat(root_, "/index/", name, "@", version);
+}
+
+std::string PackageStore::ManifestPath(const std::string& package_id) const {
+  return absl::StrCat(root_, "/manifests/", ToHex(package_id), ".pb");
+}
+
+absl::StatusOr<std::optional<std::string>> PackageStore::PublishedId(const std::string& name,
+                                                                     const std::string& version) {
+  absl::ReaderMutexLock l(&mu_);
+  return PublishedIdLocked(name, version);
+}
+
+absl::StatusOr<std::optional<std::string>> PackageStore::PublishedIdLocked(
+    const std::string& name, const std::string& version) {
+  auto content = ReadFileToString(IndexPath(name, version));
+  if (absl::IsNotFound(content.status())) return std::optional<std::string>();
+  if (!content.ok()) return content.status();
+  std::optional<std::string> id = FromHex(absl::StripAsciiWhitespace(*content));
+  if (!id.has_value() || !IsDirectory(PackageDir(name, version))) return std::optional<std::string>();
+  return id;
+}
+
+std::vector<std::pair<std::string, Manifest>> PackageStore::ListStaging() const {
+  std::vector<std::pair<std::string, Manifest>> out;
+  for (const std::string& hex : ListDir(JoinPath(root_, "staging"))) {
+    std::optional<std::string> id = FromHex(hex);
+    if (!id.has_value()) continue;
+    std::optional<Manifest> m = LoadManifest(JoinPath(StagingDir(hex), "manifest.pb"), *id);
+    if (m.has_value()) out.emplace_back(hex, std::move(*m));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Staging>> PackageStore::OpenStaging(const Manifest& manifest,
+                                                                   const std::string& package_id) {
+  return Staging::Open(StagingDir(ToHex(package_id)), manifest);
+}
+
+absl::StatusOr<uint32_t> PackageStore::CopyKnownChunks(Staging& staging) {
+  const Manifest& m = staging.manifest();
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> wanted;  // sha256 -> indices
+  for (uint32_t index : staging.Missing()) {
+    wanted[m.chunks(static_cast<int>(index)).sha256()].push_back(index);
+  }
+  uint32_t copied = 0;
+  std::string buf;
+  for (const std::string& version : ListDir(JoinPath(JoinPath(root_, "packages"), m.name()))) {
+    if (wanted.empty()) break;
+    ASSIGN_OR_RETURN(auto id, PublishedId(m.name(), version));
+    if (!id.has_value()) continue;
+    std::optional<Manifest> source = LoadManifest(ManifestPath(*id), *id);
+    if (!source.has_value()) continue;
+    std::string dir = PackageDir(m.name(), version);
+    for (const auto& c : source->chunks()) {
+      auto it = wanted.find(c.sha256());
+      if (it == wanted.end()) continue;
+      std::string path = JoinPath(dir, source->files(static_cast<int>(c.file())).path());
+      auto fd = OpenFile(path, O_RDONLY | O_NOFOLLOW);
+      if (!fd.ok()) continue;
+      buf.resize(c.length());
+      if (!PreadFull(fd->get(), buf.data(), buf.size(), c.offset(), path).ok()) continue;
+      for (uint32_t index : it->second) {
+        if (m.chunks(static_cast<int>(index)).length() != c.length()) continue;
+        auto written = staging.WriteChunk(index, buf);
+        if (absl::IsDataLoss(written.status())) break;  // the published copy is damaged
+        RETURN_IF_ERROR(written.status());
+        ++copied;
+      }
+      if (staging.IsReceived(it->second.front())) wanted.erase(it);
+      if (staging.unflushed_bytes() >= kCopyFlushBytes) RETURN_IF_ERROR(staging.Flush().status());
+    }
+  }
+  RETURN_IF_ERROR(staging.Flush().status());
+  return copied;
+}
+
+absl::Status PackageStore::CheckFreeSpace(uint64_t needed) const {
+  ASSIGN_OR_RETURN(uint64_t free, options_.free_bytes(root_));
+  if (needed + options_.reserve_bytes <= free) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "not enough disk space on ", root_, ": the package needs ", needed,
+      " more bytes plus a reserve of ", options_.reserve_bytes, ", but only ", free,
+      " bytes are free"));
+}
+
+absl::Status PackageStore::MoveToTrash(const std::string& path) {
+  std::string trash = absl::StrCat(root_, "/trash/", absl::ToUnixNanos(absl::Now()), "-",
+                                   ++trash_seq_);
+  RETURN_IF_ERROR(RenameDurable(path, trash));
+  return RemoveTree(trash);
+}
+
+absl::Status PackageStore::Publish(Staging& staging, const std::string& package_id) {
+  RETURN_IF_ERROR(staging.Seal());
+  const Manifest& m = staging.manifest();
+  const std::string hex = ToHex(package_id);
+  {
+    absl::MutexLock l(&mu_);
+    ASSIGN_OR_RETURN(auto current, PublishedIdLocked(m.name(), m.version()));
+    if (current.has_value() && *current != package_id) {
+      return absl::AlreadyExistsError(absl::StrCat(m.name(), "@", m.version(),
+                                                   " is already published with id ",
+                                                   ToHex(*current)));
+    }
+    if (!current.has_value()) {
+      std::string dest = PackageDir(m.name(), m.version());
+      RETURN_IF_ERROR(MakeDirs(JoinPath(JoinPath(root_, "packages"), m.name())));
+      RETURN_IF_ERROR(FsyncDir(JoinPath(root_, "packages")));
+      RETURN_IF_ERROR(WriteFileAtomic(ManifestPath(package_id), m.SerializeAsString()));
+      RETURN_IF_ERROR(WriteFileAtomic(IndexPath(m.name(), m.version()), hex + "\n"));
+      // Leftovers of an interrupted publish or remove; never a published tree.
+      if (PathExists(dest)) RETURN_IF_ERROR(MoveToTrash(dest));
+      RETURN_IF_ERROR(RenameDurable(staging.tree_dir(), dest));
+    }
+  }
+  spdlog::info("published {}@{} ({})", m.name(), m.version(), hex);
+  RETURN_IF_ERROR(RemoveTree(staging.dir()));
+  return FsyncDir(JoinPath(root_, "staging"));
+}
+
+uint64_t PackageStore::PublishedSize(const std::string& package_id, const std::string& dir) const {
+  if (auto m = LoadManifest(ManifestPath(package_id), package_id)) return m->total_size();
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec) && !it->is_symlink(ec)) total += it->file_size(ec);
+  }
+  return total;
+}
+
+absl::StatusOr<pkgdist::v1::InventoryResponse> PackageStore::Inventory() {
+  pkgdist::v1::InventoryResponse resp;
+  absl::flat_hash_map<std::string, bool> published_ids;
+  {
+    absl::ReaderMutexLock l(&mu_);
+    for (const std::string& entry : ListDir(JoinPath(root_, "index"))) {
+      size_t at = entry.find('@');
+      if (at == std::string::npos) continue;
+      std::string name = entry.substr(0, at), version = entry.substr(at + 1);
+      if (!ValidateName(name, "name").ok() || !ValidateName(version, "version").ok()) continue;
+      ASSIGN_OR_RETURN(auto id, PublishedIdLocked(name, version));
+      if (!id.has_value()) continue;
+      auto* p = resp.add_published();
+      p->set_name(name);
+      p->set_version(version);
+      p->set_package_id(*id);
+      p->set_size(PublishedSize(*id, PackageDir(name, version)));
+      published_ids[*id] = true;
+    }
+  }
+  for (const auto& [hex, m] : ListStaging()) {
+    std::string id = *FromHex(hex);
+    if (published_ids.contains(id)) continue;  // publish finishing right now
+    std::vector<Digest> hashes = ChunkHashes(m);
+    auto have = ReadJournal(JoinPath(StagingDir(hex), "journal"), hashes);
+    if (!have.ok()) {
+      spdlog::warn("inventory: skipping staging {}: {}", hex, have.status());
+      continue;
+    }
+    uint64_t bytes_have = 0;
+    for (uint32_t index : *have) bytes_have += m.chunks(static_cast<int>(index)).length();
+    auto* p = resp.add_partial();
+    p->set_name(m.name());
+    p->set_version(m.version());
+    p->set_package_id(id);
+    p->set_bytes_total(m.total_size());
+    p->set_bytes_have(bytes_have);
+    p->set_chunks_total(static_cast<uint32_t>(m.chunks_size()));
+    p->set_chunks_have(static_cast<uint32_t>(have->size()));
+  }
+  return resp;
+}
+
+absl::StatusOr<bool> PackageStore::Remove(const std::string& name, const std::string& version,
+                                          absl::Duration lock_wait) {
+  std::vector<std::string> staged;
+  for (const auto& [hex, m] : ListStaging()) {
+    if (m.name() == name && m.version() == version) staged.push_back(hex);
+  }
+  std::vector<std::unique_ptr<TransferLocks::Lease>> leases;
+  for (const std::string& hex : staged) {
+    ASSIGN_OR_RETURN(auto lease, locks_.Acquire(hex, nullptr, lock_wait));
+    leases.push_back(std::move(lease));
+  }
+  absl::MutexLock l(&mu_);
+  bool removed = false;
+  std::string dir = PackageDir(name, version);
+  if (PathExists(dir)) {
+    RETURN_IF_ERROR(MoveToTrash(dir));
+    removed = true;
+  }
+  std::string index = IndexPath(name, version);
+  auto content = ReadFileToString(index);
+  if (content.ok()) {
+    if (auto id = FromHex(absl::StripAsciiWhitespace(*content))) {
+      RETURN_IF_ERROR(UnlinkIfPresent(ManifestPath(*id)));
+    }
+    RETURN_IF_ERROR(UnlinkIfPresent(index));
+    RETURN_IF_ERROR(FsyncDir(JoinPath(root_, "index")));
+  }
+  std::string name_dir = JoinPath(JoinPath(root_, "packages"), name);
+  if (IsDirectory(name_dir)) (void)::rmdir(name_dir.c_str());  // only if now empty
+  for (const std::string& hex : staged) {
+    RETURN_IF_ERROR(RemoveTree(StagingDir(hex)));
+    removed = true;
+  }
+  if (removed) spdlog::info("removed {}@{}", name, version);
+  return removed;
+}
+
+}  // namespace pkgdist

@@ -1,0 +1,116 @@
+// The agent's package root: what is published, what is being received, and
+// the rules that make publication atomic.
+//
+//   ROOT/packages/<name>/<version>/   published trees (the manifest's paths)
+//   ROOT/index/<name>@<version>       the published package id, hex
+//   ROOT/manifests/<id-hex>.pb        manifests of published packages (sizes,
+//                                     and chunks other versions can reuse)
+//   ROOT/staging/<id-hex>/            packages being received (agent/staging.h)
+//   ROOT/trash/                       trees being deleted
+//
+// A package is published iff its tree exists and its index file names its
+// id. Publishing writes the index file first and then renames the sealed
+// staging tree into place: the rename is the commit point, so no reader ever
+// sees a partial tree. Removal renames the tree into trash/ before deleting
+// anything. Open() finishes whatever a crash interrupted.
+//
+// Thread-safe. Transfers of one package serialise through locks(); publish
+// and remove serialise on an internal mutex.
+#ifndef PKGDIST_AGENT_PACKAGE_STORE_H_
+#define PKGDIST_AGENT_PACKAGE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "agent/disk_util.h"
+#include "agent/staging.h"
+#include "agent/transfer_locks.h"
+#include "pkgdist/v1/agent.pb.h"
+#include "pkgdist/v1/manifest.pb.h"
+
+namespace pkgdist {
+
+struct PackageStoreOptions {
+  // Space kept free on the root's file system: an Offer whose missing bytes
+  // plus this do not fit is refused.
+  uint64_t reserve_bytes = uint64_t{64} << 20;
+  // Free-space query; tests inject a fake.
+  FreeBytesFn free_bytes = FreeBytes;
+};
+
+class PackageStore {
+ public:
+  // Creates the layout under `root` if needed and recovers from a crash:
+  // empties trash/, drops staging directories of packages already published.
+  static absl::StatusOr<std::unique_ptr<PackageStore>> Open(std::string root,
+                                                            PackageStoreOptions options = {});
+  PackageStore(const PackageStore&) = delete;
+  PackageStore& operator=(const PackageStore&) = delete;
+
+  const std::string& root() const { return root_; }
+  TransferLocks& locks() { return locks_; }
+
+  // The id (32 raw bytes) name@version is published with, or nullopt.
+  absl::StatusOr<std::optional<std::string>> PublishedId(const std::string& name,
+                                                         const std::string& version);
+  // Where a published package's tree lives (whether or not it exists).
+  std::string PackageDir(const std::string& name, const std::string& version) const;
+  std::string StagingDir(const std::string& package_id) const;
+
+  // Opens the staging of `manifest` (validated; `package_id` is its id).
+  absl::StatusOr<std::unique_ptr<Staging>> OpenStaging(const pkgdist::v1::Manifest& manifest,
+                                                       const std::string& package_id);
+
+  // Fills missing chunks of `staging` from published versions of the same
+  // package name that hold a chunk with the same hash (delta transfer), and
+  // makes them durable. Returns the number of chunks copied.
+  absl::StatusOr<uint32_t> CopyKnownChunks(Staging& staging);
+
+  // OK if `needed` bytes plus the reserve fit in the free space of the
+  // root's file system; RESOURCE_EXHAUSTED naming both numbers otherwise.
+  absl::Status CheckFreeSpace(uint64_t needed) const;
+
+  // Seals `staging` and publishes it, then deletes its staging directory.
+  // ALREADY_EXISTS if name@version was published meanwhile with another id.
+  absl::Status Publish(Staging& staging, const std::string& package_id);
+
+  absl::StatusOr<pkgdist::v1::InventoryResponse> Inventory();
+
+  // Deletes name@version's published tree and index entry and every staging
+  // directory for it, first stopping transfers of it (waiting up to
+  // `lock_wait`). Returns whether anything was deleted. Idempotent.
+  absl::StatusOr<bool> Remove(const std::string& name, const std::string& version,
+                              absl::Duration lock_wait);
+
+ private:
+  PackageStore(std::string root, PackageStoreOptions options)
+      : root_(std::move(root)), options_(std::move(options)) {}
+
+  absl::Status Recover();
+  std::string IndexPath(const std::string& name, const std::string& version) const;
+  std::string ManifestPath(const std::string& package_id) const;
+  // Staging directories (id hex -> manifest) whose manifest parses.
+  std::vector<std::pair<std::string, pkgdist::v1::Manifest>> ListStaging() const;
+  absl::StatusOr<std::optional<std::string>> PublishedIdLocked(const std::string& name,
+                                                               const std::string& version)
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  absl::Status MoveToTrash(const std::string& path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t PublishedSize(const std::string& package_id, const std::string& dir) const;
+
+  const std::string root_;
+  const PackageStoreOptions options_;
+  TransferLocks locks_;
+  absl::Mutex mu_;
+  uint64_t trash_seq_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_AGENT_PACKAGE_STORE_H_

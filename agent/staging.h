@@ -1,0 +1,108 @@
+// One package being received: ROOT/staging/<package-id-hex>/.
+//
+//   manifest.pb   the offered manifest (written atomically)
+//   journal       the chunk journal (agent/journal.h)
+//   tree/         the package tree being assembled: directories created,
+//                 regular files created at their final size, mode 0600
+//
+// Opening (on every Offer) replays the journal and re-hashes every
+// journaled chunk's bytes on disk, so a staged file damaged while the agent
+// was down costs only its damaged chunks. Chunks pass through three states:
+// missing -> received (written, not yet durable) -> durable (fsynced and
+// journaled). Only durable chunks may be acknowledged to the controller.
+//
+// Seal() turns a fully durable staging tree into the final package tree in
+// place (whole-file verification, symlinks, modes, fsyncs); publishing it is
+// PackageStore's job. Not thread-safe: one Transfer owns a Staging at a time
+// (PackageStore's per-package lock).
+#ifndef PKGDIST_AGENT_STAGING_H_
+#define PKGDIST_AGENT_STAGING_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "agent/fd_cache.h"
+#include "agent/journal.h"
+#include "pkgdist/v1/manifest.pb.h"
+#include "shared/sha256.h"
+
+namespace pkgdist {
+
+class Staging {
+ public:
+  // Opens or creates the staging directory `dir` for `manifest`, which the
+  // caller has validated (ValidateManifest) and whose id names `dir`.
+  static absl::StatusOr<std::unique_ptr<Staging>> Open(std::string dir,
+                                                       pkgdist::v1::Manifest manifest);
+  ~Staging();
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
+  const pkgdist::v1::Manifest& manifest() const { return manifest_; }
+  const std::string& dir() const { return dir_; }
+  std::string tree_dir() const;
+  uint32_t chunk_count() const { return static_cast<uint32_t>(state_.size()); }
+
+  bool IsDurable(uint32_t index) const;
+  // Written in this session or durable.
+  bool IsReceived(uint32_t index) const;
+  // Chunks neither received nor durable, ascending.
+  std::vector<uint32_t> Missing() const;
+  uint32_t missing_count() const { return missing_count_; }
+  uint32_t durable_count() const { return durable_count_; }
+  // Sum of the lengths of the missing chunks.
+  uint64_t missing_bytes() const;
+  // Bytes received since the last Flush.
+  uint64_t unflushed_bytes() const { return unflushed_bytes_; }
+
+  enum class WriteResult { kWritten, kAlreadyReceived };
+  // Verifies and writes chunk `index`. INVALID_ARGUMENT for an index out of
+  // range or a length other than the manifest's; DATA_LOSS if the data does
+  // not hash to the manifest's sha256 (nothing written); disk errors as
+  // RESOURCE_EXHAUSTED (disk full) or INTERNAL. A chunk already received is
+  // not written again.
+  absl::StatusOr<WriteResult> WriteChunk(uint32_t index, absl::string_view data);
+
+  // Makes every received chunk durable: fsyncs the files written since the
+  // last Flush, then journals those chunks. Returns them, ascending. After a
+  // failure this Staging refuses further writes and flushes (reopen it).
+  absl::StatusOr<std::vector<uint32_t>> Flush();
+
+  // Requires every chunk durable (FAILED_PRECONDITION otherwise). Reads back
+  // and verifies each regular file's sha256 (DATA_LOSS on mismatch), creates
+  // the symlinks, applies file modes, then directory modes deepest first,
+  // and fsyncs everything. tree_dir() then holds the finished package.
+  absl::Status Seal();
+
+ private:
+  enum class ChunkState : uint8_t { kMissing, kReceived, kDurable };
+
+  Staging(std::string dir, pkgdist::v1::Manifest manifest);
+  absl::Status PrepareTree();
+  absl::Status PrepareFile(const std::string& path, uint64_t size, bool* created);
+  absl::Status LoadJournal();
+  absl::StatusOr<bool> ChunkOnDiskMatches(uint32_t index, std::string& buf);
+  absl::Status VerifyAndFinishFile(const pkgdist::v1::FileEntry& f, std::string& buf);
+  std::string EntryPath(int file_index) const;
+
+  std::string dir_;
+  pkgdist::v1::Manifest manifest_;
+  std::vector<Digest> hashes_;
+  std::vector<ChunkState> state_;
+  uint32_t missing_count_ = 0;
+  uint32_t durable_count_ = 0;
+  std::vector<uint32_t> unflushed_;
+  uint64_t unflushed_bytes_ = 0;
+  absl::Status broken_;
+  std::unique_ptr<Journal> journal_;
+  FdCache files_;
+};
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_AGENT_STAGING_H_

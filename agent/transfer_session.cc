@@ -1,0 +1,189 @@
+#include "agent/transfer_session.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "shared/logging.h"
+#include "shared/sha256.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+namespace {
+
+using pkgdist::v1::TransferRequest;
+using pkgdist::v1::TransferResponse;
+
+// A local disk failure as the stream reports it: disk full stays
+// RESOURCE_EXHAUSTED (with the path), anything else becomes INTERNAL.
+absl::Status DiskError(const absl::Status& s) {
+  if (s.ok() || absl::IsResourceExhausted(s) || absl::IsInternal(s)) return s;
+  return absl::InternalError(s.message());
+}
+
+const char* Describe(const TransferRequest& r) {
+  switch (r.msg_case()) {
+    case TransferRequest::kOffer: return "offer";
+    case TransferRequest::kChunk: return "chunk";
+    case TransferRequest::kCommit: return "commit";
+    default: return "empty message";
+  }
+}
+
+}  // namespace
+
+TransferSession::TransferSession(PackageStore& store, const TransferOptions& options,
+                                 TransferStream& stream, std::function<void()> cancel,
+                                 std::string peer)
+    : store_(store),
+      options_(options),
+      stream_(stream),
+      cancel_(std::move(cancel)),
+      peer_(std::move(peer)) {}
+
+TransferSession::~TransferSession() = default;
+
+absl::Status TransferSession::Run() {
+  TransferRequest request;
+  if (!stream_.Read(&request)) return absl::CancelledError("stream ended before an offer");
+  if (!request.has_offer()) {
+    return absl::InvalidArgumentError(absl::StrCat(Describe(request), " before offer"));
+  }
+  RETURN_IF_ERROR(AcceptOffer(request.offer()));
+  if (published_) return absl::OkStatus();
+  absl::Status s = ReceiveChunks();
+  if (!s.ok() && staging_ != nullptr) {
+    // Keep what arrived intact for the next attempt; nothing to ack it to.
+    (void)staging_->Flush();
+  }
+  return s;
+}
+
+absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
+  const pkgdist::v1::Manifest& m = offer.manifest();
+  if (absl::Status s = ValidateManifest(m, options_.limits); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid manifest: ", s.message()));
+  }
+  if (offer.package_id().size() != 32) {
+    return absl::InvalidArgumentError("offer.package_id must be 32 bytes");
+  }
+  package_id_ = PackageId(m);
+  label_ = absl::StrCat(m.name(), "@", m.version());
+  if (package_id_ != offer.package_id()) {
+    return absl::DataLossError(absl::StrCat("package id ", ToHex(offer.package_id()),
+                                            " does not match the manifest of ", label_,
+                                            " (computed ", ToHex(package_id_), ")"));
+  }
+  ASSIGN_OR_RETURN(lease_, store_.locks().Acquire(ToHex(package_id_), cancel_, options_.lock_wait));
+  ASSIGN_OR_RETURN(auto published, store_.PublishedId(m.name(), m.version()));
+  if (published.has_value()) {
+    if (*published != package_id_) {
+      return absl::AlreadyExistsError(absl::StrCat(label_, " is already published with id ",
+                                                   ToHex(*published), ", not ",
+                                                   ToHex(package_id_)));
+    }
+    spdlog::info("transfer of {} from {}: already published", label_, peer_);
+    return SendPublished();
+  }
+  auto staging = store_.OpenStaging(m, package_id_);
+  if (!staging.ok()) return DiskError(staging.status());
+  staging_ = std::move(staging).value();
+  auto copied = store_.CopyKnownChunks(*staging_);
+  if (!copied.ok()) return DiskError(copied.status());
+  RETURN_IF_ERROR(store_.CheckFreeSpace(staging_->missing_bytes()));
+  uint64_t window = offer.window_bytes() > 0 ? offer.window_bytes() : options_.default_window_bytes;
+  flush_threshold_ = std::max<uint64_t>(1, window / 2);
+  spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes){}", label_, peer_,
+               staging_->missing_count(), staging_->chunk_count(), staging_->missing_bytes(),
+               *copied > 0 ? absl::StrCat(", ", *copied, " reused from other versions") : "");
+  return SendNeed(staging_->Missing());
+}
+
+absl::Status TransferSession::ReceiveChunks() {
+  TransferRequest request;
+  while (stream_.Read(&request)) {
+    switch (request.msg_case()) {
+      case TransferRequest::kChunk:
+        RETURN_IF_ERROR(OnChunk(request.chunk()));
+        break;
+      case TransferRequest::kCommit:
+        return OnCommit();
+      case TransferRequest::kOffer:
+        return absl::InvalidArgumentError("second offer on one stream");
+      default:
+        return absl::InvalidArgumentError("empty message");
+    }
+  }
+  return absl::CancelledError(absl::StrCat("stream of ", label_, " ended before commit"));
+}
+
+absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
+  auto written = staging_->WriteChunk(chunk.index(), chunk.data());
+  if (absl::IsDataLoss(written.status())) {
+    spdlog::warn("transfer of {} from {}: {}; requesting it again", label_, peer_,
+                 written.status().message());
+    // Acknowledge what is pending too, so the sender's window, which still
+    // counts the bad chunk, cannot stall.
+    RETURN_IF_ERROR(FlushAndAck());
+    return SendNeed({chunk.index()});
+  }
+  if (absl::IsInvalidArgument(written.status())) return written.status();
+  if (!written.ok()) return DiskError(written.status());
+  if (*written == Staging::WriteResult::kAlreadyReceived && staging_->IsDurable(chunk.index())) {
+    reacks_.push_back(chunk.index());
+  }
+  if (staging_->unflushed_bytes() >= flush_threshold_ || staging_->missing_count() == 0 ||
+      !reacks_.empty()) {
+    return FlushAndAck();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::FlushAndAck() {
+  auto flushed = staging_->Flush();
+  if (!flushed.ok()) return DiskError(flushed.status());
+  std::vector<uint32_t> indices = std::move(flushed).value();
+  if (!reacks_.empty()) {
+    indices.insert(indices.end(), reacks_.begin(), reacks_.end());
+    reacks_.clear();
+    std::sort(indices.begin(), indices.end());
+    indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
+  }
+  if (indices.empty()) return absl::OkStatus();
+  TransferResponse response;
+  response.mutable_ack()->mutable_indices()->Assign(indices.begin(), indices.end());
+  return Send(response);
+}
+
+absl::Status TransferSession::OnCommit() {
+  if (staging_->durable_count() != staging_->chunk_count()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "commit before all chunks acknowledged (", staging_->chunk_count() -
+        staging_->durable_count(), " of ", staging_->chunk_count(), " outstanding)"));
+  }
+  absl::Status s = store_.Publish(*staging_, package_id_);
+  if (absl::IsDataLoss(s) || absl::IsAlreadyExists(s)) return s;
+  if (!s.ok()) return DiskError(s);
+  return SendPublished();
+}
+
+absl::Status TransferSession::SendNeed(std::vector<uint32_t> indices) {
+  TransferResponse response;
+  response.mutable_need()->mutable_indices()->Assign(indices.begin(), indices.end());
+  return Send(response);
+}
+
+absl::Status TransferSession::SendPublished() {
+  published_ = true;
+  TransferResponse response;
+  response.mutable_published()->set_package_id(package_id_);
+  return Send(response);
+}
+
+absl::Status TransferSession::Send(const TransferResponse& response) {
+  if (!stream_.Write(response)) {
+    return absl::CancelledError(absl::StrCat("stream of ", label_, " closed by the peer"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pkgdist

@@ -1,0 +1,99 @@
+// The agent side of one Agent.Transfer stream, below the gRPC layer.
+//
+//   Offer   -> validate the manifest and its id; Published at once if this
+//              package is already published; else open (resume) staging,
+//              reuse chunks of published versions, check free space, Need
+//   Chunk   -> verify and write; a hash mismatch re-requests the chunk
+//              (Need{index}) without ending the stream; Ack{indices} once
+//              durable, batched per half window and whenever every chunk
+//              has been received, so the sender never stalls
+//   Commit  -> only when every chunk is acknowledged; verify, publish,
+//              Published
+//
+// Errors end the stream with the status Run() returns: INVALID_ARGUMENT or
+// DATA_LOSS for protocol and manifest violations, ALREADY_EXISTS for another
+// package published under the same name@version, RESOURCE_EXHAUSTED when
+// the disk is (or would be) full, INTERNAL for other local disk failures.
+// Whatever was made durable stays in staging, so a later Transfer resumes.
+#ifndef PKGDIST_AGENT_TRANSFER_SESSION_H_
+#define PKGDIST_AGENT_TRANSFER_SESSION_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "agent/package_store.h"
+#include "agent/staging.h"
+#include "agent/transfer_locks.h"
+#include "pkgdist/v1/agent.pb.h"
+#include "shared/manifest.h"
+
+namespace pkgdist {
+
+// The message stream of one Transfer call (the gRPC stream, or a fake).
+class TransferStream {
+ public:
+  virtual ~TransferStream() = default;
+  // Blocks for the next request; false once the peer half-closed or the
+  // call was cancelled.
+  virtual bool Read(pkgdist::v1::TransferRequest* request) = 0;
+  // False if the response could not be sent (the call is gone).
+  virtual bool Write(const pkgdist::v1::TransferResponse& response) = 0;
+};
+
+struct TransferOptions {
+  ManifestLimits limits;
+  // How long a new Transfer waits for a cancelled older one of the same
+  // package to let go.
+  absl::Duration lock_wait = absl::Seconds(10);
+  // Used when an Offer says window_bytes = 0.
+  uint64_t default_window_bytes = uint64_t{4} << 20;
+};
+
+// One Transfer call. Not thread-safe; used by the thread serving the call.
+class TransferSession {
+ public:
+  // `cancel` stops this call from another thread (ServerContext::TryCancel);
+  // a newer Transfer of the same package uses it. `store` must outlive this.
+  TransferSession(PackageStore& store, const TransferOptions& options, TransferStream& stream,
+                  std::function<void()> cancel, std::string peer);
+  ~TransferSession();
+  TransferSession(const TransferSession&) = delete;
+  TransferSession& operator=(const TransferSession&) = delete;
+
+  // Runs the protocol until the stream ends. OK once Published was sent.
+  absl::Status Run();
+
+ private:
+  absl::Status AcceptOffer(const pkgdist::v1::Offer& offer);
+  absl::Status ReceiveChunks();
+  absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
+  absl::Status OnCommit();
+  absl::Status FlushAndAck();
+  absl::Status SendNeed(std::vector<uint32_t> indices);
+  absl::Status SendPublished();
+  absl::Status Send(const pkgdist::v1::TransferResponse& response);
+
+  PackageStore& store_;
+  const TransferOptions options_;
+  TransferStream& stream_;
+  std::function<void()> cancel_;
+  const std::string peer_;
+
+  std::string package_id_;  // raw 32 bytes
+  std::string label_;       // name@version, for logs
+  std::unique_ptr<TransferLocks::Lease> lease_;
+  std::unique_ptr<Staging> staging_;
+  bool published_ = false;
+  uint64_t flush_threshold_ = 1;
+  // Durable chunks sent again by the controller, to acknowledge again.
+  std::vector<uint32_t> reacks_;
+};
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_AGENT_TRANSFER_SESSION_H_

@@ -1,0 +1,103 @@
+#include "agent/config.h"
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/agent/agent_test_util.h"
+
+namespace pkgdist {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::StatusOr<std::optional<AgentConfig>> Parse(std::vector<std::string> args) {
+  std::vector<const char*> argv{"pkgdist-agent"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  return ParseAgentFlags(static_cast<int>(argv.size()), argv.data());
+}
+
+const std::vector<std::string> kRequired = {"--name", "dp1",       "--listen", "127.0.0.1:0",
+                                            "--root", "/srv/pkgs", "--ca",     "ca.pem",
+                                            "--cert", "dp1.pem",   "--key",    "dp1.key"};
+
+// Sets an environment variable for one test.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~ScopedEnv() { ::unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+TEST(AgentConfigTest, ParsesTheDocumentedFlagsWithDefaults) {
+  // The command line of DESIGN.md parses; optional settings keep their defaults.
+  auto c = Parse(kRequired);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->has_value());
+  EXPECT_EQ((*c)->name, "dp1");
+  EXPECT_EQ((*c)->listen, "127.0.0.1:0");
+  EXPECT_EQ((*c)->tls.key, "dp1.key");
+  EXPECT_EQ((*c)->reserve_bytes, uint64_t{64} << 20);
+  EXPECT_EQ((*c)->log_level, "info");
+}
+
+TEST(AgentConfigTest, EnvironmentFillsFlagsAndFlagsWin) {
+  // PKGDIST_<FLAG> supplies a missing flag; an explicit flag overrides it.
+  ScopedEnv root("PKGDIST_ROOT", "/from/env");
+  ScopedEnv reserve("PKGDIST_RESERVE_BYTES", "1MiB");
+  std::vector<std::string> args = kRequired;
+  args.erase(args.begin() + 4, args.begin() + 6);  // drop --root
+  auto c = Parse(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->root, "/from/env");
+  EXPECT_EQ((*c)->reserve_bytes, uint64_t{1} << 20);
+  auto flagged = Parse(kRequired);
+  ASSERT_TRUE(flagged.ok());
+  EXPECT_EQ((*flagged)->root, "/srv/pkgs");
+}
+
+TEST(AgentConfigTest, ReadsAConfigFile) {
+  // --config FILE supplies settings by long flag name.
+  TempDir dir = testing::MakeTempDir();
+  std::string file = dir.path() + "/agent.toml";
+  testing::WriteFile(file, "name = \"dp7\"\nmax-files = 12\ncontroller-identity = \"controller\"\n");
+  std::vector<std::string> args = kRequired;
+  args.erase(args.begin(), args.begin() + 2);  // drop --name
+  args.push_back("--config");
+  args.push_back(file);
+  auto c = Parse(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->name, "dp7");
+  EXPECT_EQ((*c)->max_files, 12u);
+}
+
+TEST(AgentConfigTest, RejectsMissingAndMalformedFlagsWithOneLine) {
+  // Bad input is INVALID_ARGUMENT with a single-line message.
+  auto missing = Parse({"--name", "dp1"});
+  EXPECT_TRUE(absl::IsInvalidArgument(missing.status()));
+  EXPECT_EQ(std::string(missing.status().message()).find('\n'), std::string::npos);
+  std::vector<std::string> bad_listen = kRequired;
+  bad_listen[3] = "no-port";
+  EXPECT_THAT(std::string(Parse(bad_listen).status().message()), HasSubstr("HOST:PORT"));
+  std::vector<std::string> bad_name = kRequired;
+  bad_name[1] = "bad/name";
+  EXPECT_TRUE(absl::IsInvalidArgument(Parse(bad_name).status()));
+}
+
+TEST(AgentConfigTest, ControllerIdentityDefaultsToTheAgentsTrustDomain) {
+  // "controller" (or nothing) means spiffe://<own trust domain>/controller; full IDs are kept.
+  EXPECT_EQ(ResolveControllerIdentity("", "example.org")->ToString(),
+            "spiffe://example.org/controller");
+  EXPECT_EQ(ResolveControllerIdentity("controller", "example.org")->ToString(),
+            "spiffe://example.org/controller");
+  EXPECT_EQ(ResolveControllerIdentity("spiffe://other.org/controller", "example.org")->ToString(),
+            "spiffe://other.org/controller");
+  EXPECT_FALSE(ResolveControllerIdentity("ctl", "example.org").ok());
+}
+
+}  // namespace
+}  // namespace pkgdist
