@@ -47,8 +47,10 @@ int Run(const Flags& f) {
   auto self = CheckTlsFiles(f.tls);
   if (!self.ok()) return Fail(std::string(self.status().message()));
   if (self->kind != "controller") {
-    spdlog::warn("--cert names {}, not a controller identity; agents will refuse it",
-                 self->ToString());
+    // Likely PKGDIST_CERT left over from a pkgdistctl setup: agents would
+    // refuse this identity on every connection, so refuse to start.
+    return Fail(absl::StrCat("--cert ", f.tls.cert, " names ", self->ToString(),
+                             ", not spiffe://", self->trust_domain, "/controller"));
   }
   if (absl::Status s = MakeDirs(f.state_dir); !s.ok()) return Fail(std::string(s.message()));
 
@@ -86,6 +88,10 @@ int Run(const Flags& f) {
   builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Fixed flow-control windows: an upload to a slow disk buffers at most
+  // the lookahead in memory, not a window grown by BDP probing.
+  builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
+  builder.AddChannelArgument("grpc.http2.lookahead_bytes", 8 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", f.listen));
   std::string host = f.listen.substr(0, f.listen.rfind(':'));

@@ -9,7 +9,9 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import results  # noqa: E402
 from harness import Cluster, MiB, target  # noqa: E402
 
 SIZE = 32 * MiB
@@ -62,6 +64,11 @@ class AgentFreezeTest(unittest.TestCase):
                   f"bytes_sent {t['bytes_sent']} for {t['bytes_total']} bytes")
             harness.assert_trees_identical(os.path.dirname(path),
                                            c.published("dp1", "frozen", "1.0"))
+            results.record("agent frozen with SIGSTOP mid-transfer, then SIGCONT",
+                           "retry_wait within the detection bound; complete, bytes identical",
+                           detect_s=round(detected, 2),
+                           complete_after_cont_s=round(time.monotonic() - resumed_at, 2),
+                           bound_s=DETECT_SECONDS)
 
 
 if __name__ == "__main__":

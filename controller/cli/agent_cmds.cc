@@ -1,0 +1,81 @@
+// pkgdistctl agent add | list | show | remove.
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "controller/cli/command.h"
+#include "controller/cli/table.h"
+
+namespace pkgdist::cli {
+namespace {
+
+struct AgentOptions {
+  std::string name;
+  std::string address;
+};
+
+int RunAdd(CommandEnv& env, const AgentOptions& o) {
+  pkgdist::v1::AddAgentRequest req;
+  req.set_name(o.name);
+  req.set_address(o.address);
+  auto agent = env.client.AddAgent(req);
+  if (!agent.ok()) return ReportError(env, agent.status());
+  Emit(env, AgentToJson(*agent),
+       absl::StrCat("agent ", agent->name(), " registered at ", agent->address(), "\n"));
+  return kExitOk;
+}
+
+int RunList(CommandEnv& env) {
+  auto agents = env.client.ListAgents();
+  if (!agents.ok()) return ReportError(env, agents.status());
+  Emit(env, AgentListToJson(*agents), RenderAgentList(*agents));
+  return kExitOk;
+}
+
+int RunShow(CommandEnv& env, const AgentOptions& o) {
+  auto detail = env.client.GetAgent(o.name);
+  if (!detail.ok()) return ReportError(env, detail.status());
+  Emit(env, AgentDetailToJson(*detail), RenderAgentDetail(*detail));
+  return kExitOk;
+}
+
+int RunRemove(CommandEnv& env, const AgentOptions& o) {
+  auto resp = env.client.RemoveAgent(o.name);
+  if (!resp.ok()) return ReportError(env, resp.status());
+  Json j;
+  j["name"] = o.name;
+  j["cancelled_targets"] = resp->cancelled_targets();
+  Emit(env, j,
+       absl::StrCat("agent ", o.name, " removed (", resp->cancelled_targets(),
+                    " unfinished targets cancelled)\n"));
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddAgentCommands(CLI::App& app, Action& selected) {
+  CLI::App* agent = app.add_subcommand("agent", "Register, list, inspect and remove agents");
+  agent->require_subcommand(1);
+
+  auto o = std::make_shared<AgentOptions>();
+  CLI::App* add = agent->add_subcommand(
+      "add", "Register an agent (NAME must be the name in its certificate), or change its address");
+  add->add_option("NAME", o->name, "Agent name")->required();
+  add->add_option("ADDRESS", o->address, "HOST:PORT the agent listens on")->required();
+  OnRun(add, selected, [o](CommandEnv& env) { return RunAdd(env, *o); });
+
+  CLI::App* list = agent->add_subcommand("list", "List agents with their connection state");
+  OnRun(list, selected, [](CommandEnv& env) { return RunList(env); });
+
+  CLI::App* show = agent->add_subcommand(
+      "show", "Show an agent and its inventory (published and partial packages)");
+  show->add_option("NAME", o->name, "Agent name")->required();
+  OnRun(show, selected, [o](CommandEnv& env) { return RunShow(env, *o); });
+
+  CLI::App* remove = agent->add_subcommand(
+      "remove", "Unregister an agent; its unfinished targets are cancelled");
+  remove->add_option("NAME", o->name, "Agent name")->required();
+  OnRun(remove, selected, [o](CommandEnv& env) { return RunRemove(env, *o); });
+}
+
+}  // namespace pkgdist::cli

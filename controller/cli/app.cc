@@ -1,0 +1,82 @@
+#include "controller/cli/app.h"
+
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "controller/cli/admin_client.h"
+#include "controller/cli/command.h"
+
+namespace pkgdist::cli {
+namespace {
+
+constexpr const char* kFooter = R"(
+Settings: every connection flag can also come from the environment
+(PKGDIST_CONTROLLER, PKGDIST_CA, PKGDIST_CERT, PKGDIST_KEY, PKGDIST_OUTPUT)
+or from a config file: --config FILE, else $PKGDIST_CONFIG, else
+$XDG_CONFIG_HOME/pkgdist/pkgdistctl.toml (~/.config/pkgdist/pkgdistctl.toml),
+with TOML string keys controller, ca, cert, key, output. Flags win over the
+environment, the environment over the file.
+
+Exit status:
+  0  success
+  1  the call failed: the controller's error or an unreachable controller
+     (one line on stderr: "pkgdistctl: CODE: message")
+  2  usage error
+  3  the job waited for (--wait) ended failed or cancelled
+  4  --wait --timeout expired (the job keeps going)
+)";
+
+}  // namespace
+
+int RunCli(int argc, const char* const argv[], const CliIo& io) {
+  CLI::App app("pkgdistctl: drive a pkgdist controller (agents, packages, distribution jobs)",
+               "pkgdistctl");
+  app.footer(kFooter);
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("pkgdistctl: ") + e.what() + "\nRun with --help for more information.\n";
+  });
+  // Global options are accepted after the verb too.
+  app.fallthrough();
+  app.require_subcommand(1);
+
+  ConnectionFlags flags;
+  app.add_option("--controller", flags.controller, "Controller address HOST:PORT");
+  app.add_option("--ca", flags.ca, "CA certificate (PEM)");
+  app.add_option("--cert", flags.cert, "Admin client certificate (PEM)");
+  app.add_option("--key", flags.key, "Admin client private key (PEM)");
+  app.add_option("-o,--output", flags.output, "Output format: table (default) or json")
+      ->check(CLI::IsMember({"table", "json"}));
+  app.add_option("--config", flags.config, "Config file (TOML)");
+
+  Action selected;
+  AddAgentCommands(app, selected);
+  AddPackageCommands(app, selected);
+  AddJobCommands(app, selected);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, io.out, io.err) == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (!selected) {  // Unreachable: every leaf verb sets an action.
+    io.err << "pkgdistctl: no verb given\n";
+    return kExitUsage;
+  }
+  auto settings = ResolveSettings(flags, io.env);
+  if (!settings.ok()) {
+    io.err << "pkgdistctl: " << settings.status().message() << std::endl;
+    return kExitUsage;
+  }
+  auto client = AdminClient::Connect(*settings);
+  if (!client.ok()) {
+    io.err << "pkgdistctl: " << absl::StatusCodeToString(client.status().code()) << ": "
+           << client.status().message() << std::endl;
+    return kExitCallFailed;
+  }
+  CommandEnv env{**client, settings->output, io.out, io.err, io.out_is_terminal,
+                 io.terminal_width, io.err_is_terminal};
+  return selected(env);
+}
+
+}  // namespace pkgdist::cli

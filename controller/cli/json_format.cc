@@ -1,0 +1,124 @@
+#include "controller/cli/json_format.h"
+
+#include <string>
+
+#include "controller/cli/display.h"
+#include "shared/sha256.h"
+
+namespace pkgdist::cli {
+namespace {
+
+Json TimeOrNull(const std::string& rfc3339) {
+  if (rfc3339.empty()) return nullptr;
+  return rfc3339;
+}
+
+}  // namespace
+
+std::string JsonLine(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+Json TargetToJson(const pkgdist::v1::TargetStatus& t) {
+  Json j;
+  j["agent"] = t.agent();
+  j["state"] = t.state();
+  j["attempts"] = t.attempts();
+  j["last_error"] = t.last_error();
+  j["next_attempt_at"] = TimeOrNull(t.next_attempt_at());
+  j["bytes_acked"] = t.bytes_acked();
+  j["bytes_total"] = t.bytes_total();
+  j["bytes_sent"] = t.bytes_sent();
+  j["updated_at"] = TimeOrNull(t.updated_at());
+  return j;
+}
+
+Json JobToJson(const pkgdist::v1::JobStatus& job) {
+  Json j;
+  j["id"] = job.id();
+  j["kind"] = job.kind();
+  j["package"] = job.package();
+  j["state"] = job.state();
+  j["created_at"] = TimeOrNull(job.created_at());
+  Json targets = Json::array();
+  for (const auto& t : job.targets()) targets.push_back(TargetToJson(t));
+  j["targets"] = std::move(targets);
+  return j;
+}
+
+Json JobListToJson(const pkgdist::v1::ListJobsResponse& jobs) {
+  Json list = Json::array();
+  for (const auto& job : jobs.jobs()) list.push_back(JobToJson(job));
+  Json j;
+  j["jobs"] = std::move(list);
+  return j;
+}
+
+Json AgentToJson(const pkgdist::v1::AgentInfo& agent) {
+  Json j;
+  j["name"] = agent.name();
+  j["address"] = agent.address();
+  j["connection"] = ConnectionStateName(agent.connection());
+  j["last_contact"] = TimeOrNull(agent.last_contact());
+  j["last_error"] = agent.last_error();
+  return j;
+}
+
+Json AgentListToJson(const pkgdist::v1::ListAgentsResponse& agents) {
+  Json list = Json::array();
+  for (const auto& a : agents.agents()) list.push_back(AgentToJson(a));
+  Json j;
+  j["agents"] = std::move(list);
+  return j;
+}
+
+Json AgentDetailToJson(const pkgdist::v1::AgentDetail& detail) {
+  Json j = AgentToJson(detail.agent());
+  Json published = Json::array();
+  for (const auto& p : detail.inventory().published()) {
+    Json e;
+    e["name"] = p.name();
+    e["version"] = p.version();
+    e["id"] = ToHex(p.package_id());
+    e["size"] = p.size();
+    published.push_back(std::move(e));
+  }
+  Json partial = Json::array();
+  for (const auto& p : detail.inventory().partial()) {
+    Json e;
+    e["name"] = p.name();
+    e["version"] = p.version();
+    e["id"] = ToHex(p.package_id());
+    e["bytes_total"] = p.bytes_total();
+    e["bytes_have"] = p.bytes_have();
+    e["chunks_total"] = p.chunks_total();
+    e["chunks_have"] = p.chunks_have();
+    partial.push_back(std::move(e));
+  }
+  j["inventory"]["published"] = std::move(published);
+  j["inventory"]["partial"] = std::move(partial);
+  j["inventory_error"] = detail.inventory_error();
+  return j;
+}
+
+Json PackageToJson(const pkgdist::v1::PackageInfo& pkg) {
+  Json j;
+  j["name"] = pkg.name();
+  j["version"] = pkg.version();
+  j["id"] = pkg.id();
+  j["size"] = pkg.size();
+  j["files"] = pkg.files();
+  j["chunks"] = pkg.chunks();
+  j["created_at"] = TimeOrNull(pkg.created_at());
+  return j;
+}
+
+Json PackageListToJson(const pkgdist::v1::ListPackagesResponse& packages) {
+  Json list = Json::array();
+  for (const auto& p : packages.packages()) list.push_back(PackageToJson(p));
+  Json j;
+  j["packages"] = std::move(list);
+  return j;
+}
+
+}  // namespace pkgdist::cli

@@ -1,0 +1,45 @@
+// The JSON documents `--output json` prints: stable snake_case fields, in
+// a fixed order, timestamps as RFC 3339 strings or null when unset. These
+// shapes are a contract with users' scripts (DESIGN.md "Command lines").
+#ifndef PKGDIST_CONTROLLER_CLI_JSON_FORMAT_H_
+#define PKGDIST_CONTROLLER_CLI_JSON_FORMAT_H_
+
+#include <string>
+
+#include "nlohmann/json.hpp"
+#include "pkgdist/v1/controller.pb.h"
+
+namespace pkgdist::cli {
+
+using Json = nlohmann::ordered_json;
+
+// One line of compact JSON (no trailing newline). Invalid UTF-8 in a string
+// is replaced rather than thrown on.
+std::string JsonLine(const Json& j);
+
+// {"agent","state","attempts","last_error","next_attempt_at","bytes_acked",
+//  "bytes_total","bytes_sent","updated_at"}
+Json TargetToJson(const pkgdist::v1::TargetStatus& t);
+// {"id","kind","package","state","created_at","targets":[...]}
+Json JobToJson(const pkgdist::v1::JobStatus& job);
+// {"jobs":[...]}
+Json JobListToJson(const pkgdist::v1::ListJobsResponse& jobs);
+
+// {"name","address","connection","last_contact","last_error"}
+Json AgentToJson(const pkgdist::v1::AgentInfo& agent);
+// {"agents":[...]}
+Json AgentListToJson(const pkgdist::v1::ListAgentsResponse& agents);
+// The agent's fields, then "inventory": {"published":[{"name","version",
+// "id","size"}], "partial":[{"name","version","id","bytes_total",
+// "bytes_have","chunks_total","chunks_have"}]} and "inventory_error"
+// ("" when the inventory was fetched). Package ids are hex.
+Json AgentDetailToJson(const pkgdist::v1::AgentDetail& detail);
+
+// {"name","version","id","size","files","chunks","created_at"}
+Json PackageToJson(const pkgdist::v1::PackageInfo& pkg);
+// {"packages":[...]}
+Json PackageListToJson(const pkgdist::v1::ListPackagesResponse& packages);
+
+}  // namespace pkgdist::cli
+
+#endif  // PKGDIST_CONTROLLER_CLI_JSON_FORMAT_H_

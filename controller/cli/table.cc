@@ -1,0 +1,162 @@
+#include "controller/cli/table.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "controller/cli/display.h"
+#include "shared/sha256.h"
+
+namespace pkgdist::cli {
+namespace {
+
+using KeyValues = std::vector<std::pair<std::string, std::string>>;
+
+// "key:   value" lines with the values aligned.
+std::string KeyValueBlock(const KeyValues& kvs) {
+  size_t width = 0;
+  for (const auto& [k, v] : kvs) width = std::max(width, k.size() + 1);
+  std::string out;
+  for (const auto& [k, v] : kvs) {
+    absl::StrAppend(&out, k, ":", std::string(width - k.size() - 1 + 2, ' '), OneLine(v), "\n");
+  }
+  return out;
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
+// The first 12 hex digits: enough to tell packages apart in a list.
+std::string ShortId(const std::string& hex) { return hex.substr(0, 12); }
+
+int DoneTargets(const pkgdist::v1::JobStatus& job) {
+  return static_cast<int>(std::count_if(job.targets().begin(), job.targets().end(),
+                                        [](const auto& t) { return t.state() == "done"; }));
+}
+
+}  // namespace
+
+TextTable::TextTable(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+
+void TextTable::AddRow(std::vector<std::string> cells) {
+  cells.resize(std::max(cells.size(), rows_[0].size()));
+  for (auto& c : cells) c = OneLine(c);
+  rows_.push_back(std::move(cells));
+}
+
+std::string TextTable::Render() const {
+  std::vector<size_t> widths(rows_[0].size(), 0);
+  for (const auto& row : rows_) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) {
+      widths[i] = std::max(widths[i], DisplayWidth(row[i]));
+    }
+  }
+  std::string out;
+  for (const auto& row : rows_) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(&line, row[i]);
+      if (i + 1 < row.size()) {
+        size_t w = i < widths.size() ? widths[i] : 0;
+        line.append(w - std::min(w, DisplayWidth(row[i])) + 2, ' ');
+      }
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string ProgressCell(uint64_t acked, uint64_t total) {
+  if (total == 0) return "-";
+  return absl::StrCat(HumanBytes(acked), "/", HumanBytes(total), " ", Percent(acked, total), "%");
+}
+
+std::string RenderJob(const pkgdist::v1::JobStatus& job) {
+  std::string out = KeyValueBlock({
+      {"job", job.id()},
+      {"kind", job.kind()},
+      {"package", job.package()},
+      {"state", absl::StrCat(job.state(), " (", DoneTargets(job), "/", job.targets_size(),
+                             " targets done)")},
+      {"created", OrDash(job.created_at())},
+  });
+  TextTable t({"AGENT", "STATE", "ATTEMPTS", "PROGRESS", "SENT", "NEXT ATTEMPT", "LAST ERROR"});
+  for (const auto& target : job.targets()) {
+    t.AddRow({target.agent(), target.state(), absl::StrCat(target.attempts()),
+              ProgressCell(target.bytes_acked(), target.bytes_total()),
+              HumanBytes(target.bytes_sent()), OrDash(target.next_attempt_at()),
+              OrDash(target.last_error())});
+  }
+  absl::StrAppend(&out, "\n", t.Render());
+  return out;
+}
+
+std::string RenderJobList(const pkgdist::v1::ListJobsResponse& jobs) {
+  TextTable t({"ID", "KIND", "PACKAGE", "STATE", "DONE", "CREATED"});
+  for (const auto& job : jobs.jobs()) {
+    t.AddRow({job.id(), job.kind(), job.package(), job.state(),
+              absl::StrCat(DoneTargets(job), "/", job.targets_size()), OrDash(job.created_at())});
+  }
+  return t.Render();
+}
+
+std::string RenderAgentList(const pkgdist::v1::ListAgentsResponse& agents) {
+  TextTable t({"NAME", "ADDRESS", "CONNECTION", "LAST CONTACT", "LAST ERROR"});
+  for (const auto& a : agents.agents()) {
+    t.AddRow({a.name(), a.address(), ConnectionStateName(a.connection()),
+              OrDash(a.last_contact()), OrDash(a.last_error())});
+  }
+  return t.Render();
+}
+
+std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail) {
+  const auto& a = detail.agent();
+  std::string out = KeyValueBlock({
+      {"name", a.name()},
+      {"address", a.address()},
+      {"connection", ConnectionStateName(a.connection())},
+      {"last contact", OrDash(a.last_contact())},
+      {"last error", OrDash(a.last_error())},
+  });
+  if (!detail.inventory_error().empty()) {
+    absl::StrAppend(&out, "\ninventory unavailable: ", OneLine(detail.inventory_error()), "\n");
+    return out;
+  }
+  TextTable published({"PUBLISHED", "VERSION", "ID", "SIZE"});
+  for (const auto& p : detail.inventory().published()) {
+    published.AddRow({p.name(), p.version(), ShortId(ToHex(p.package_id())), HumanBytes(p.size())});
+  }
+  absl::StrAppend(&out, "\n", published.Render());
+  if (detail.inventory().partial_size() > 0) {
+    TextTable partial({"PARTIAL", "VERSION", "ID", "PROGRESS", "CHUNKS"});
+    for (const auto& p : detail.inventory().partial()) {
+      partial.AddRow({p.name(), p.version(), ShortId(ToHex(p.package_id())),
+                      ProgressCell(p.bytes_have(), p.bytes_total()),
+                      absl::StrCat(p.chunks_have(), "/", p.chunks_total())});
+    }
+    absl::StrAppend(&out, "\n", partial.Render());
+  }
+  return out;
+}
+
+std::string RenderPackage(const pkgdist::v1::PackageInfo& pkg) {
+  return KeyValueBlock({
+      {"package", absl::StrCat(pkg.name(), "@", pkg.version())},
+      {"id", pkg.id()},
+      {"size", absl::StrCat(HumanBytes(pkg.size()), " (", pkg.size(), " bytes)")},
+      {"files", absl::StrCat(pkg.files())},
+      {"chunks", absl::StrCat(pkg.chunks())},
+      {"created", OrDash(pkg.created_at())},
+  });
+}
+
+std::string RenderPackageList(const pkgdist::v1::ListPackagesResponse& packages) {
+  TextTable t({"NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED"});
+  for (const auto& p : packages.packages()) {
+    t.AddRow({p.name(), p.version(), ShortId(p.id()), HumanBytes(p.size()),
+              absl::StrCat(p.files()), absl::StrCat(p.chunks()), OrDash(p.created_at())});
+  }
+  return t.Render();
+}
+
+}  // namespace pkgdist::cli

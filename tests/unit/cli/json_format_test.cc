@@ -1,0 +1,109 @@
+#include "controller/cli/json_format.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/cli/test_jobs.h"
+
+namespace pkgdist::cli {
+namespace {
+
+using testing::TwoTargetJob;
+
+TEST(JsonFormatTest, JobHasTheDocumentedShape) {
+  // A job prints exactly the fields of DESIGN.md, in this order, on one line.
+  EXPECT_EQ(JsonLine(JobToJson(TwoTargetJob())),
+            R"({"id":"j-1","kind":"distribute","package":"app@1.0","state":"in_progress",)"
+            R"("created_at":"2026-01-02T03:00:00.000Z","targets":[)"
+            R"({"agent":"dp1","state":"done","attempts":1,"last_error":"",)"
+            R"("next_attempt_at":null,"bytes_acked":3145728,"bytes_total":3145728,)"
+            R"("bytes_sent":3145728,"updated_at":"2026-01-02T03:04:05.000Z"},)"
+            R"({"agent":"dp2","state":"retry_wait","attempts":3,)"
+            R"("last_error":"connection refused","next_attempt_at":"2026-01-02T03:04:35.000Z",)"
+            R"("bytes_acked":1048576,"bytes_total":3145728,"bytes_sent":2097152,)"
+            R"("updated_at":"2026-01-02T03:04:05.000Z"}]})");
+}
+
+TEST(JsonFormatTest, JobWithoutTargetsHasAnEmptyArray) {
+  // "targets" is always an array, never null or missing.
+  pkgdist::v1::JobStatus job;
+  job.set_id("j");
+  Json j = JobToJson(job);
+  ASSERT_TRUE(j["targets"].is_array());
+  EXPECT_TRUE(j["targets"].empty());
+  EXPECT_TRUE(j["created_at"].is_null());
+}
+
+TEST(JsonFormatTest, ListsWrapTheirItems) {
+  // Lists are objects with one array member named for what they hold.
+  pkgdist::v1::ListJobsResponse jobs;
+  *jobs.add_jobs() = TwoTargetJob();
+  EXPECT_EQ(JobListToJson(jobs)["jobs"][0]["id"], "j-1");
+  pkgdist::v1::ListPackagesResponse packages;
+  packages.add_packages()->set_name("app");
+  EXPECT_EQ(PackageListToJson(packages)["packages"][0]["name"], "app");
+  pkgdist::v1::ListAgentsResponse agents;
+  EXPECT_TRUE(AgentListToJson(agents)["agents"].is_array());
+}
+
+TEST(JsonFormatTest, AgentShowsConnectionByNameAndNullLastContact) {
+  // The connection state is a lower-case name; a never-contacted agent has null.
+  pkgdist::v1::AgentInfo a;
+  a.set_name("dp1");
+  a.set_address("10.0.0.1:7001");
+  a.set_connection(pkgdist::v1::CONNECTION_STATE_UNREACHABLE);
+  a.set_last_error("connection refused");
+  EXPECT_EQ(JsonLine(AgentToJson(a)),
+            R"({"name":"dp1","address":"10.0.0.1:7001","connection":"unreachable",)"
+            R"("last_contact":null,"last_error":"connection refused"})");
+}
+
+TEST(JsonFormatTest, AgentDetailPrintsPackageIdsInHex) {
+  // Raw package ids from the agent's inventory are printed as hex.
+  pkgdist::v1::AgentDetail d;
+  d.mutable_agent()->set_name("dp1");
+  auto* p = d.mutable_inventory()->add_published();
+  p->set_name("app");
+  p->set_version("1.0");
+  p->set_package_id(std::string("\x01\xab\xff", 3));
+  p->set_size(42);
+  auto* q = d.mutable_inventory()->add_partial();
+  q->set_name("app");
+  q->set_version("2.0");
+  q->set_package_id(std::string("\x10", 1));
+  q->set_bytes_total(100);
+  q->set_bytes_have(40);
+  q->set_chunks_total(4);
+  q->set_chunks_have(1);
+  Json j = AgentDetailToJson(d);
+  EXPECT_EQ(j["name"], "dp1");
+  EXPECT_EQ(JsonLine(j["inventory"]),
+            R"({"published":[{"name":"app","version":"1.0","id":"01abff","size":42}],)"
+            R"("partial":[{"name":"app","version":"2.0","id":"10","bytes_total":100,)"
+            R"("bytes_have":40,"chunks_total":4,"chunks_have":1}]})");
+  EXPECT_EQ(j["inventory_error"], "");
+}
+
+TEST(JsonFormatTest, PackageHasTheDocumentedShape) {
+  // An imported package prints name, version, id, size, files, chunks, created_at.
+  pkgdist::v1::PackageInfo p;
+  p.set_name("app");
+  p.set_version("1.0");
+  p.set_id("abcd");
+  p.set_size(10);
+  p.set_files(2);
+  p.set_chunks(1);
+  p.set_created_at("2026-01-02T03:00:00.000Z");
+  EXPECT_EQ(JsonLine(PackageToJson(p)),
+            R"({"name":"app","version":"1.0","id":"abcd","size":10,"files":2,"chunks":1,)"
+            R"("created_at":"2026-01-02T03:00:00.000Z"})");
+}
+
+TEST(JsonFormatTest, InvalidUtf8DoesNotThrow) {
+  // A malformed string from the network is replaced, not fatal.
+  pkgdist::v1::TargetStatus t;
+  t.set_last_error(std::string("bad \xff byte"));
+  EXPECT_NO_THROW(JsonLine(TargetToJson(t)));
+}
+
+}  // namespace
+}  // namespace pkgdist::cli

@@ -1,0 +1,77 @@
+#include "controller/cli/table.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/cli/test_jobs.h"
+
+namespace pkgdist::cli {
+namespace {
+
+using testing::TwoTargetJob;
+
+TEST(TextTableTest, AlignsColumnsAndTrimsTrailingSpace) {
+  // Columns are as wide as their widest cell plus two spaces; lines do not end in spaces.
+  TextTable t({"NAME", "STATE", "NOTE"});
+  t.AddRow({"dp1", "ready", ""});
+  t.AddRow({"dp-long", "x"});
+  EXPECT_EQ(t.Render(),
+            "NAME     STATE  NOTE\n"
+            "dp1      ready\n"
+            "dp-long  x\n");
+}
+
+TEST(TextTableTest, CountsUtf8CodePointsAndFlattensNewlines) {
+  // Multi-byte characters take one column; a newline in a cell cannot break the table.
+  TextTable t({"A", "B"});
+  t.AddRow({"é", "two\nlines"});
+  t.AddRow({"ab", "x"});
+  EXPECT_EQ(t.Render(),
+            "A   B\n"
+            "é   two lines\n"
+            "ab  x\n");
+}
+
+TEST(TableTest, RendersAJobWithItsTargets) {
+  // A job shows its summary, then one row per target with progress and error.
+  EXPECT_EQ(RenderJob(TwoTargetJob()),
+            "job:      j-1\n"
+            "kind:     distribute\n"
+            "package:  app@1.0\n"
+            "state:    in_progress (1/2 targets done)\n"
+            "created:  2026-01-02T03:00:00.000Z\n"
+            "\n"
+            "AGENT  STATE       ATTEMPTS  PROGRESS              SENT     "
+            "NEXT ATTEMPT              LAST ERROR\n"
+            "dp1    done        1         3.0 MiB/3.0 MiB 100%  3.0 MiB  -"
+            "                         -\n"
+            "dp2    retry_wait  3         1.0 MiB/3.0 MiB 33%   2.0 MiB  "
+            "2026-01-02T03:04:35.000Z  connection refused\n");
+}
+
+TEST(TableTest, RendersAJobList) {
+  // The list shows done/total targets per job.
+  pkgdist::v1::ListJobsResponse jobs;
+  *jobs.add_jobs() = TwoTargetJob();
+  EXPECT_EQ(RenderJobList(jobs),
+            "ID   KIND        PACKAGE  STATE        DONE  CREATED\n"
+            "j-1  distribute  app@1.0  in_progress  1/2   2026-01-02T03:00:00.000Z\n");
+}
+
+TEST(TableTest, ProgressCellWithoutTotalIsADash) {
+  // A removal job has no bytes to move.
+  EXPECT_EQ(ProgressCell(0, 0), "-");
+  EXPECT_EQ(ProgressCell(512, 1024), "512 B/1.0 KiB 50%");
+}
+
+TEST(TableTest, AgentDetailSaysWhyTheInventoryIsMissing) {
+  // An unreachable agent shows the inventory error instead of empty tables.
+  pkgdist::v1::AgentDetail d;
+  d.mutable_agent()->set_name("dp1");
+  d.set_inventory_error("agent unreachable");
+  std::string s = RenderAgentDetail(d);
+  EXPECT_NE(s.find("inventory unavailable: agent unreachable"), std::string::npos) << s;
+  EXPECT_EQ(s.find("PUBLISHED"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace pkgdist::cli
