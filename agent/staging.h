@@ -12,7 +12,8 @@
 // journaled). Only durable chunks may be acknowledged to the controller.
 //
 // Seal() turns a fully durable staging tree into the final package tree in
-// place (whole-file verification, symlinks, modes, fsyncs); publishing it is
+// place (sizes, symlinks, modes, fsyncs; content needs no second read: every
+// chunk was verified, and file digests are digests of chunk digests); publishing it is
 // PackageStore's job. Not thread-safe: one Transfer owns a Staging at a time
 // (PackageStore's per-package lock).
 #ifndef PKGDIST_AGENT_STAGING_H_
@@ -87,7 +88,7 @@ class Staging {
   absl::Status PrepareFile(const std::string& path, uint64_t size, bool* created);
   absl::Status LoadJournal();
   absl::StatusOr<bool> ChunkOnDiskMatches(uint32_t index, std::string& buf);
-  absl::Status VerifyAndFinishFile(const pkgdist::v1::FileEntry& f, std::string& buf);
+  absl::Status FinishFile(const pkgdist::v1::FileEntry& f);
   std::string EntryPath(int file_index) const;
 
   std::string dir_;

@@ -77,6 +77,7 @@ void ManifestBuilder::CloseChunk() {
   c->set_offset(file_offset_ - chunk_fill_);
   c->set_length(chunk_fill_);
   c->set_sha256(DigestBytes(chunk_hash_.Finish()));
+  file_hash_.Update(c->sha256());
   chunk_fill_ = 0;
 }
 
@@ -86,7 +87,6 @@ absl::Status ManifestBuilder::Append(absl::string_view data) {
     return absl::InvalidArgumentError(absl::StrCat(
         "file \"", manifest_.files().rbegin()->path(), "\": more data than its declared size"));
   }
-  file_hash_.Update(data);
   file_remaining_ -= data.size();
   while (!data.empty()) {
     size_t take = std::min<size_t>(data.size(), chunk_size_ - chunk_fill_);
@@ -276,11 +276,18 @@ absl::Status ValidateManifest(const Manifest& m, const ManifestLimits& limits) {
     covered[c.file()] += c.length();
     if (covered[c.file()] > f.size()) return bad("extends past the end of its file");
   }
+  std::vector<Sha256> digests(static_cast<size_t>(m.files_size()));
+  for (const auto& c : m.chunks()) digests[c.file()].Update(c.sha256());
   for (int i = 0; i < m.files_size(); ++i) {
     const auto& f = m.files(i);
-    if (f.type() == pkgdist::v1::ENTRY_TYPE_FILE && covered[static_cast<size_t>(i)] != f.size()) {
+    if (f.type() != pkgdist::v1::ENTRY_TYPE_FILE) continue;
+    if (covered[static_cast<size_t>(i)] != f.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("file \"", f.path(), "\": chunks do not cover it"));
+    }
+    if (DigestBytes(digests[static_cast<size_t>(i)].Finish()) != f.sha256()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("file \"", f.path(), "\": sha256 is not the digest of its chunks"));
     }
   }
   return absl::OkStatus();

@@ -2,7 +2,9 @@
 //
 // ManifestBuilder is fed entries in order (from a directory walk at the
 // controller, or from an upload stream) and hashes file content as it
-// arrives, so content is read once. Chunks are cut at fixed offsets of
+// arrives, so content is read and hashed once: a file's digest is the
+// sha256 of its chunks' digests (a hash list), not a second pass over its
+// bytes. Verifying every chunk therefore verifies every file. Chunks are cut at fixed offsets of
 // `chunk_size` bytes; the manifest format allows any sizes up to
 // kMaxChunkSize, and agents accept any such manifest.
 #ifndef PKGDIST_SHARED_MANIFEST_H_
@@ -77,7 +79,8 @@ std::string PackageIdHex(const pkgdist::v1::Manifest& m);
 
 // Checks names, every path, duplicate and colliding entries, that every
 // entry's parent is a directory entry, that chunks cover each regular file
-// exactly and in order, sizes, hash lengths and limits.
+// exactly and in order, that each file's digest is the digest of its
+// chunks' digests, sizes, hash lengths and limits.
 absl::Status ValidateManifest(const pkgdist::v1::Manifest& m, const ManifestLimits& limits = {});
 
 }  // namespace pkgdist

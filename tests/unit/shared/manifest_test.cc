@@ -21,11 +21,8 @@ using pkgdist::v1::Manifest;
 
 constexpr uint32_t kMiB = 1 << 20;
 constexpr char kSha256Empty[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-constexpr char kSha256Abc[] = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 constexpr char kSha256OneMiBZeros[] =
     "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58";
-constexpr char kSha256OneMiBPlusOneZeros[] =
-    "2cb74edba754a81d121c9db6833704a8e7d417e5b13d1a19f4a52f007d644264";
 constexpr char kSha256OneZero[] = "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d";
 
 // Builds a one-file manifest from `content`, appended in pieces of `piece`
@@ -54,8 +51,9 @@ TEST(ManifestBuilderTest, ExactlyOneMiBIsOneChunk) {
   // A file of exactly the chunk size gives one full chunk.
   Manifest m = OneFile(std::string(kMiB, '\0'), kMiB);
   EXPECT_THAT(Ranges(m), ::testing::ElementsAre(std::make_pair(uint64_t{0}, kMiB)));
-  EXPECT_EQ(ToHex(m.files(0).sha256()), kSha256OneMiBZeros);
   EXPECT_EQ(ToHex(m.chunks(0).sha256()), kSha256OneMiBZeros);
+  // The file's digest is the digest of its chunks' digests.
+  EXPECT_EQ(m.files(0).sha256(), DigestBytes(Sha256Of(m.chunks(0).sha256())));
   EXPECT_EQ(m.total_size(), kMiB);
 }
 
@@ -64,9 +62,10 @@ TEST(ManifestBuilderTest, OneMiBPlusOneIsTwoChunks) {
   Manifest m = OneFile(std::string(kMiB + 1, '\0'), kMiB);
   EXPECT_THAT(Ranges(m), ::testing::ElementsAre(std::make_pair(uint64_t{0}, kMiB),
                                                 std::make_pair(uint64_t{kMiB}, 1u)));
-  EXPECT_EQ(ToHex(m.files(0).sha256()), kSha256OneMiBPlusOneZeros);
   EXPECT_EQ(ToHex(m.chunks(0).sha256()), kSha256OneMiBZeros);
   EXPECT_EQ(ToHex(m.chunks(1).sha256()), kSha256OneZero);
+  EXPECT_EQ(m.files(0).sha256(),
+            DigestBytes(Sha256Of(m.chunks(0).sha256() + m.chunks(1).sha256())));
 }
 
 TEST(ManifestBuilderTest, EmptyFileHasNoChunks) {
@@ -94,8 +93,9 @@ TEST(ManifestBuilderTest, SmallChunkSizeCutsAtEveryMultiple) {
             "e5e088a0b66163a0a26a5e053d2a4496dc16ab6e0e3dd1adf2d16aa84a078c9d");
   EXPECT_EQ(ToHex(nine.chunks(2).sha256()),
             "de7d1b721a1e0632b7cf04edf5032c8ecffa9f9a08492152b926f1a5a7e765d7");
-  EXPECT_EQ(ToHex(nine.files(0).sha256()),
-            "19cc02f26df43cc571bc9ed7b0c4d29224a3ec229529221725ef76d021c8326f");
+  EXPECT_EQ(nine.files(0).sha256(),
+            DigestBytes(Sha256Of(nine.chunks(0).sha256() + nine.chunks(1).sha256() +
+                                 nine.chunks(2).sha256())));
   EXPECT_EQ(OneFile("", 4).chunks_size(), 0);
 }
 
@@ -175,7 +175,9 @@ TEST_F(ManifestFromPathTest, DescribesANestedTree) {
   EXPECT_EQ(tool.type(), pkgdist::v1::ENTRY_TYPE_FILE);
   EXPECT_EQ(tool.mode(), 0755u);
   EXPECT_EQ(tool.size(), 3u);
-  EXPECT_EQ(ToHex(tool.sha256()), kSha256Abc);
+  // One chunk "abc": the file digest is sha256(sha256("abc")).
+  EXPECT_EQ(ToHex(tool.sha256()),
+            "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358");
   EXPECT_EQ(m->files(5).size(), 0u);
   EXPECT_EQ(ToHex(m->files(5).sha256()), kSha256Empty);
   EXPECT_EQ(m->files(6).type(), pkgdist::v1::ENTRY_TYPE_DIRECTORY);
@@ -246,11 +248,12 @@ Manifest ValidManifest() {
   f->set_type(pkgdist::v1::ENTRY_TYPE_FILE);
   f->set_mode(0644);
   f->set_size(5);
-  f->set_sha256(std::string(32, 'h'));
+  // A file's digest is the digest of its chunks' digests (both 'c'*32 here).
+  f->set_sha256(DigestBytes(Sha256Of(std::string(64, 'c'))));
   auto* g = m.add_files();
   g->set_path("g");
   g->set_type(pkgdist::v1::ENTRY_TYPE_FILE);
-  g->set_sha256(std::string(32, 'e'));
+  g->set_sha256(DigestBytes(Sha256Of("")));
   const std::pair<uint64_t, uint32_t> ranges[] = {{0, 3}, {3, 2}};
   for (auto [off, len] : ranges) {
     auto* c = m.add_chunks();
@@ -323,6 +326,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"FileBadHashLength",
                 [](Manifest& m) { m.mutable_files(1)->set_sha256(std::string(33, 'h')); },
                 "sha256"},
+        BadCase{"FileDigestNotOfItsChunks",
+                [](Manifest& m) {
+                  std::string d = m.files(1).sha256();
+                  d[0] = static_cast<char>(d[0] ^ 1);
+                  m.mutable_files(1)->set_sha256(d);
+                },
+                "digest of its chunks"},
         BadCase{"FileWithoutHash", [](Manifest& m) { m.mutable_files(2)->clear_sha256(); },
                 "sha256"},
         BadCase{"TotalSizeMismatch", [](Manifest& m) { m.set_total_size(6); }, "total_size"},
@@ -371,7 +381,7 @@ TEST(ValidateManifestLimitsTest, CaseCollisionsAreRefusedOnlyWhenAsked) {
   auto* f = m.add_files();
   f->set_path("dir/F");
   f->set_type(pkgdist::v1::ENTRY_TYPE_FILE);
-  f->set_sha256(std::string(32, 'e'));
+  f->set_sha256(DigestBytes(Sha256Of("")));
   EXPECT_TRUE(ValidateManifest(m).ok());
   ManifestLimits folding;
   folding.refuse_case_collisions = true;
