@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "agent/disk_util.h"
 #include "shared/logging.h"
 #include "shared/sha256.h"
 #include "shared/status_macros.h"
@@ -89,7 +90,15 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
   staging_ = std::move(staging).value();
   auto copied = store_.CopyKnownChunks(*staging_);
   if (!copied.ok()) return DiskError(copied.status());
-  RETURN_IF_ERROR(store_.CheckFreeSpace(staging_->missing_bytes()));
+  if (absl::Status s = store_.CheckFreeSpace(staging_->missing_bytes()); !s.ok()) {
+    if (staging_->durable_count() == 0) {
+      // Nothing received yet: a refused offer leaves no staging behind.
+      std::string dir = staging_->dir();
+      staging_.reset();
+      if (absl::Status rm = RemoveTree(dir); !rm.ok()) spdlog::warn("{}", rm);
+    }
+    return s;
+  }
   uint64_t window = offer.window_bytes() > 0 ? offer.window_bytes() : options_.default_window_bytes;
   flush_threshold_ = std::max<uint64_t>(1, window / 2);
   spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes){}", label_, peer_,

@@ -61,6 +61,10 @@ absl::Status ImportSession::Add(const pkgdist::v1::ImportPackageRequest& msg) {
     case R::kEntry: {
       const auto& e = msg.entry();
       RETURN_IF_ERROR(ValidateRelativePath(e.path(), limits_.max_path_length));
+      if (!paths_.insert(e.path()).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("entry.path \"", e.path(), "\" appears twice"));
+      }
       std::string parent(ParentOf(e.path()));
       if (!parent.empty() && !dirs_.contains(parent)) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -81,7 +85,9 @@ absl::Status ImportSession::Add(const pkgdist::v1::ImportPackageRequest& msg) {
           return absl::OkStatus();
         case pkgdist::v1::ENTRY_TYPE_FILE: {
           RETURN_IF_ERROR(builder_->BeginFile(e.path(), e.mode(), e.size()));
-          ASSIGN_OR_RETURN(file_, OpenFile(disk, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644));
+          int fd = ::open(disk.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+          if (fd < 0) return ErrnoStatus(errno, "create", e.path());
+          file_ = UniqueFd(fd);
           file_path_ = e.path();
           file_written_ = 0;
           file_size_ = e.size();

@@ -50,6 +50,7 @@ class ImportSession {
   ManifestLimits limits_;
   std::unique_ptr<ManifestBuilder> builder_;
   absl::flat_hash_set<std::string> dirs_;
+  absl::flat_hash_set<std::string> paths_;
   UniqueFd file_;
   std::string file_path_;
   uint64_t file_written_ = 0;

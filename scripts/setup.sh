@@ -8,6 +8,7 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev openssl libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  fiu-utils
   python3 python3-grpcio python3-protobuf
   iproute2 procps
 )

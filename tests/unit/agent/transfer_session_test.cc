@@ -276,6 +276,33 @@ TEST_F(TransferSessionTest, APackageThatDoesNotFitIsResourceExhausted) {
   EXPECT_THAT(stream.responses, IsEmpty());
 }
 
+TEST_F(TransferSessionTest, AnOfferRefusedForSpaceBeforeAnyChunkLeavesNoStaging) {
+  // A package refused up front must not leave an empty staging directory behind.
+  free_bytes_ = 100;
+  FakeStream stream;
+  stream.requests.push_back(Offer());
+  EXPECT_TRUE(absl::IsResourceExhausted(Run(stream)));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() + "/root/staging"));
+}
+
+TEST_F(TransferSessionTest, AnOfferRefusedForSpaceKeepsChunksAlreadyReceived) {
+  // Durable chunks of an earlier attempt survive a refusal and are not needed again.
+  FakeStream first;
+  first.requests.push_back(Offer());
+  first.requests.push_back(Chunk(0));
+  EXPECT_TRUE(absl::IsCancelled(Run(first)));
+  free_bytes_ = 100;
+  FakeStream refused;
+  refused.requests.push_back(Offer());
+  EXPECT_TRUE(absl::IsResourceExhausted(Run(refused)));
+  free_bytes_ = uint64_t{1} << 40;
+  FakeStream second;
+  ReactLikeAController(second);
+  second.requests.push_back(Offer());
+  ASSERT_TRUE(Run(second).ok());
+  EXPECT_THAT(Indices(second.responses.front().need().indices()), ElementsAre(1, 2, 3, 4));
+}
+
 TEST_F(TransferSessionTest, AnEmptyPackageNeedsNothingAndPublishes) {
   // A package of only directories and empty files has no chunks: Need{} then Commit.
   std::string empty = tmp_.path() + "/empty";
