@@ -10,8 +10,13 @@ PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   fiu-utils
   python3 python3-grpcio python3-protobuf
-  iproute2 procps
+  iproute2 procps iptables
 )
+
+# bench/run.sh also needs the peer it compares against, and perf.
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(nginx curl linux-perf)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

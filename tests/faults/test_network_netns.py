@@ -1,0 +1,370 @@
+"""Network faults on a real link: the controller and the agent each run in a
+network namespace this test creates, joined by a veth pair addressed in
+10.231.x.y/30, and the faults are the kernel's own: iptables DROP both ways
+(a pulled cable), REJECT --reject-with tcp-reset (a reset), random loss
+(-m statistic) and a tbf qdisc (a slow link). Each scenario ends with a
+complete, byte-identical package and records its figures.
+
+Needs root, `ip netns` and iptables usable inside a namespace (Debian
+packages iproute2 and iptables); otherwise every test is skipped with the
+reason. Teardown kills every process and deletes the namespaces (and their
+veth pair with them), whatever happened."""
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+import results  # noqa: E402
+from harness import Cluster, MiB, binary, target  # noqa: E402
+
+DETECT_SECONDS = 6
+SLACK_SECONDS = 3
+# A reset is seen when the next segment arrives: below TCP_USER_TIMEOUT (a third
+# of the detection bound), so a reset mistaken for a silent drop fails.
+RESET_BOUND_SECONDS = 1.5
+MAX_BACKOFF_SECONDS = 2
+WINDOW = 4 * MiB
+RATE = 8 * MiB
+SLOW_LINK_BITS = 20_000_000
+CMD_TIMEOUT = 15
+NS_PREFIX = "pkgdist-t"
+
+
+def run(*cmd, check=True):
+    """Runs a short command; raises with its stderr when check and it fails."""
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=CMD_TIMEOUT)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+def environment_problem():
+    """Why these tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces (running as uid %d)" % os.geteuid()
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables"), ("tc", "iproute2")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package {package})"
+    probe = f"{NS_PREFIX}{os.getpid()}-probe"
+    r = run("ip", "netns", "add", probe, check=False)
+    if r.returncode != 0:
+        return f"`ip netns add` does not work here: {r.stderr.strip()}"
+    try:
+        for rule in (["-A", "INPUT", "-m", "statistic", "--mode", "random",
+                      "--probability", "0.05", "-j", "DROP"],
+                     ["-A", "INPUT", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]):
+            r = run("ip", "netns", "exec", probe, "iptables", *rule, check=False)
+            if r.returncode != 0:
+                return (f"iptables does not work inside a network namespace "
+                        f"(iptables {' '.join(rule)}): {r.stderr.strip()}")
+    finally:
+        run("ip", "netns", "del", probe, check=False)
+    return None
+
+
+def remove_stale_namespaces():
+    """Deletes namespaces left by an earlier run of this file whose process is gone."""
+    r = run("ip", "netns", "list", check=False)
+    for line in r.stdout.splitlines():
+        m = re.match(rf"({re.escape(NS_PREFIX)}(\d+)-\S+)", line)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(2)), 0)
+        except ProcessLookupError:
+            run("ip", "netns", "del", m.group(1), check=False)
+        except PermissionError:
+            pass
+
+
+class Link:
+    """Two namespaces joined by a veth pair: the controller's side at
+    .1 and the agent's at .2 of a /30 in 10.231.0.0/16."""
+
+    def __init__(self, index):
+        pid = os.getpid()
+        tag = f"{pid}-{index}"
+        self.ns_ctrl = f"{NS_PREFIX}{tag}-ctrl"
+        self.ns_agent = f"{NS_PREFIX}{tag}-agent"
+        self.veth_ctrl = f"pd{pid}{index}c"[:15]
+        self.veth_agent = f"pd{pid}{index}a"[:15]
+        base = 4 * ((pid * 8 + index) % 64)
+        third = (pid // 8) % 256
+        self.ip_ctrl = f"10.231.{third}.{base + 1}"
+        self.ip_agent = f"10.231.{third}.{base + 2}"
+
+    def up(self):
+        try:
+            run("ip", "netns", "add", self.ns_ctrl)
+            run("ip", "netns", "add", self.ns_agent)
+            run("ip", "link", "add", self.veth_ctrl, "netns", self.ns_ctrl, "type", "veth",
+                "peer", "name", self.veth_agent, "netns", self.ns_agent)
+            for ns, dev, ip in ((self.ns_ctrl, self.veth_ctrl, self.ip_ctrl),
+                                (self.ns_agent, self.veth_agent, self.ip_agent)):
+                run("ip", "-n", ns, "addr", "add", ip + "/30", "dev", dev)
+                run("ip", "-n", ns, "link", "set", dev, "up")
+                run("ip", "-n", ns, "link", "set", "lo", "up")
+            for ns, dev in ((self.ns_ctrl, self.veth_ctrl), (self.ns_agent, self.veth_agent)):
+                harness.wait_for(lambda: " UP " in run("ip", "-n", ns, "-br", "link", "show",
+                                                       "dev", dev).stdout + " ",
+                                 timeout=10, what=f"{dev} in {ns} to be up", interval=0.02)
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self):
+        for ns in (self.ns_ctrl, self.ns_agent):
+            run("ip", "netns", "del", ns, check=False)
+
+    def in_agent_ns(self, *cmd):
+        return run("ip", "netns", "exec", self.ns_agent, *cmd)
+
+    def in_ctrl_ns(self, *cmd):
+        return run("ip", "netns", "exec", self.ns_ctrl, *cmd)
+
+
+class NetnsCluster(Cluster):
+    """A Cluster whose controller and pkgdistctl run in the controller's
+    namespace and whose agents run in the agent's namespace, on the veth
+    addresses."""
+
+    def __init__(self, link, agents):
+        super().__init__(agents=agents)
+        self.link = link
+
+    def start_controller(self, extra=(), **opts):
+        port_file = os.path.join(self.dir, "controller.port")
+        argv = ["ip", "netns", "exec", self.link.ns_ctrl, binary("pkgdist-controller"),
+                "--listen", f"{self.link.ip_ctrl}:0", "--port-file", port_file,
+                "--state-dir", os.path.join(self.dir, "controller-state"),
+                *self.tls_flags("controller")]
+        for k, v in opts.items():
+            argv += ["--" + k.replace("_", "-"), str(v)]
+        self.controller, self.controller_port = self._start("controller", argv + list(extra),
+                                                            port_file)
+        return self.controller
+
+    @property
+    def controller_address(self):
+        return f"{self.link.ip_ctrl}:{self.controller_port}"
+
+    def start_agent(self, name, cert=None, port=None, extra=()):
+        agent = self._agent(name)
+        port_file = os.path.join(self.dir, f"agent-{name}.port")
+        argv = ["ip", "netns", "exec", self.link.ns_agent, binary("pkgdist-agent"),
+                "--name", name, "--listen", f"{self.link.ip_agent}:{agent.port}",
+                "--port-file", port_file, "--root", agent.root, *self.tls_flags(name), *extra]
+        agent.proc, agent.port = self._start(f"agent-{name}", argv, port_file)
+        return agent.proc
+
+    def add_agent(self, name):
+        return self.ctl("agent", "add", name, f"{self.link.ip_agent}:{self._agent(name).port}")
+
+    def ctl_raw(self, *args, timeout=harness.CTL_TIMEOUT, cert="admin"):
+        argv = ["ip", "netns", "exec", self.link.ns_ctrl, binary("pkgdistctl"),
+                "--controller", self.controller_address, *self.tls_flags(cert),
+                "--output", "json", *map(str, args)]
+        try:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pkgdistctl {' '.join(map(str, args))} did not finish "
+                                 f"within {timeout}s") from None
+        return r.returncode, r.stdout, r.stderr
+
+
+@contextlib.contextmanager
+def recorded(scenario, tried=1):
+    """Yields a dict of figures; records the scenario when the block ends,
+    as FAILED (with the first line of the error) if it raised."""
+    figures = {"outcome": ""}
+    try:
+        yield figures
+    except BaseException as e:
+        outcome = figures.pop("outcome") or "did not complete"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        results.record(scenario, f"{outcome}; FAILED: {first}", tried=tried, ok=False, **figures)
+        raise
+    outcome = figures.pop("outcome")
+    results.record(scenario, outcome, tried=tried, ok=True, **figures)
+
+
+class NetworkNamespaceTest(unittest.TestCase):
+    problem = None
+    counter = 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.problem = environment_problem()
+        if cls.problem:
+            # ctest reports the test as skipped on this line (tests/faults/CMakeLists.txt).
+            print(f"network namespace tests skipped: {cls.problem}", flush=True)
+        else:
+            remove_stale_namespaces()
+
+    def setUp(self):
+        if self.problem:
+            self.skipTest(self.problem)
+        NetworkNamespaceTest.counter += 1
+        self.link = Link(NetworkNamespaceTest.counter)
+        self.link.up()
+        # Cleanups run last-in first-out: the cluster (processes) is stopped
+        # before the namespaces are deleted.
+        self.addCleanup(self.link.down)
+
+    @contextlib.contextmanager
+    def cluster(self, **controller_opts):
+        with NetnsCluster(self.link, ["dp1"]) as c:
+            c.start_controller(window_bytes=WINDOW, max_backoff_seconds=MAX_BACKOFF_SECONDS,
+                               detect_seconds=DETECT_SECONDS, **controller_opts)
+            c.start_agent("dp1")
+            c.add_agent("dp1")
+            yield c
+
+    def package(self, c, name, size, seed):
+        path = harness.make_file_package(os.path.join(c.dir, "src-" + name), name + ".bin",
+                                         size, seed)
+        info = c.import_package(path, name, "1.0")
+        self.assertEqual(int(info["size"]), size)
+        return os.path.dirname(path)
+
+    def iptables(self, *rule):
+        self.link.in_agent_ns("iptables", *rule)
+
+    def fault_then_recover(self, fig, name, size, rules, detect_bound):
+        """Starts a paced transfer, adds iptables `rules` in the agent's
+        namespace once a fifth is acknowledged, waits until the attempt breaks
+        (within detect_bound), removes the rules, waits until it completes
+        identical. Fills fig with detect_s, reconnect_s and resent_bytes."""
+        with self.cluster(max_bytes_per_second=RATE) as c:
+            src = self.package(c, name, size, 21)
+            job = c.distribute(f"{name}@1.0", ["dp1"])
+            status = c.wait_job(job, lambda j: (target(j, "dp1")["state"] == "transferring"
+                                                and int(target(j, "dp1")["bytes_acked"]) >= size // 5),
+                                30, "dp1 transferring with a fifth acknowledged")
+            attempts = int(target(status, "dp1")["attempts"])
+            for rule in rules:
+                self.iptables("-A", *rule)
+            cut_at = time.monotonic()
+            status = c.wait_job(job, lambda j: (target(j, "dp1")["state"] != "transferring"
+                                                or int(target(j, "dp1")["attempts"]) > attempts),
+                                detect_bound + 20, "the controller to notice the fault",
+                                interval=0.05)
+            detect_s = time.monotonic() - cut_at
+            t = target(status, "dp1")
+            acked = int(t["bytes_acked"])
+            print(f"{name}: detected after {detect_s:.2f}s (bound {detect_bound}s): state "
+                  f"{t['state']}, last_error {t['last_error']!r}")
+            fig.update(detect_s=round(detect_s, 2), outcome=f"detected ({t['state']})")
+            self.assertIn(t["state"], ("retry_wait", "transferring"))
+            self.assertTrue(t["last_error"], "the broken attempt left no error")
+            self.assertLessEqual(detect_s, detect_bound)
+
+            for rule in rules:
+                self.iptables("-D", *rule)
+            restored_at = time.monotonic()
+            c.wait_job(job, lambda j: (j["state"] == "complete"
+                                       or (target(j, "dp1")["state"] == "transferring"
+                                           and int(target(j, "dp1")["bytes_acked"]) > acked)),
+                       40, "the transfer to move again after the rules are removed",
+                       interval=0.05)
+            reconnect_s = time.monotonic() - restored_at
+            status = c.wait_job(job, lambda j: j["state"] == "complete", 60, "the job completes")
+            harness.assert_trees_identical(src, c.published("dp1", name, "1.0"))
+            sent = int(target(status, "dp1")["bytes_sent"])
+            print(f"{name}: moving again {reconnect_s:.2f}s after the rules were removed; "
+                  f"complete, bytes_sent {sent} for {size}")
+            fig.update(reconnect_s=round(reconnect_s, 2), resent_bytes=sent - size)
+            self.assertLessEqual(sent, size + WINDOW, "more than one window re-sent")
+            return detect_s
+
+    def test_pulled_cable_is_detected_within_bound_and_completes_after_reconnect(self):
+        # iptables DROP both ways in the agent's namespace: retry_wait within 6+3 s; removed: complete.
+        dev = self.link.veth_agent
+        with recorded("netns: pulled cable (iptables DROP both ways), then plugged in") as fig:
+            detect_s = self.fault_then_recover(
+                fig, "cable", 24 * MiB, [["INPUT", "-i", dev, "-j", "DROP"],
+                                         ["OUTPUT", "-o", dev, "-j", "DROP"]],
+                DETECT_SECONDS + SLACK_SECONDS)
+            fig["outcome"] = (f"retry_wait in {detect_s:.1f}s (bound {DETECT_SECONDS}+"
+                              f"{SLACK_SECONDS}s); bytes identical after reconnect")
+
+    def test_reset_connection_fails_fast_and_completes_after_rule_removed(self):
+        # REJECT --reject-with tcp-reset both ways: the attempt fails in seconds, then completes.
+        dev = self.link.veth_agent
+        # RST segments themselves pass: REJECT drops an RST (it never answers one),
+        # which would turn the resets the rules send into a silent drop.
+        reject = ["-p", "tcp", "!", "--tcp-flags", "RST", "RST",
+                  "-j", "REJECT", "--reject-with", "tcp-reset"]
+        with recorded("netns: connection reset (iptables REJECT tcp-reset), then removed") as fig:
+            detect_s = self.fault_then_recover(
+                fig, "reset", 24 * MiB, [["INPUT", "-i", dev, *reject],
+                                         ["OUTPUT", "-o", dev, *reject]],
+                RESET_BOUND_SECONDS)
+            fig["outcome"] = (f"failed fast in {detect_s:.1f}s (bound {RESET_BOUND_SECONDS}s); "
+                              f"bytes identical after the rule was removed")
+
+    def test_transfer_over_link_losing_5_percent_of_packets_completes_identical(self):
+        # 5% random DROP both ways (-m statistic) for the whole transfer: complete, identical.
+        dev, size = self.link.veth_agent, 16 * MiB
+        loss = ["-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"]
+        with recorded("netns: 5% random packet loss both ways (iptables -m statistic)") as fig, \
+                self.cluster() as c:
+            src = self.package(c, "lossy", size, 22)
+            self.iptables("-A", "INPUT", "-i", dev, *loss)
+            self.iptables("-A", "OUTPUT", "-o", dev, *loss)
+            started = time.monotonic()
+            job = c.distribute("lossy@1.0", ["dp1"])
+            status = c.wait_job(job, lambda j: j["state"] == "complete", 90, "the job completes")
+            elapsed = time.monotonic() - started
+            harness.assert_trees_identical(src, c.published("dp1", "lossy", "1.0"))
+            dropped = self.dropped_packets()
+            t = target(status, "dp1")
+            print(f"lossy: {size} bytes in {elapsed:.2f}s ({size / elapsed / MiB:.2f} MiB/s), "
+                  f"{t['attempts']} attempt(s), {dropped} packets dropped by the rules")
+            fig.update(throughput_mib_s=round(size / elapsed / MiB, 2), dropped_packets=dropped,
+                       attempts=int(t["attempts"]), resent_bytes=int(t["bytes_sent"]) - size,
+                       outcome=f"bytes identical; {dropped} packets dropped, "
+                               f"{t['attempts']} attempt(s)")
+            self.assertGreater(dropped, 0, "the loss rules dropped nothing")
+
+    def dropped_packets(self):
+        """Packets dropped by the DROP rules of the agent's namespace."""
+        out = self.link.in_agent_ns("iptables", "-L", "-n", "-v", "-x").stdout
+        return sum(int(line.split()[0]) for line in out.splitlines()
+                   if re.match(r"\s*\d+\s+\d+\s+DROP\b", line))
+
+    def test_transfer_over_20_mbit_link_completes_identical_at_link_speed(self):
+        # tbf 20mbit on the controller's side of the veth (the data direction): complete, slow.
+        size = 8 * MiB
+        with recorded("netns: slow link (tbf 20mbit)") as fig, self.cluster() as c:
+            src = self.package(c, "slow", size, 23)
+            self.link.in_ctrl_ns("tc", "qdisc", "add", "dev", self.link.veth_ctrl, "root", "tbf",
+                                 "rate", "20mbit", "burst", "32kbit", "latency", "50ms")
+            started = time.monotonic()
+            job = c.distribute("slow@1.0", ["dp1"])
+            c.wait_job(job, lambda j: j["state"] == "complete", 60, "the job completes")
+            elapsed = time.monotonic() - started
+            harness.assert_trees_identical(src, c.published("dp1", "slow", "1.0"))
+            throughput = size / elapsed
+            link_bytes = SLOW_LINK_BITS / 8
+            print(f"slow: {size} bytes in {elapsed:.2f}s = {throughput / MiB:.2f} MiB/s "
+                  f"(link {link_bytes / MiB:.2f} MiB/s)")
+            fig.update(throughput_mib_s=round(throughput / MiB, 2),
+                       outcome=f"bytes identical at {throughput / MiB:.2f} MiB/s "
+                               f"({throughput / link_bytes:.0%} of the link)")
+            self.assertLessEqual(throughput, link_bytes * 1.05, "faster than the shaped link")
+
+
+if __name__ == "__main__":
+    unittest.main()
