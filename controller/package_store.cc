@@ -190,6 +190,7 @@ absl::Status ChunkReader::Read(uint32_t index, std::string* out) {
     ASSIGN_OR_RETURN(fd_, OpenFile(path, O_RDONLY | O_NOFOLLOW));
     open_file_ = static_cast<int>(c.file());
   }
+  // Same-size resizes (the common case) neither allocate nor zero-fill.
   out->resize(c.length());
   return PreadFull(fd_.get(), out->data(), c.length(), c.offset(), path);
 }

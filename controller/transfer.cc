@@ -170,7 +170,8 @@ TransferCall::Action TransferCall::Pump() {
     allowance_ -= len;
   }
   queue_.pop_front();
-  req_.Clear();
+  // mutable_chunk() keeps the previous chunk message and its 1 MiB buffer:
+  // no allocation and no zero-fill per chunk (Clear() would free both).
   auto* c = req_.mutable_chunk();
   c->set_index(idx);
   if (absl::Status s = reader_.Read(idx, c->mutable_data()); !s.ok()) {
