@@ -16,11 +16,6 @@ using testing::Target;
 using testing::TwoTargetJob;
 using testing::WatchScript;
 
-pkgdist::v1::JobStatus WithState(pkgdist::v1::JobStatus job, const std::string& state) {
-  job.set_state(state);
-  return job;
-}
-
 pkgdist::v1::JobStatus CompleteJob() {
   pkgdist::v1::JobStatus job = TwoTargetJob();
   job.set_state("complete");
