@@ -13,6 +13,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "shared/file_util.h"
@@ -252,6 +253,29 @@ absl::Status ValidateManifest(const Manifest& m, const ManifestLimits& limits) {
     if (f.type() != pkgdist::v1::ENTRY_TYPE_FILE && (f.size() != 0 || !f.sha256().empty())) {
       return absl::InvalidArgumentError(
           absl::StrCat("path \"", f.path(), "\": only regular files have content"));
+    }
+  }
+  // A link target is checked lexically, treating its components as
+  // directories; a component that is itself a symlink would make that
+  // check meaningless ("b -> ." then "a -> b/.." leaves the tree).
+  for (const auto& f : m.files()) {
+    if (f.type() != pkgdist::v1::ENTRY_TYPE_SYMLINK) continue;
+    std::vector<absl::string_view> parts = absl::StrSplit(f.link_target(), '/');
+    std::string at(ParentOf(f.path()));
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      absl::string_view part = parts[i];
+      if (part.empty() || part == ".") continue;
+      if (part == "..") {
+        at = std::string(ParentOf(at));
+        continue;
+      }
+      at = at.empty() ? std::string(part) : absl::StrCat(at, "/", part);
+      auto it = seen.find(at);
+      if (it != seen.end() && it->second == pkgdist::v1::ENTRY_TYPE_SYMLINK) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "symlink \"", f.path(), "\" -> \"", f.link_target(), "\": passes through symlink \"",
+            at, "\""));
+      }
     }
   }
   if (total != m.total_size()) {

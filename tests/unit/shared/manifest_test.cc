@@ -403,3 +403,29 @@ TEST(ValidateManifestLimitsTest, BuilderStopsAtTheLimits) {
 
 }  // namespace
 }  // namespace pkgdist
+
+namespace pkgdist {
+namespace {
+
+TEST(ValidateManifestSymlinkTest, RefusesATargetThatPassesThroughAnotherSymlink) {
+  // "b -> ." makes "a -> b/.." leave the tree, though each is lexically inside.
+  pkgdist::v1::Manifest m;
+  m.set_name("app");
+  m.set_version("1.0");
+  for (auto [path, target] : {std::pair<const char*, const char*>{"b", "."}, {"a", "b/.."}}) {
+    auto* l = m.add_files();
+    l->set_path(path);
+    l->set_type(pkgdist::v1::ENTRY_TYPE_SYMLINK);
+    l->set_mode(0777);
+    l->set_link_target(target);
+  }
+  absl::Status s = ValidateManifest(m);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("passes through symlink \"b\""));
+  // A link to a link (as the last component) stays allowed.
+  m.mutable_files(1)->set_link_target("b");
+  EXPECT_TRUE(ValidateManifest(m).ok());
+}
+
+}  // namespace
+}  // namespace pkgdist
