@@ -1,0 +1,136 @@
+// Writes the committed seed corpora: fuzz_make_seeds CORPUS_DIR [REGRESSIONS_DIR]
+// writes CORPUS_DIR/{manifest,journal,transfer}/<name> (and the regression
+// inputs found so far). Run it after changing the input format of a target
+// or the packages in fuzz_util.cc.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agent/journal.h"
+#include "shared/file_util.h"
+#include "shared/sha256.h"
+#include "tests/fuzz/fuzz_util.h"
+#include "tests/fuzz/transfer_program.h"
+
+namespace pkgdist::fuzz {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+void Write(const std::string& dir, const std::string& name, const std::string& data) {
+  Check(MakeDirs(dir).ok(), "mkdir " + dir);
+  Check(WriteFileAtomic(dir + "/" + name, data).ok(), "write " + name);
+}
+std::string Str(const Bytes& b) { return std::string(b.begin(), b.end()); }
+
+void ManifestSeeds(const std::string& dir) {
+  const auto& packages = Packages();
+  for (size_t i = 0; i < packages.size(); ++i) {
+    Write(dir, absl::StrCat("package-", i), packages[i].manifest.SerializeAsString());
+  }
+  pkgdist::v1::Manifest m = packages[0].manifest;
+  m.mutable_files(0)->set_path("../escape");
+  Write(dir, "dotdot-path", m.SerializeAsString());
+  m = packages[0].manifest;
+  m.mutable_files(4)->set_link_target("/etc");
+  Write(dir, "absolute-link", m.SerializeAsString());
+  Write(dir, "raw-link", "a/b\n../../c");
+  Write(dir, "raw-path", "usr/lib/x");
+}
+
+// Journal programs (fuzz_journal.cc): byte 0 odd, then op/index pairs.
+void JournalSeeds(const std::string& dir) {
+  Write(dir, "three-records", Str({1, 0, 0, 0, 1, 0, 2}));
+  Write(dir, "bad-crc-in-middle", Str({1, 0, 0, 2, 1, 43, 7, 0, 3}));
+  Write(dir, "torn-tail", Str({1, 0, 0, 0, 5, 4, 2, 20}));
+  Write(dir, "foreign-hash-and-range", Str({1, 1, 2, 0, 7, 0, 4, 0, 0}));
+  Write(dir, "raw-junk", Str({1, 0, 1, 3, 5, 'j', 'u', 'n', 'k', '!', 0, 2}));
+  std::string raw(1, '\0');
+  for (uint32_t i = 0; i < 3; ++i) {
+    raw += EncodeJournalRecord({i, Sha256Of(absl::StrCat("chunk ", i))});
+  }
+  Write(dir, "raw-file", raw);
+  Write(dir, "raw-file-torn", raw.substr(0, raw.size() - 9));
+}
+
+// Transfer programs (transfer_program.h).
+Bytes Offer(uint8_t pkg, uint8_t window = 0) { return {kOffer, pkg, window}; }
+Bytes AllChunks(uint8_t pkg, uint32_t from = 0) {
+  Bytes b;
+  for (uint32_t i = from; i < static_cast<uint32_t>(Packages()[pkg].manifest.chunks_size()); ++i) {
+    b.push_back(kChunk);
+    b.push_back(static_cast<uint8_t>(i));
+  }
+  return b;
+}
+Bytes Cat(std::initializer_list<Bytes> parts) {
+  Bytes out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+const Bytes kCommitOp = {kCommit};
+const Bytes kEnd = {kControl, kEndStream};
+
+void TransferSeeds(const std::string& dir) {
+  for (uint8_t p = 0; p < Packages().size(); ++p) {
+    Write(dir, absl::StrCat("publish-", int{p}), Str(Cat({Offer(p), AllChunks(p), kCommitOp})));
+  }
+  Write(dir, "publish-then-again",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, kEnd, Offer(0)})));
+  Write(dir, "delta-from-published",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, kEnd, Offer(1, 2), AllChunks(1), kCommitOp})));
+  Write(dir, "other-content-same-version",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, kEnd, Offer(2), AllChunks(2), kCommitOp})));
+  Write(dir, "resume-after-restart",
+        Str(Cat({Offer(0, 2), {kChunk, 0, kChunk, 3}, {kControl, kRestart}, Offer(0),
+                 AllChunks(0), kCommitOp})));
+  Write(dir, "flipped-then-good",
+        Str(Cat({Offer(4), {kFlipChunk, 1, 3}, AllChunks(4), kCommitOp})));
+  Write(dir, "bad-chunks",
+        Str(Cat({Offer(0), {kBadChunk, 9, 3, 'a', 'b', 'c', kBadChunk, 1, 0}, AllChunks(0)})));
+  Write(dir, "early-commit", Str(Cat({Offer(0), {kChunk, 0}, kCommitOp})));
+  Write(dir, "chunk-before-offer", Str(Cat({{kChunk, 0}, Offer(0)})));
+  Write(dir, "empty-message", Str(Cat({Offer(3), {kControl, kEmptyMessage}})));
+  Write(dir, "disk-full", Str(Cat({{kControl, kToggleDiskFull}, Offer(0), AllChunks(0)})));
+  Write(dir, "mutated-mode",
+        Str(Cat({{kOfferMut, 0, 1, 0, 0300, 0}, AllChunks(0), kCommitOp})));
+  Write(dir, "mutated-link",
+        Str(Cat({{kOfferMut, 0, 2, 4, 0, 6, 'b', 'i', 'n', '/', '.', '.'}, AllChunks(0), kCommitOp})));
+  Write(dir, "mutated-path",
+        Str(Cat({{kOfferMut, 0, 0, 2, 0, 3, 'e', 't', 'c'}, AllChunks(0), kCommitOp})));
+  Write(dir, "raw-offer", Str(Cat({{kOfferRaw, 4, 10, 2, 'a', 'b'}})));
+}
+
+// Inputs that once broke an invariant (regressions/<target>/), rebuilt
+// here so their meaning is on record.
+void RegressionInputs(const std::string& dir) {
+  // Symlink chain leaving the package: "etc/self" -> "../etc" is inside, and
+  // "current" -> "etc/self/../.." stays inside lexically, but the kernel
+  // resolves etc/self to etc, so "current" names the package's parent.
+  pkgdist::v1::Manifest m = Packages()[0].manifest;
+  Check(m.files(4).path() == "current", "package 0 changed: update the regression inputs");
+  m.mutable_files(4)->set_link_target("etc/self/../..");
+  Write(dir + "/manifest", "symlink-chain-escape", m.SerializeAsString());
+  std::string target = "etc/self/../..";
+  Bytes offer = {kOfferMut, 0, 2, 4, 0, static_cast<uint8_t>(target.size())};
+  offer.insert(offer.end(), target.begin(), target.end());
+  Write(dir + "/transfer", "symlink-chain-escape", Str(Cat({offer, AllChunks(0), kCommitOp})));
+}
+
+}  // namespace
+}  // namespace pkgdist::fuzz
+
+int main(int argc, char** argv) {
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: %s CORPUS_DIR [REGRESSIONS_DIR]\n", argv[0]);
+    return 2;
+  }
+  pkgdist::fuzz::QuietLogs();
+  std::string out = argv[1];
+  pkgdist::fuzz::ManifestSeeds(out + "/manifest");
+  pkgdist::fuzz::JournalSeeds(out + "/journal");
+  pkgdist::fuzz::TransferSeeds(out + "/transfer");
+  if (argc == 3) pkgdist::fuzz::RegressionInputs(argv[2]);
+  return 0;
+}
