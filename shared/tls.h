@@ -56,11 +56,20 @@ absl::StatusOr<SpiffeId> CheckTlsFiles(const TlsFiles& files);
 std::shared_ptr<grpc::experimental::CertificateProviderInterface> MakeCertificateProvider(
     const TlsFiles& files);
 
-// Server credentials that require a client certificate signed by the CA.
-// Which identities may call what is checked per call (AuthorizePeer).
+// Server credentials that require a client certificate signed by the CA
+// (and not revoked by a CRL in files.crl_dir); every refused handshake is
+// logged with the certificate's identity and the reason. Which identities
+// may call what is checked per call (AuthorizePeer).
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
     std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider,
     const TlsFiles& files);
+
+// The server's check of a client certificate: `leaf_pem` chains to the CA
+// in files.ca (through intermediates in `chain_pem`), is valid now, may be
+// used for client authentication and is not revoked by a CRL in
+// files.crl_dir. UNAUTHENTICATED naming the certificate and the reason if not.
+absl::Status VerifyClientCertificate(absl::string_view leaf_pem, absl::string_view chain_pem,
+                                     const TlsFiles& files);
 
 // Called with a human-readable reason when a server's certificate is
 // refused by the identity check.

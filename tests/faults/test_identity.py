@@ -90,6 +90,15 @@ def log_text(path):
         return f.read()
 
 
+def expect_refusal_logged(c, who, why):
+    """The controller logged a refused handshake naming `who` and `why`."""
+    def logged():
+        return any("refused TLS handshake" in line and who in line and why in line
+                   for line in log_text(c.log_of("controller")).splitlines())
+    harness.wait_for(logged, timeout=5,
+                     what=f"the controller logs the refused handshake of {who or 'a client'}: {why}")
+
+
 class IdentityTest(unittest.TestCase):
 
     def test_agent_with_another_agents_certificate_is_refused_until_it_restarts_with_its_own(self):
@@ -144,6 +153,8 @@ class IdentityTest(unittest.TestCase):
             self.assertEqual(rc, 1, f"certificate of a second CA: {out} {err}")
             self.assertIn("UNAVAILABLE", err)
             outcomes["certificate from a second CA"] = "UNAVAILABLE (handshake)"
+            expect_refusal_logged(c, "spiffe://pkgdist.dev/admin/admin",
+                                  "unable to get local issuer certificate")
 
             expired = certs_from_same_ca(c, "expired", ["--not-before", "20200101000000Z",
                                                             "--not-after", "20200102000000Z"])
@@ -154,6 +165,7 @@ class IdentityTest(unittest.TestCase):
             self.assertEqual(rc, 1, f"expired admin certificate: {out} {err}")
             self.assertIn("UNAVAILABLE", err)
             outcomes["expired admin certificate"] = "UNAVAILABLE (handshake)"
+            expect_refusal_logged(c, "spiffe://pkgdist.dev/admin/admin", "certificate has expired")
 
             ch = agent_client.channel(c.controller_address, ca)
             try:
@@ -164,6 +176,7 @@ class IdentityTest(unittest.TestCase):
                 ch.close()
             self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
             outcomes["no client certificate"] = code.name
+            expect_refusal_logged(c, "", "the client presented no certificate")
 
             self.assertEqual(c.ctl("agent", "list"), {"agents": []})
             self.assertTrue(c.controller.alive())
@@ -218,6 +231,7 @@ class IdentityTest(unittest.TestCase):
             rc, out, err = c.ctl_raw("agent", "list", cert="revoked")
             self.assertEqual(rc, 1, f"revoked admin certificate: {out} {err}")
             self.assertIn("UNAVAILABLE", err)
+            expect_refusal_logged(c, "spiffe://pkgdist.dev/admin/revoked", "certificate revoked")
             results.record("admin API called with a revoked certificate (CRL directory)",
                            "refused: UNAVAILABLE (handshake)")
 
