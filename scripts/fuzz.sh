@@ -35,6 +35,7 @@ if [ "$mode" != run ]; then
     echo "fuzz: clang++-14 not found (Debian: clang-14 libclang-rt-14-dev); skipped" >&2
     exit 77
   fi
+  export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true  # shared with other clones, as in build.sh
   cmake -S tests/fuzz -B "$build_dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$build_dir" -- -j"$(nproc)" >&2

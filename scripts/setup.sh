@@ -9,6 +9,7 @@ PACKAGES=(
   libssl-dev openssl libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   fiu-utils
+  clang-14 libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf
   iproute2 procps iptables
 )

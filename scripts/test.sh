@@ -3,7 +3,10 @@
 # test through ctest. CI runs exactly this (.ci/run).
 # Usage: scripts/test.sh [--sanitize] [extra ctest arguments...]
 #   --sanitize  build with AddressSanitizer + UndefinedBehaviorSanitizer
-#               into build-asan/ and run the same suite there.
+#               into build-asan/ and run the same suite there (a process
+#               whose log holds a sanitizer report fails its test).
+# Without --sanitize the libFuzzer targets are built too (build-fuzz/) and
+# each fuzzes for 20 s as a ctest test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +15,20 @@ build_args=()
 if [ "${1:-}" = "--sanitize" ]; then build_args+=(--sanitize); shift; fi
 build_dir=$(bash scripts/build.sh "${build_args[@]}" | tail -n 1)
 
+ctest_args=()
+if [ ${#build_args[@]} -eq 0 ]; then
+  # The libFuzzer targets (clang, already ASan + UBSan) are built here and run
+  # by ctest for 20 s each; 77 means clang is missing and ctest skips them.
+  fuzz_rc=0
+  bash scripts/fuzz.sh --build-only || fuzz_rc=$?
+  if [ "$fuzz_rc" -ne 0 ] && [ "$fuzz_rc" -ne 77 ]; then exit "$fuzz_rc"; fi
+else
+  # The fuzzers are sanitized builds of their own: not run a second time.
+  ctest_args+=(--label-exclude fuzz)
+fi
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Unit tests run in parallel; integration and fault tests are RUN_SERIAL
 # (each alone), since they measure detection times on a 2-core machine.
-ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" "$@"
+ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" "$@"
