@@ -1,6 +1,7 @@
 #include "agent/agent_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "shared/file_util.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/status_macros.h"
@@ -27,6 +28,15 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
   TransferOptions options;
   options.limits.max_files = config.max_files;
   options.limits.max_total_size = config.max_package_bytes;
+  options.limits.max_path_length = config.max_path_length;
+  options.limits.refuse_case_collisions = config.case_collisions == "refuse";
+  if (config.case_collisions == "auto") {
+    ASSIGN_OR_RETURN(options.limits.refuse_case_collisions,
+                     FoldsCase(config.root + "/staging"));
+  }
+  if (options.limits.refuse_case_collisions) {
+    spdlog::info("refusing packages whose paths differ only in letter case");
+  }
   server->service_ =
       std::make_unique<AgentService>(*server->store_, options, std::move(controller));
 

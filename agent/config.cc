@@ -64,6 +64,11 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
   add("max-files", &c.max_files, "largest accepted number of entries in a package");
   add("max-package-bytes", &c.max_package_bytes, "largest accepted package size")
       ->transform(CLI::AsSizeValue(false));
+  add("max-path-length", &c.max_path_length, "longest accepted path inside a package, in bytes")
+      ->check(CLI::Range(1, 65535));
+  add("case-collisions", &c.case_collisions,
+      "paths differing only in case: auto (refuse if ROOT folds case), refuse or allow")
+      ->check(CLI::IsMember({"auto", "refuse", "allow"}));
   add("log-level", &c.log_level, "trace, debug, info, warn or error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add("port-file", &c.port_file, "file to write the bound port to once listening");

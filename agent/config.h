@@ -25,6 +25,10 @@ struct AgentConfig {
   uint64_t reserve_bytes = uint64_t{64} << 20;
   uint64_t max_files = ManifestLimits{}.max_files;
   uint64_t max_package_bytes = ManifestLimits{}.max_total_size;
+  size_t max_path_length = ManifestLimits{}.max_path_length;
+  // Paths differing only in letter case: "auto" refuses them when ROOT's
+  // filesystem folds case (probed at start), "refuse" always, "allow" never.
+  std::string case_collisions = "auto";
   std::string log_level = "info";
   std::string port_file;  // written with the bound port once listening
 };

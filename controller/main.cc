@@ -16,6 +16,7 @@
 #include "controller/engine.h"
 #include "controller/package_store.h"
 #include "controller/state_store.h"
+#include "shared/manifest.h"
 #include "shared/file_util.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
@@ -35,6 +36,7 @@ struct Flags {
   uint64_t window_bytes = 8 << 20;
   size_t max_concurrent = 64;
   uint64_t max_bytes_per_second = 0;
+  ManifestLimits limits;  // enforced at import
 };
 
 int Fail(const std::string& msg) {
@@ -57,7 +59,7 @@ int Run(const Flags& f) {
   SystemClock clock;
   auto store = StateStore::Open(f.state_dir + "/state.db", &clock);
   if (!store.ok()) return Fail(absl::StrCat("state database: ", store.status().message()));
-  auto packages = PackageStore::Open(f.state_dir, ManifestLimits{});
+  auto packages = PackageStore::Open(f.state_dir, f.limits);
   if (!packages.ok()) return Fail(std::string(packages.status().message()));
   if (auto listed = (*store)->ListPackages(); listed.ok()) {
     absl::flat_hash_set<std::string> known;
@@ -173,6 +175,25 @@ int main(int argc, char** argv) {
                      "Bandwidth limit per transfer (0: none)")
           ->capture_default_str(),
       "PKGDIST_MAX_BYTES_PER_SECOND");
+  env(app.add_option("--max-files", f.limits.max_files, "Most entries a package may have")
+          ->capture_default_str()
+          ->check(CLI::PositiveNumber),
+      "PKGDIST_MAX_FILES");
+  env(app.add_option("--max-package-bytes", f.limits.max_total_size,
+                     "Largest package accepted at import (accepts 10GiB...)")
+          ->capture_default_str()
+          ->transform(CLI::AsSizeValue(false))
+          ->check(CLI::PositiveNumber),
+      "PKGDIST_MAX_PACKAGE_BYTES");
+  env(app.add_option("--max-path-length", f.limits.max_path_length,
+                     "Longest path inside a package, in bytes")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 65535)),
+      "PKGDIST_MAX_PATH_LENGTH");
+  env(app.add_flag("--refuse-case-collisions", f.limits.refuse_case_collisions,
+                   "Refuse at import a package with paths that differ only in letter case "
+                   "(for fleets with case-folding disks)"),
+      "PKGDIST_REFUSE_CASE_COLLISIONS");
   env(app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
           ->capture_default_str(),
       "PKGDIST_LOG_LEVEL");

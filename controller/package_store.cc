@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
@@ -64,6 +65,11 @@ absl::Status ImportSession::Add(const pkgdist::v1::ImportPackageRequest& msg) {
       if (!paths_.insert(e.path()).second) {
         return absl::InvalidArgumentError(
             absl::StrCat("entry.path \"", e.path(), "\" appears twice"));
+      }
+      if (limits_.refuse_case_collisions &&
+          !folded_paths_.insert(absl::AsciiStrToLower(e.path())).second) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "entry.path \"", e.path(), "\" collides with another path differing in case"));
       }
       std::string parent(ParentOf(e.path()));
       if (!parent.empty() && !dirs_.contains(parent)) {

@@ -51,6 +51,7 @@ class ImportSession {
   std::unique_ptr<ManifestBuilder> builder_;
   absl::flat_hash_set<std::string> dirs_;
   absl::flat_hash_set<std::string> paths_;
+  absl::flat_hash_set<std::string> folded_paths_;  // lower-cased, with refuse_case_collisions
   UniqueFd file_;
   std::string file_path_;
   uint64_t file_written_ = 0;

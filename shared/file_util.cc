@@ -122,6 +122,18 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data) {
   return FsyncDir(dir.empty() ? "." : dir);
 }
 
+absl::StatusOr<bool> FoldsCase(const std::string& dir) {
+  std::string probe = absl::StrCat(dir, "/.pkgdist-CaseProbe-", getpid());
+  std::string folded = absl::StrCat(dir, "/.pkgdist-caseprobe-", getpid());
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(probe, O_WRONLY | O_CREAT | O_EXCL, 0600));
+  struct stat st;
+  bool folds = ::stat(folded.c_str(), &st) == 0;
+  int err = errno;
+  ::unlink(probe.c_str());
+  if (!folds && err != ENOENT) return ErrnoStatus(err, "stat", folded);
+  return folds;
+}
+
 absl::Status MakeDirs(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);

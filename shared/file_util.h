@@ -51,6 +51,9 @@ absl::Status FsyncDir(const std::string& dir);
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 // Writes `path` durably and atomically: temp file, fsync, rename, fsync dir.
 absl::Status WriteFileAtomic(const std::string& path, absl::string_view data);
+// Whether names in `dir` are looked up without regard to letter case (as on
+// vfat, exFAT, or ext4 with casefold): creates and removes a probe file.
+absl::StatusOr<bool> FoldsCase(const std::string& dir);
 // mkdir -p (directories it creates get 0755 less the umask).
 absl::Status MakeDirs(const std::string& path);
 // rm -rf; a missing path is not an error.

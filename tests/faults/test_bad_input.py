@@ -142,6 +142,58 @@ class BadImportTest(unittest.TestCase):
                 results.record(f"import: {what}", f"{outcome}; nothing half-imported remains")
 
 
+class CaseCollisionTest(unittest.TestCase):
+    """This kernel has no case-folding filesystem to mount (ext4 casefold
+    needs CONFIG_UNICODE, vfat is absent), so the case-folding side is set
+    by flag; the probe behind the agent's default (--case-collisions auto)
+    is unit-tested on a filesystem that does not fold case."""
+
+    def test_paths_differing_only_in_case_are_refused_where_configured_and_accepted_elsewhere(self):
+        # Controller --refuse-case-collisions refuses the import; agent --case-collisions
+        # refuse ends the Offer with INVALID_ARGUMENT; defaults accept both names.
+        entries = [("README", FILE, b"upper"), ("readme", FILE, b"lower")]
+        with Cluster(agents=["dp1", "dp2"]) as c:
+            c.start_controller(extra=["--refuse-case-collisions"])
+            ch = agent_client.channel(c.controller_address, os.path.join(c.certs, "ca.pem"),
+                                      c.cert("admin"), c.key("admin"))
+            try:
+                code, details = agent_client.call_code(
+                    controller_pb2_grpc.AdminStub(ch).ImportPackage,
+                    import_requests("cases", "1.0", entries), timeout=10)
+            finally:
+                ch.close()
+            print(f"controller --refuse-case-collisions: {code.name}: {details}")
+            self.assertEqual(code, INVALID, details)
+            self.assertIn("readme", details.lower())
+            self.assertIn("case", details)
+            results.record("import: paths differing only in case, controller "
+                           "--refuse-case-collisions", f"{code.name}: {details}")
+
+            c.start_agent("dp1", extra=["--case-collisions", "refuse"])
+            c.start_agent("dp2")  # default: auto, and this filesystem does not fold case
+            files = {"README": b"upper", "readme": b"lower"}
+            m = agent_client.make_manifest("cases", "1.0", files)
+            ca = os.path.join(c.certs, "ca.pem")
+            with agent_client.AgentClient(c.agents["dp1"].address, ca, c.cert("controller"),
+                                          c.key("controller")) as client:
+                with client.transfer() as t:
+                    t.send_offer(m)
+                    code, details = t.status()
+            print(f"agent --case-collisions refuse: {code.name}: {details}")
+            self.assertEqual(code, INVALID, details)
+            self.assertIn("case", details)
+            self.assertEqual(os.listdir(os.path.join(c.agents["dp1"].root, "staging")), [])
+            results.record("Offer with paths differing only in case, agent "
+                           "--case-collisions refuse", f"{code.name}: {details}")
+
+            with agent_client.AgentClient(c.agents["dp2"].address, ca, c.cert("controller"),
+                                          c.key("controller")) as client:
+                with client.transfer() as t:
+                    t.send_offer(m)
+                    need = t.recv().need
+            self.assertEqual(sorted(need.indices), [0, 1], "dp2 asks for both files' chunks")
+
+
 class BadTransferTest(unittest.TestCase):
 
     def test_agent_ends_bad_transfer_streams_and_leaves_published_and_journaled_data_intact(self):

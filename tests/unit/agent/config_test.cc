@@ -1,11 +1,13 @@
 #include "agent/config.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "shared/file_util.h"
 #include "tests/unit/agent/agent_test_util.h"
 
 namespace pkgdist {
@@ -86,6 +88,36 @@ TEST(AgentConfigTest, RejectsMissingAndMalformedFlagsWithOneLine) {
   std::vector<std::string> bad_name = kRequired;
   bad_name[1] = "bad/name";
   EXPECT_TRUE(absl::IsInvalidArgument(Parse(bad_name).status()));
+}
+
+TEST(AgentConfigTest, CaseCollisionsDefaultToAutoAndTakeOnlyKnownValues) {
+  // auto (probe ROOT) unless told refuse or allow; anything else is refused by name.
+  auto c = Parse(kRequired);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->case_collisions, "auto");
+  std::vector<std::string> refuse = kRequired;
+  refuse.insert(refuse.end(), {"--case-collisions", "refuse", "--max-path-length", "255"});
+  auto r = Parse(refuse);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ((*r)->case_collisions, "refuse");
+  EXPECT_EQ((*r)->max_path_length, 255u);
+  std::vector<std::string> bad = kRequired;
+  bad.insert(bad.end(), {"--case-collisions", "sometimes"});
+  EXPECT_THAT(std::string(Parse(bad).status().message()), HasSubstr("case-collisions"));
+  std::vector<std::string> zero = kRequired;
+  zero.insert(zero.end(), {"--max-path-length", "0"});
+  EXPECT_THAT(std::string(Parse(zero).status().message()), HasSubstr("max-path-length"));
+}
+
+TEST(FoldsCaseTest, ANormalDirectoryDoesNotFoldCaseAndTheProbeIsRemoved) {
+  // The probe behind --case-collisions auto: false on ext4/tmpfs, leaves nothing behind.
+  auto dir = TempDir::Create();
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto folds = FoldsCase(dir->path());
+  ASSERT_TRUE(folds.ok()) << folds.status();
+  EXPECT_FALSE(*folds);
+  EXPECT_TRUE(std::filesystem::is_empty(dir->path()));
+  EXPECT_FALSE(FoldsCase(dir->path() + "/missing").ok());
 }
 
 TEST(AgentConfigTest, ControllerIdentityDefaultsToTheAgentsTrustDomain) {
