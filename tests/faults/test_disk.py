@@ -54,6 +54,23 @@ def fill_disk(path):
     return written
 
 
+def asan_runtime(binary):
+    """The libasan an AddressSanitizer build of `binary` loads, else None."""
+    r = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=30)
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith("libasan.so") and len(parts) >= 3:
+            return parts[2]
+    return None
+
+
+def preload_first(library):
+    """A wrapper prefix that puts `library` first in LD_PRELOAD before exec.
+    fiu-run preloads its own libraries; ASan refuses to run unless its runtime
+    comes first, so an ASan agent under fiu-run needs this between the two."""
+    return ["sh", "-c", 'LD_PRELOAD="$0 $LD_PRELOAD" exec "$@"', library]
+
+
 def start_agent_wrapped(c, name, prefix, extra=()):
     """Starts agent NAME like Cluster.start_agent, with argv prefixed by
     `prefix` (a wrapper such as fiu-run that execs the agent)."""
@@ -155,7 +172,11 @@ class InjectedIoFailureTest(unittest.TestCase):
             # Failures are switched on once the agent is up (fiu-ctrl), so that
             # its start-up (which fsyncs its port file) is not what fails.
             ctrl = os.path.join(c.dir, "fiu-ctrl")
-            proc = start_agent_wrapped(c, "dp1", [fiu_run, "-x", "-f", ctrl])
+            prefix = [fiu_run, "-x", "-f", ctrl]
+            asan = asan_runtime(harness.binary("pkgdist-agent"))
+            if asan:
+                prefix += preload_first(asan)
+            proc = start_agent_wrapped(c, "dp1", prefix)
             c.add_agent("dp1")
             for point in ("posix/io/rw/pwrite", "posix/io/sync/fsync"):
                 r = subprocess.run([shutil.which("fiu-ctrl") or "fiu-ctrl", "-f", ctrl, "-c",

@@ -57,6 +57,11 @@ LOG_TAIL_LINES = 40
 LOG_LEVEL = os.environ.get("PKGDIST_TEST_LOG_LEVEL", "")
 
 
+# How AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer begin a report.
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Undefined)Sanitizer|"
+                              r"SUMMARY: UndefinedBehaviorSanitizer|: runtime error: ")
+
+
 class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message names what and the last value seen."""
 
@@ -212,6 +217,9 @@ class Cluster:
         if exc_type is not None or crashed:
             self.print_logs()
         self._stop_all()
+        reports = self.sanitizer_reports()
+        if reports and exc_type is None:
+            self.print_logs()
         if os.environ.get("PKGDIST_KEEP_TMP"):
             print(f"keeping {self.dir}", file=sys.stderr)
         else:
@@ -219,7 +227,24 @@ class Cluster:
         if exc_type is None and crashed:
             raise AssertionError("process(es) exited on their own with a failure: "
                                  + ", ".join(repr(p) for p in crashed))
+        if exc_type is None and reports:
+            raise AssertionError("sanitizer report(s) in process logs:\n" + "\n".join(reports))
         return False
+
+    def sanitizer_reports(self):
+        """Lines of every process log in which ASan, LSan or UBSan reported an
+        error (a sanitized build writes them to stderr, i.e. the log, often
+        only at exit), each prefixed with the log's name."""
+        found = []
+        for log_path in dict.fromkeys(p.log_path for p in self.procs):
+            try:
+                with open(log_path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        if SANITIZER_REPORT.search(line):
+                            found.append(f"{os.path.basename(log_path)}: {line.rstrip()}")
+            except FileNotFoundError:
+                pass
+        return found
 
     def _stop_all(self):
         live = [p for p in self.procs if p.alive()]
