@@ -7,6 +7,7 @@ otherwise the record is only printed, so a plain ctest run shows the
 figures too. tests/faults/report.py turns the JSON lines into the table.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -26,3 +27,19 @@ def record(scenario, outcome, tried=1, ok=True, **figures):
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "results.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def recorded(scenario, tried=1):
+    """Yields a dict of figures; records the scenario when the block ends,
+    as FAILED (with the first line of the error) if it raised."""
+    figures = {"outcome": ""}
+    try:
+        yield figures
+    except BaseException as e:
+        outcome = figures.pop("outcome") or "did not complete"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        record(scenario, f"{outcome}; FAILED: {first}", tried=tried, ok=False, **figures)
+        raise
+    outcome = figures.pop("outcome")
+    record(scenario, outcome, tried=tried, ok=True, **figures)

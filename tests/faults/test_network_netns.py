@@ -183,22 +183,6 @@ class NetnsCluster(Cluster):
         return r.returncode, r.stdout, r.stderr
 
 
-@contextlib.contextmanager
-def recorded(scenario, tried=1):
-    """Yields a dict of figures; records the scenario when the block ends,
-    as FAILED (with the first line of the error) if it raised."""
-    figures = {"outcome": ""}
-    try:
-        yield figures
-    except BaseException as e:
-        outcome = figures.pop("outcome") or "did not complete"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        results.record(scenario, f"{outcome}; FAILED: {first}", tried=tried, ok=False, **figures)
-        raise
-    outcome = figures.pop("outcome")
-    results.record(scenario, outcome, tried=tried, ok=True, **figures)
-
-
 class NetworkNamespaceTest(unittest.TestCase):
     problem = None
     counter = 0
@@ -291,7 +275,7 @@ class NetworkNamespaceTest(unittest.TestCase):
     def test_pulled_cable_is_detected_within_bound_and_completes_after_reconnect(self):
         # iptables DROP both ways in the agent's namespace: retry_wait within 6+3 s; removed: complete.
         dev = self.link.veth_agent
-        with recorded("netns: pulled cable (iptables DROP both ways), then plugged in") as fig:
+        with results.recorded("netns: pulled cable (iptables DROP both ways), then plugged in") as fig:
             detect_s = self.fault_then_recover(
                 fig, "cable", 24 * MiB, [["INPUT", "-i", dev, "-j", "DROP"],
                                          ["OUTPUT", "-o", dev, "-j", "DROP"]],
@@ -306,7 +290,7 @@ class NetworkNamespaceTest(unittest.TestCase):
         # which would turn the resets the rules send into a silent drop.
         reject = ["-p", "tcp", "!", "--tcp-flags", "RST", "RST",
                   "-j", "REJECT", "--reject-with", "tcp-reset"]
-        with recorded("netns: connection reset (iptables REJECT tcp-reset), then removed") as fig:
+        with results.recorded("netns: connection reset (iptables REJECT tcp-reset), then removed") as fig:
             detect_s = self.fault_then_recover(
                 fig, "reset", 24 * MiB, [["INPUT", "-i", dev, *reject],
                                          ["OUTPUT", "-o", dev, *reject]],
@@ -318,7 +302,7 @@ class NetworkNamespaceTest(unittest.TestCase):
         # 5% random DROP both ways (-m statistic) for the whole transfer: complete, identical.
         dev, size = self.link.veth_agent, 16 * MiB
         loss = ["-m", "statistic", "--mode", "random", "--probability", "0.05", "-j", "DROP"]
-        with recorded("netns: 5% random packet loss both ways (iptables -m statistic)") as fig, \
+        with results.recorded("netns: 5% random packet loss both ways (iptables -m statistic)") as fig, \
                 self.cluster() as c:
             src = self.package(c, "lossy", size, 22)
             self.iptables("-A", "INPUT", "-i", dev, *loss)
@@ -347,7 +331,7 @@ class NetworkNamespaceTest(unittest.TestCase):
     def test_transfer_over_20_mbit_link_completes_identical_at_link_speed(self):
         # tbf 20mbit on the controller's side of the veth (the data direction): complete, slow.
         size = 8 * MiB
-        with recorded("netns: slow link (tbf 20mbit)") as fig, self.cluster() as c:
+        with results.recorded("netns: slow link (tbf 20mbit)") as fig, self.cluster() as c:
             src = self.package(c, "slow", size, 23)
             self.link.in_ctrl_ns("tc", "qdisc", "add", "dev", self.link.veth_ctrl, "root", "tbf",
                                  "rate", "20mbit", "burst", "32kbit", "latency", "50ms")

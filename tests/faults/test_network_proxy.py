@@ -28,22 +28,6 @@ SLACK_SECONDS = 3
 MAX_BACKOFF_SECONDS = 2
 
 
-@contextlib.contextmanager
-def recorded(scenario, tried=1):
-    """Yields a dict of figures; records the scenario when the block ends,
-    as FAILED (with the first line of the error) if it raised."""
-    figures = {"outcome": ""}
-    try:
-        yield figures
-    except BaseException as e:
-        outcome = figures.pop("outcome") or "did not complete"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        results.record(scenario, f"{outcome}; FAILED: {first}", tried=tried, ok=False, **figures)
-        raise
-    outcome = figures.pop("outcome")
-    results.record(scenario, outcome, tried=tried, ok=True, **figures)
-
-
 def seed_from_env():
     seed = int(os.environ.get("PKGDIST_TEST_SEED", time.time_ns() % (1 << 32)))
     print(f"seed {seed} (set PKGDIST_TEST_SEED to repeat)")
@@ -84,7 +68,7 @@ class NetworkProxyTest(unittest.TestCase):
         rng = random.Random(seed)
         schedule = [(rng.randint(MiB, 8 * MiB), rst) for rst in (False, True, True)]
         scenario = "proxy: connection dropped at a random byte (FIN, then RST), 48 MiB transfer"
-        with recorded(scenario, tried=drops) as fig, self.proxied() as (c, proxy):
+        with results.recorded(scenario, tried=drops) as fig, self.proxied() as (c, proxy):
             src = self.package(c, "dropped", size, seed)
             proxy.drop_schedule(schedule)
             started = time.monotonic()
@@ -113,7 +97,7 @@ class NetworkProxyTest(unittest.TestCase):
         # A stalled link (sockets open, nothing moves): retry_wait within 6+3 s, then complete.
         size, rate = 32 * MiB, 8 * MiB
         scenario = "proxy: silent stall (pulled cable, sockets stay open), then restored"
-        with recorded(scenario) as fig, self.proxied(detect_seconds=DETECT_SECONDS,
+        with results.recorded(scenario) as fig, self.proxied(detect_seconds=DETECT_SECONDS,
                                                      max_bytes_per_second=rate) as (c, proxy):
             src = self.package(c, "stalled", size, 11)
             job = c.distribute("stalled@1.0", ["dp1"])
@@ -155,7 +139,7 @@ class NetworkProxyTest(unittest.TestCase):
     def run_shaped(self, scenario, name, size, shape, expect):
         """Distributes `size` bytes through a proxy shaped by shape(proxy);
         returns the throughput in bytes/s after checking expect(throughput)."""
-        with recorded(scenario) as fig, self.proxied() as (c, proxy):
+        with results.recorded(scenario) as fig, self.proxied() as (c, proxy):
             src = self.package(c, name, size, 13)
             shape(proxy)
             started = time.monotonic()
