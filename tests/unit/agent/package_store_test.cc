@@ -22,7 +22,7 @@ constexpr uint32_t kChunk = 4096;
 
 class PackageStoreTest : public ::testing::Test {
  protected:
-  PackageStoreTest() : tmp_(testing::MakeTempDir()), root_(tmp_.path() + "/root") {
+  PackageStoreTest() : tmp_(testing::MakeTempDir()), root_(tmp_.path() + "/agent-root") {
     PackageStoreOptions options;
     options.reserve_bytes = 1000;
     options.free_bytes = [this](const std::string&) -> absl::StatusOr<uint64_t> {

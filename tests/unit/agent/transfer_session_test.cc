@@ -60,7 +60,7 @@ class TransferSessionTest : public ::testing::Test {
     options.free_bytes = [this](const std::string&) -> absl::StatusOr<uint64_t> {
       return free_bytes_;
     };
-    store_ = std::move(PackageStore::Open(tmp_.path() + "/root", options)).value();
+    store_ = std::move(PackageStore::Open(tmp_.path() + "/agent-root", options)).value();
   }
 
   TransferRequest Offer(uint64_t window = 1 << 20) {
@@ -127,7 +127,7 @@ TEST_F(TransferSessionTest, TransfersAndPublishesAPackage) {
   EXPECT_THAT(Indices(stream.responses.front().need().indices()), ElementsAre(0, 1, 2, 3, 4));
   EXPECT_EQ(stream.responses.back().published().package_id(), PackageId(manifest_));
   EXPECT_EQ(acked_, 5);
-  EXPECT_EQ(testing::ReadFile(tmp_.path() + "/root/packages/app/1.0/etc/app.conf"),
+  EXPECT_EQ(testing::ReadFile(tmp_.path() + "/agent-root/packages/app/1.0/etc/app.conf"),
             "key = value\n");
 }
 
@@ -282,7 +282,7 @@ TEST_F(TransferSessionTest, AnOfferRefusedForSpaceBeforeAnyChunkLeavesNoStaging)
   FakeStream stream;
   stream.requests.push_back(Offer());
   EXPECT_TRUE(absl::IsResourceExhausted(Run(stream)));
-  EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() + "/root/staging"));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() + "/agent-root/staging"));
 }
 
 TEST_F(TransferSessionTest, AnOfferRefusedForSpaceKeepsChunksAlreadyReceived) {
@@ -313,7 +313,7 @@ TEST_F(TransferSessionTest, AnEmptyPackageNeedsNothingAndPublishes) {
   stream.requests.push_back(Offer());
   ASSERT_TRUE(Run(stream).ok());
   EXPECT_THAT(Indices(stream.responses.front().need().indices()), IsEmpty());
-  EXPECT_TRUE(std::filesystem::exists(tmp_.path() + "/root/packages/blank/0/dir/nothing"));
+  EXPECT_TRUE(std::filesystem::exists(tmp_.path() + "/agent-root/packages/blank/0/dir/nothing"));
 }
 
 }  // namespace
