@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates docs/reliability.md: builds pkgdist, runs the fault and
-# integration suites through ctest with PKGDIST_RESULTS_DIR set (each fault
+# Regenerates docs/reliability.md: builds pkgdist (and the fuzz targets),
+# runs the fault, integration and fuzz suites through ctest with PKGDIST_RESULTS_DIR set (each fault
 # scenario appends its figures there, see tests/faults/results.py), then
 # tests/faults/report.py writes the table.
 # Usage: scripts/reliability-report.sh [--repeat N] [--no-build] [BUILD_DIR]
@@ -27,6 +27,7 @@ build_dir=${1:-build}
 if [ "$build" = 1 ]; then
   bash scripts/setup.sh
   build_dir=$(bash scripts/build.sh "$build_dir" | tail -n 1)
+  bash scripts/fuzz.sh --build-only || true  # 77 (no clang): the fuzz tests skip
 fi
 if [ ! -f "$build_dir/CTestTestfile.cmake" ]; then
   echo "reliability-report: $build_dir is not a configured build directory" >&2
@@ -44,8 +45,8 @@ for i in $(seq 1 "$repeat"); do
   echo "reliability-report: run $i of $repeat" >&2
   log="$work/ctest-$i.log"
   logs+=(--ctest-log "$log")
-  # The suites are RUN_SERIAL: one test at a time, as in CI.
-  ctest --test-dir "$build_dir" -L '^(faults|integration)$' --output-on-failure \
+  # Fault and integration suites are RUN_SERIAL: one test at a time, as in CI.
+  ctest --test-dir "$build_dir" -L '^(faults|integration|fuzz)$' --output-on-failure \
     2>&1 | tee "$log" || true
   if ! grep -q "100% tests passed" "$log"; then status=1; fi
 done
