@@ -9,6 +9,7 @@
 #include "agent/config.h"
 #include "shared/file_util.h"
 #include "shared/logging.h"
+#include "shared/malloc_tuning.h"
 
 namespace {
 
@@ -20,6 +21,7 @@ int Fail(int code, absl::string_view message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pkgdist::TuneMallocForLargeMessages();
   // Block the stop signals before gRPC starts threads, so that they inherit
   // the mask and only sigwait below receives them.
   sigset_t stop_signals;

@@ -21,6 +21,7 @@
 #include "agent/config.h"
 #include "shared/file_util.h"
 #include "shared/logging.h"
+#include "shared/malloc_tuning.h"
 
 namespace {
 
@@ -57,6 +58,7 @@ bool Parse(int argc, char** argv, Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  pkgdist::TuneMallocForLargeMessages();
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);

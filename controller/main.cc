@@ -21,6 +21,7 @@
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/tls.h"
+#include "shared/malloc_tuning.h"
 
 namespace pkgdist {
 namespace {
@@ -122,6 +123,7 @@ int Run(const Flags& f) {
 }  // namespace pkgdist
 
 int main(int argc, char** argv) {
+  pkgdist::TuneMallocForLargeMessages();
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);

@@ -8,6 +8,7 @@
 
 #include "controller/cli/app.h"
 #include "controller/cli/job_follow.h"
+#include "shared/malloc_tuning.h"
 
 namespace {
 
@@ -16,6 +17,7 @@ void DiscardGrpcLog(gpr_log_func_args*) {}
 }  // namespace
 
 int main(int argc, char** argv) {
+  pkgdist::TuneMallocForLargeMessages();
   // Failures reach the user as one line each; gRPC's own log lines only
   // when asked for with GRPC_VERBOSITY.
   if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(DiscardGrpcLog);

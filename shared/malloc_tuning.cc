@@ -1,0 +1,16 @@
+#include "shared/malloc_tuning.h"
+
+#include <malloc.h>
+
+#include <cstdlib>
+
+namespace pkgdist {
+
+void TuneMallocForLargeMessages() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && *tunables != '\0') return;  // the operator's choice
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+}  // namespace pkgdist

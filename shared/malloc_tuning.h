@@ -1,0 +1,26 @@
+// Keeps glibc's allocator from handing memory back to the kernel between
+// messages. Call first thing in main().
+//
+// Every chunk is a fresh 1 MiB protobuf string, and gRPC allocates its
+// slices per read. By default glibc serves such blocks with mmap, or trims
+// them off the top of the heap when freed, so the next message faults its
+// pages in again and the heap is grown with mprotect. On the virtual
+// machines we measured (shadow page tables), each of those page faults and
+// protection changes is expensive: an agent receiving 1 GiB took 86,000
+// page faults and 9.2 CPU-seconds; with the settings below, 5,000 faults and
+// 5.2 CPU-seconds (bench/run.sh, docs/performance.md). The price is that
+// freed memory stays in the process: peak RSS is kept, and that peak is
+// bounded by the transfer windows.
+#ifndef PKGDIST_SHARED_MALLOC_TUNING_H_
+#define PKGDIST_SHARED_MALLOC_TUNING_H_
+
+namespace pkgdist {
+
+// mallopt: blocks up to 32 MiB come from the heap, and the heap is trimmed
+// only when 1 GiB at its top is free. Skipped when GLIBC_TUNABLES is set:
+// then the operator's malloc settings apply.
+void TuneMallocForLargeMessages();
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_SHARED_MALLOC_TUNING_H_
