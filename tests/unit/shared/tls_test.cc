@@ -48,7 +48,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "spiffe:///agent/dp1", "spiffe://example.org/controller/extra",
                       "spiffe://example.org/agent", "spiffe://example.org/agent/",
                       "spiffe://example.org/agent/dp1/extra", "spiffe://example.org/admin",
-                      "spiffe://example.org/root/dp1", "spiffe://example.org/Agent/dp1",
+                      "spiffe://example.org/superuser/dp1", "spiffe://example.org/Agent/dp1",
                       "spiffe://example.org/agent/..", "spiffe://example.org/agent/-dp1",
                       "spiffe://example.org/agent/dp 1"));
 
