@@ -41,7 +41,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
       std::make_unique<AgentService>(*server->store_, options, std::move(controller));
 
   grpc::ServerBuilder builder;
-  ConfigureAgentServer(builder);
+  ConfigureAgentServer(builder, config.max_message_bytes);
   builder.AddListeningPort(config.listen,
                            MakeServerCredentials(MakeCertificateProvider(config.tls), config.tls),
                            &server->port_);

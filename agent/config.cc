@@ -66,6 +66,10 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
       ->transform(CLI::AsSizeValue(false));
   add("max-path-length", &c.max_path_length, "longest accepted path inside a package, in bytes")
       ->check(CLI::Range(1, 65535));
+  add("max-message-bytes", &c.max_message_bytes,
+      "largest gRPC message accepted (an Offer carries the whole manifest)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(kMinMaxMessageBytes, kMaxMaxMessageBytes));
   add("case-collisions", &c.case_collisions,
       "paths differing only in case: auto (refuse if ROOT folds case), refuse or allow")
       ->check(CLI::IsMember({"auto", "refuse", "allow"}));

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "shared/manifest.h"
+#include "shared/grpc_options.h"
 #include "shared/tls.h"
 
 namespace pkgdist {
@@ -26,6 +27,7 @@ struct AgentConfig {
   uint64_t max_files = ManifestLimits{}.max_files;
   uint64_t max_package_bytes = ManifestLimits{}.max_total_size;
   size_t max_path_length = ManifestLimits{}.max_path_length;
+  int max_message_bytes = kMaxMessageBytes;
   // Paths differing only in letter case: "auto" refuses them when ROOT's
   // filesystem folds case (probed at start), "refuse" always, "allow" never.
   std::string case_collisions = "auto";

@@ -27,7 +27,8 @@ AgentPool::Entry& AgentPool::GetOrCreate(const std::string& name, const std::str
                                         SpiffeId{options_.trust_domain, "agent", name}, on_reject);
     e.address = address;
     e.channel = grpc::CreateCustomChannel(
-        address, creds, AgentChannelArgs(options_.detect_seconds, options_.max_reconnect_backoff_ms));
+        address, creds, AgentChannelArgs(options_.detect_seconds, options_.max_reconnect_backoff_ms,
+                                         options_.max_message_bytes));
     e.stub = pkgdist::v1::Agent::NewStub(e.channel);
   }
   return e;

@@ -19,6 +19,7 @@
 #include "pkgdist/v1/agent.grpc.pb.h"
 #include "pkgdist/v1/controller.pb.h"
 #include "shared/clock.h"
+#include "shared/grpc_options.h"
 #include "shared/tls.h"
 
 namespace pkgdist {
@@ -30,6 +31,7 @@ class AgentPool {
     std::string trust_domain;
     int detect_seconds = 15;
     int max_reconnect_backoff_ms = 5000;
+    int max_message_bytes = kMaxMessageBytes;
   };
 
   AgentPool(Options options,

@@ -38,6 +38,7 @@ struct Flags {
   size_t max_concurrent = 64;
   uint64_t max_bytes_per_second = 0;
   ManifestLimits limits;  // enforced at import
+  int max_message_bytes = kMaxMessageBytes;
 };
 
 int Fail(const std::string& msg) {
@@ -72,7 +73,8 @@ int Run(const Flags& f) {
   }
 
   auto provider = MakeCertificateProvider(f.tls);
-  AgentPool pool(AgentPool::Options{f.tls, self->trust_domain, f.detect_seconds, 5000}, provider,
+  AgentPool pool(AgentPool::Options{f.tls, self->trust_domain, f.detect_seconds, 5000,
+                                    f.max_message_bytes}, provider,
                  &clock);
   Engine::Options eo;
   eo.detect_seconds = f.detect_seconds;
@@ -89,8 +91,8 @@ int Run(const Flags& f) {
   int port = 0;
   builder.AddListeningPort(f.listen, MakeServerCredentials(provider, f.tls), &port);
   builder.RegisterService(&admin);
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  builder.SetMaxReceiveMessageSize(f.max_message_bytes);
+  builder.SetMaxSendMessageSize(f.max_message_bytes);
   // Fixed flow-control windows: an upload to a slow disk buffers at most
   // the lookahead in memory, not a window grown by BDP probing.
   builder.AddChannelArgument("grpc.http2.bdp_probe", 0);
@@ -192,6 +194,13 @@ int main(int argc, char** argv) {
           ->capture_default_str()
           ->check(CLI::Range(1, 65535)),
       "PKGDIST_MAX_PATH_LENGTH");
+  env(app.add_option("--max-message-bytes", f.max_message_bytes,
+                     "Largest gRPC message sent or accepted; an Offer carries the whole "
+                     "manifest, so raise it on both sides for packages of many files")
+          ->capture_default_str()
+          ->transform(CLI::AsSizeValue(false))
+          ->check(CLI::Range(pkgdist::kMinMaxMessageBytes, pkgdist::kMaxMaxMessageBytes)),
+      "PKGDIST_MAX_MESSAGE_BYTES");
   env(app.add_flag("--refuse-case-collisions", f.limits.refuse_case_collisions,
                    "Refuse at import a package with paths that differ only in letter case "
                    "(for fleets with case-folding disks)"),

@@ -18,18 +18,25 @@
 namespace pkgdist {
 
 inline constexpr int kMinPingIntervalMs = 1000;
-// Chunks carry at most 1 MiB; leave room for framing, stay below 4 MiB.
+// The largest gRPC message either side accepts by default: chunks carry at
+// most 1 MiB, but an Offer carries the whole manifest (about 100 bytes per
+// file plus 40 per chunk), so packages of many files need more
+// (--max-message-bytes on the controller and the agent).
 inline constexpr int kMaxMessageBytes = 3 << 20;
+// Bounds of --max-message-bytes: room for a 1 MiB chunk and its framing.
+inline constexpr int kMinMaxMessageBytes = 2 << 20;
+inline constexpr int kMaxMaxMessageBytes = 1 << 30;
 inline constexpr int kDefaultDetectSeconds = 15;
 
 // Channel arguments for the controller's channel to one agent. A silent peer
 // is detected within `detect_seconds`: pings every third of it, each
 // allowed a third to be answered.
 grpc::ChannelArguments AgentChannelArgs(int detect_seconds = kDefaultDetectSeconds,
-                                        int max_reconnect_backoff_ms = 5000);
+                                        int max_reconnect_backoff_ms = 5000,
+                                        int max_message_bytes = kMaxMessageBytes);
 
 // Applies the agent-side (server) settings matching AgentChannelArgs.
-void ConfigureAgentServer(grpc::ServerBuilder& builder);
+void ConfigureAgentServer(grpc::ServerBuilder& builder, int max_message_bytes = kMaxMessageBytes);
 
 // Channel arguments for an admin client (pkgdistctl, tests).
 grpc::ChannelArguments AdminChannelArgs();

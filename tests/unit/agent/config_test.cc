@@ -90,8 +90,9 @@ TEST(AgentConfigTest, RejectsMissingAndMalformedFlagsWithOneLine) {
   EXPECT_TRUE(absl::IsInvalidArgument(Parse(bad_name).status()));
 }
 
-TEST(AgentConfigTest, CaseCollisionsDefaultToAutoAndTakeOnlyKnownValues) {
-  // auto (probe ROOT) unless told refuse or allow; anything else is refused by name.
+TEST(AgentConfigTest, LimitFlagsParseAndBadValuesAreRefusedByName) {
+  // --case-collisions is auto unless told refuse or allow; sizes parse with units;
+  // values out of range are refused naming the flag.
   auto c = Parse(kRequired);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ((*c)->case_collisions, "auto");
@@ -104,6 +105,14 @@ TEST(AgentConfigTest, CaseCollisionsDefaultToAutoAndTakeOnlyKnownValues) {
   std::vector<std::string> bad = kRequired;
   bad.insert(bad.end(), {"--case-collisions", "sometimes"});
   EXPECT_THAT(std::string(Parse(bad).status().message()), HasSubstr("case-collisions"));
+  std::vector<std::string> big = kRequired;
+  big.insert(big.end(), {"--max-message-bytes", "64MiB"});
+  auto b = Parse(big);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->max_message_bytes, 64 << 20);
+  std::vector<std::string> tiny = kRequired;
+  tiny.insert(tiny.end(), {"--max-message-bytes", "1MiB"});
+  EXPECT_THAT(std::string(Parse(tiny).status().message()), HasSubstr("max-message-bytes"));
   std::vector<std::string> zero = kRequired;
   zero.insert(zero.end(), {"--max-path-length", "0"});
   EXPECT_THAT(std::string(Parse(zero).status().message()), HasSubstr("max-path-length"));
