@@ -29,6 +29,7 @@ fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 # Unit tests run in parallel; integration and fault tests are RUN_SERIAL
 # (each alone), since they measure detection times on a 2-core machine.
 ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" "$@"
