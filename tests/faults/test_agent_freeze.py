@@ -42,10 +42,8 @@ class AgentFreezeTest(unittest.TestCase):
             frozen_at = time.monotonic()
 
             # Detected: the attempt ended (retry_wait, or already a later attempt).
-            status = c.wait_job(job, lambda j: (target(j, "dp1")["state"] != "transferring"
-                                                or int(target(j, "dp1")["attempts"]) > attempts),
-                                DETECT_SECONDS + SLACK_SECONDS + 20,
-                                "the controller to notice the frozen agent", interval=0.05)
+            status = c.wait_attempt_ended(job, "dp1", attempts, DETECT_SECONDS + SLACK_SECONDS + 20,
+                                          "the controller to notice the frozen agent")
             detected = time.monotonic() - frozen_at
             t = target(status, "dp1")
             print(f"frozen agent detected after {detected:.2f}s (bound {DETECT_SECONDS}s + "

@@ -240,10 +240,8 @@ class NetworkNamespaceTest(unittest.TestCase):
             for rule in rules:
                 self.iptables("-A", *rule)
             cut_at = time.monotonic()
-            status = c.wait_job(job, lambda j: (target(j, "dp1")["state"] != "transferring"
-                                                or int(target(j, "dp1")["attempts"]) > attempts),
-                                detect_bound + 20, "the controller to notice the fault",
-                                interval=0.05)
+            status = c.wait_attempt_ended(job, "dp1", attempts, detect_bound + 20,
+                                          "the controller to notice the fault")
             detect_s = time.monotonic() - cut_at
             t = target(status, "dp1")
             acked = int(t["bytes_acked"])

@@ -107,10 +107,8 @@ class NetworkProxyTest(unittest.TestCase):
             attempts = int(target(status, "dp1")["attempts"])
             proxy.stall()
             stalled_at = time.monotonic()
-            status = c.wait_job(job, lambda j: (target(j, "dp1")["state"] != "transferring"
-                                                or int(target(j, "dp1")["attempts"]) > attempts),
-                                DETECT_SECONDS + SLACK_SECONDS + 20,
-                                "the controller to notice the stalled link", interval=0.05)
+            status = c.wait_attempt_ended(job, "dp1", attempts, DETECT_SECONDS + SLACK_SECONDS + 20,
+                                          "the controller to notice the stalled link")
             detect_s = time.monotonic() - stalled_at
             t = target(status, "dp1")
             acked = int(t["bytes_acked"])

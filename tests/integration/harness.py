@@ -477,6 +477,14 @@ class Cluster:
         return wait_for(lambda: self.job(job_id), until, timeout=timeout,
                         what=f"job {job_id}: {what}", interval=interval)
 
+    def wait_attempt_ended(self, job_id, agent, attempts, timeout, what):
+        """Polls until `agent`'s attempt number `attempts` has ended (the target
+        left `transferring`, or a later attempt began); returns that status."""
+        return self.wait_job(
+            job_id, lambda j: (target(j, agent)["state"] != "transferring"
+                               or int(target(j, agent)["attempts"]) > attempts),
+            timeout, what, interval=0.05)
+
     def published(self, agent, name, version):
         """Where agent AGENT publishes NAME@VERSION."""
         return os.path.join(self._agent(agent).root, "packages", name, version)
