@@ -215,46 +215,23 @@ absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::s
   if (Sha256Of(data) != hashes_[index]) {
     return absl::DataLossError(absl::StrCat("chunk ", index, ": sha256 mismatch"));
   }
-  auto fd = files_.Get(c.file(), /*for_write=*/true);
-  if (!fd.ok()) {
-    broken_ = fd.status();  // an evicted file may have failed to sync
+  // The switch waits for the previous file's queued writes, so that an
+  // eviction from files_ (which fsyncs the evicted file) covers them.
+  std::string path = EntryPath(static_cast<int>(c.file()));
+  absl::Status s = direct_.SwitchTo(path);
+  absl::StatusOr<int> fd = s.ok() ? files_.Get(c.file(), /*for_write=*/true) : s;
+  if (fd.ok()) s = direct_.WriteAt(path, *fd, data, c.offset());
+  if (!s.ok() || !fd.ok()) {
+    // A failed queued write may belong to an earlier chunk, and an evicted
+    // file may have failed to sync: this session's writes are not trusted.
+    broken_ = s.ok() ? fd.status() : s;
     return broken_;
   }
-  RETURN_IF_ERROR(WriteData(c, *fd, data));
   state_[index] = ChunkState::kReceived;
   --missing_count_;
   unflushed_.push_back(index);
   unflushed_bytes_ += data.size();
   return WriteResult::kWritten;
-}
-
-absl::Status Staging::WriteData(const pkgdist::v1::ChunkRef& c, int buffered_fd,
-                                absl::string_view data) {
-  constexpr size_t kBlock = 4096;
-  std::string path = EntryPath(static_cast<int>(c.file()));
-  bool whole_blocks = data.size() % kBlock == 0 && c.offset() % kBlock == 0 &&
-                      data.size() <= kMaxChunkSize;
-  if (direct_unsupported_ || !whole_blocks) {
-    return PwriteFull(buffered_fd, data.data(), data.size(), c.offset(), path);
-  }
-  if (direct_file_ != static_cast<int>(c.file())) {
-    direct_fd_ = UniqueFd();
-    direct_file_ = -1;
-    int fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-      if (errno != EINVAL) return ErrnoStatus(errno, "open", path);
-      direct_unsupported_ = true;  // e.g. tmpfs
-      return PwriteFull(buffered_fd, data.data(), data.size(), c.offset(), path);
-    }
-    direct_fd_ = UniqueFd(fd);
-    direct_file_ = static_cast<int>(c.file());
-  }
-  if (direct_buf_ == nullptr) {
-    direct_buf_.reset(static_cast<char*>(std::aligned_alloc(kBlock, kMaxChunkSize)));
-    if (direct_buf_ == nullptr) return absl::ResourceExhaustedError("cannot allocate 1 MiB");
-  }
-  std::memcpy(direct_buf_.get(), data.data(), data.size());
-  return PwriteFull(direct_fd_.get(), direct_buf_.get(), data.size(), c.offset(), path);
 }
 
 absl::StatusOr<std::vector<uint32_t>> Staging::Flush() {
@@ -264,7 +241,8 @@ absl::StatusOr<std::vector<uint32_t>> Staging::Flush() {
   std::vector<JournalEntry> entries;
   entries.reserve(unflushed_.size());
   for (uint32_t index : unflushed_) entries.push_back(JournalEntry{index, hashes_[index]});
-  absl::Status s = files_.SyncAll();
+  absl::Status s = direct_.Drain();
+  if (s.ok()) s = files_.SyncAll();
   if (s.ok()) s = journal_->Append(entries);
   if (!s.ok()) {
     // After a failed fsync the page cache may have dropped the data: never
@@ -303,8 +281,7 @@ absl::Status Staging::Seal() {
     return absl::FailedPreconditionError(absl::StrCat(
         state_.size() - durable_count_, " of ", state_.size(), " chunks are not yet durable"));
   }
-  direct_fd_ = UniqueFd();
-  direct_file_ = -1;
+  RETURN_IF_ERROR(direct_.Close());
   RETURN_IF_ERROR(files_.CloseAll());
   for (const FileEntry& f : manifest_.files()) {
     if (f.type() == pkgdist::v1::ENTRY_TYPE_FILE) RETURN_IF_ERROR(FinishFile(f));

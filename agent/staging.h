@@ -20,7 +20,6 @@
 #define PKGDIST_AGENT_STAGING_H_
 
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +30,8 @@
 #include "agent/fd_cache.h"
 #include "agent/journal.h"
 #include "pkgdist/v1/manifest.pb.h"
+#include "shared/direct_writer.h"
+#include "shared/manifest.h"
 #include "shared/sha256.h"
 
 namespace pkgdist {
@@ -89,8 +90,6 @@ class Staging {
   absl::Status PrepareFile(const std::string& path, uint64_t size, bool* created);
   absl::Status LoadJournal();
   absl::StatusOr<bool> ChunkOnDiskMatches(uint32_t index, std::string& buf);
-  // Writes a verified chunk; see direct_ below.
-  absl::Status WriteData(const pkgdist::v1::ChunkRef& c, int buffered_fd, absl::string_view data);
   absl::Status FinishFile(const pkgdist::v1::FileEntry& f);
   std::string EntryPath(int file_index) const;
 
@@ -106,20 +105,9 @@ class Staging {
   std::unique_ptr<Journal> journal_;
   FdCache files_;
 
-  // Whole-block chunks are written with O_DIRECT from an aligned copy, past
-  // the page cache. The agent never reads them back soon, and on the VMs we
-  // measured, growing the page cache by a 1 GiB package cost about 2
-  // CPU-seconds per GiB in first-touch faults on the host (docs/design-notes.md).
-  // Durability is unchanged: Flush fsyncs the file through files_, which
-  // also commits the blocks O_DIRECT allocated. The last, partial chunk of a
-  // file, and filesystems without O_DIRECT (tmpfs), use the buffered fd.
-  struct AlignedFree {
-    void operator()(char* p) const { std::free(p); }
-  };
-  std::unique_ptr<char, AlignedFree> direct_buf_;
-  UniqueFd direct_fd_;
-  int direct_file_ = -1;  // file index direct_fd_ is open on
-  bool direct_unsupported_ = false;
+  // Whole-block chunks bypass the page cache (shared/direct_writer.h);
+  // Flush's fsync through files_ makes them durable.
+  DirectWriter direct_{kMaxChunkSize};
 };
 
 }  // namespace pkgdist

@@ -1,0 +1,121 @@
+#include "shared/direct_writer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "shared/status_macros.h"
+
+namespace pkgdist {
+
+DirectWriter::DirectWriter(size_t capacity, int buffers)
+    : capacity_(capacity), max_buffers_(std::max(buffers, 1)) {}
+
+DirectWriter::~DirectWriter() {
+  (void)Drain();
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status DirectWriter::Drain() {
+  absl::MutexLock l(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && !writing_; };
+  mu_.Await(absl::Condition(&idle));
+  return error_;
+}
+
+absl::Status DirectWriter::Close() {
+  absl::Status s = Drain();
+  fd_ = UniqueFd();
+  path_.clear();
+  return s;
+}
+
+absl::StatusOr<bool> DirectWriter::Target(const std::string& path) {
+  if (unsupported_) return false;
+  if (fd_.valid() && path_ == path) return true;
+  RETURN_IF_ERROR(Close());
+  int fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != EINVAL) return ErrnoStatus(errno, "open", path);
+    unsupported_ = true;  // e.g. tmpfs
+    return false;
+  }
+  fd_ = UniqueFd(fd);
+  path_ = path;
+  return true;
+}
+
+absl::Status DirectWriter::SwitchTo(const std::string& path) {
+  if (path_ == path) return absl::OkStatus();
+  return Target(path).status();
+}
+
+absl::StatusOr<DirectWriter::Buffer> DirectWriter::TakeBuffer() {
+  absl::MutexLock l(&mu_);
+  auto available = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !free_.empty() || allocated_ < max_buffers_ || !error_.ok();
+  };
+  mu_.Await(absl::Condition(&available));
+  RETURN_IF_ERROR(error_);
+  if (!free_.empty()) {
+    Buffer b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  Buffer b(static_cast<char*>(std::aligned_alloc(kBlock, capacity_)));
+  if (b == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", capacity_, " bytes"));
+  }
+  ++allocated_;
+  return b;
+}
+
+void DirectWriter::Queue(Buffer buf, size_t len, uint64_t offset) {
+  absl::MutexLock l(&mu_);
+  queue_.push_back(Job{std::move(buf), len, offset});
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+}
+
+void DirectWriter::Run() {
+  absl::MutexLock l(&mu_);
+  auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stop_; };
+  while (true) {
+    mu_.Await(absl::Condition(&work));
+    if (queue_.empty()) return;  // stop_
+    Job job = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    absl::Status s;
+    if (error_.ok()) {
+      // fd_ and path_ do not change while writes are queued: Target drains.
+      mu_.Unlock();
+      s = PwriteFull(fd_.get(), job.buf.get(), job.len, job.offset, path_);
+      mu_.Lock();
+    }
+    if (error_.ok()) error_ = s;
+    free_.push_back(std::move(job.buf));
+    writing_ = false;
+  }
+}
+
+absl::Status DirectWriter::WriteAt(const std::string& path, int buffered_fd,
+                                   absl::string_view data, uint64_t offset) {
+  bool whole_blocks = data.size() % kBlock == 0 && offset % kBlock == 0 && data.size() <= capacity_;
+  if (!whole_blocks) return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
+  ASSIGN_OR_RETURN(bool direct, Target(path));
+  if (!direct) return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
+  ASSIGN_OR_RETURN(Buffer buf, TakeBuffer());
+  std::memcpy(buf.get(), data.data(), data.size());
+  Queue(std::move(buf), data.size(), offset);
+  return absl::OkStatus();
+}
+
+}  // namespace pkgdist

@@ -1,0 +1,144 @@
+#include "shared/direct_writer.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <optional>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "shared/file_util.h"
+
+namespace pkgdist {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr size_t kCapacity = 64 * 1024;
+
+std::string Pattern(size_t n, char seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>(seed + i * 7 % 251);
+  return s;
+}
+
+class DirectWriterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto dir = TempDir::Create("direct-writer");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_.emplace(std::move(*dir));
+    path_ = dir_->path() + "/file";
+    auto fd = OpenFile(path_, O_RDWR | O_CREAT | O_EXCL);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    fd_ = std::move(*fd);
+  }
+
+  std::string Content() {
+    auto s = ReadFileToString(path_);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : "";
+  }
+
+  std::optional<TempDir> dir_;
+  std::string path_;
+  UniqueFd fd_;
+};
+
+TEST_F(DirectWriterTest, WholeBlocksAndPartialPiecesLandAtTheirOffsetsOutOfOrder) {
+  // Aligned pieces are queued for O_DIRECT, the rest written buffered; after
+  // Drain the file holds every piece where it was put, whichever path it took.
+  std::string a = Pattern(kCapacity, 'a');       // whole blocks, direct
+  std::string b = Pattern(3 * 4096, 'b');        // whole blocks, direct
+  std::string tail = Pattern(1000, 't');         // partial: buffered
+  std::string big = Pattern(2 * kCapacity, 'g');  // above capacity: buffered
+  uint64_t b_at = kCapacity, tail_at = kCapacity + b.size(), big_at = 4 * kCapacity;
+  DirectWriter w(kCapacity, /*buffers=*/2);
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), tail, tail_at).ok());
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), b, b_at).ok());
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), big, big_at).ok());
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), a, 0).ok());
+  ASSERT_TRUE(w.Drain().ok());
+  ASSERT_EQ(::fsync(fd_.get()), 0);
+
+  std::string got = Content();
+  ASSERT_EQ(got.size(), big_at + big.size());
+  EXPECT_EQ(got.substr(0, a.size()), a);
+  EXPECT_EQ(got.substr(b_at, b.size()), b);
+  EXPECT_EQ(got.substr(tail_at, tail.size()), tail);
+  EXPECT_EQ(got.substr(big_at, big.size()), big);
+  EXPECT_EQ(got.substr(tail_at + tail.size(), big_at - tail_at - tail.size()),
+            std::string(big_at - tail_at - tail.size(), '\0'));
+}
+
+TEST_F(DirectWriterTest, ManyQueuedWritesThroughFewBuffersAllArrive) {
+  // More writes than buffers: WriteAt waits for a free buffer, never reuses
+  // one still being written.
+  DirectWriter w(kCapacity, /*buffers=*/2);
+  std::string expect;
+  for (int i = 0; i < 64; ++i) {
+    std::string piece = Pattern(kCapacity, static_cast<char>(i));
+    ASSERT_TRUE(w.WriteAt(path_, fd_.get(), piece, expect.size()).ok());
+    expect += piece;
+  }
+  ASSERT_TRUE(w.Close().ok());
+  EXPECT_EQ(Content(), expect);
+}
+
+TEST_F(DirectWriterTest, SwitchingFilesFinishesTheFirstFilesWrites) {
+  // SwitchTo waits for the current file's writes, so the caller may then
+  // fsync or close that file knowing they are in it.
+  std::string other = dir_->path() + "/other";
+  auto other_fd = OpenFile(other, O_RDWR | O_CREAT | O_EXCL);
+  ASSERT_TRUE(other_fd.ok()) << other_fd.status();
+  DirectWriter w(kCapacity);
+  std::string piece = Pattern(kCapacity, 'x');
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), piece, 0).ok());
+  ASSERT_TRUE(w.SwitchTo(other).ok());
+  EXPECT_EQ(Content(), piece);
+  ASSERT_TRUE(w.WriteAt(other, other_fd->get(), piece, kCapacity).ok());
+  ASSERT_TRUE(w.Drain().ok());
+  auto got = ReadFileToString(other);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->substr(kCapacity), piece);
+}
+
+TEST_F(DirectWriterTest, AFailedQueuedWriteIsReportedByDrainAndEveryLaterCall) {
+  // A queued write fails after WriteAt returned; the error must not be lost.
+  // RLIMIT_FSIZE makes the kernel refuse the write (EFBIG) without a full disk.
+  struct rlimit old;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = kCapacity;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+
+  DirectWriter w(kCapacity);
+  std::string piece = Pattern(kCapacity, 'y');
+  absl::Status queued = w.WriteAt(path_, fd_.get(), piece, 4 * kCapacity);
+  absl::Status drained = w.Drain();
+  absl::Status later = w.WriteAt(path_, fd_.get(), piece, 0);
+
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_TRUE(queued.ok()) << queued;
+  ASSERT_FALSE(drained.ok());
+  EXPECT_THAT(std::string(drained.message()), HasSubstr(path_));
+  EXPECT_THAT(std::string(drained.message()), HasSubstr("File too large"));
+  EXPECT_EQ(later, drained);
+  EXPECT_EQ(w.Close(), drained);
+}
+
+TEST_F(DirectWriterTest, AMissingFileIsAnErrorNamingIt) {
+  DirectWriter w(kCapacity);
+  std::string missing = dir_->path() + "/missing";
+  absl::Status s = w.WriteAt(missing, fd_.get(), Pattern(4096, 'm'), 0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.message()), HasSubstr(missing));
+}
+
+}  // namespace
+}  // namespace pkgdist
