@@ -6,11 +6,12 @@
 
 namespace pkgdist {
 
-void TuneMallocForLargeMessages() {
+void TuneMallocForLargeMessages(int arenas) {
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (tunables != nullptr && *tunables != '\0') return;  // the operator's choice
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  if (arenas > 0) mallopt(M_ARENA_MAX, arenas);
 }
 
 }  // namespace pkgdist
