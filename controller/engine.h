@@ -35,7 +35,7 @@ class Engine {
   struct Options {
     int detect_seconds = 15;
     BackoffPolicy backoff;
-    uint64_t window_bytes = 8 << 20;
+    uint64_t window_bytes = kDefaultWindowBytes;
     size_t max_concurrent = 64;
     uint64_t max_bytes_per_second = 0;
     int tick_ms = 100;

@@ -34,7 +34,7 @@ struct Flags {
   std::string log_level = "info";
   int detect_seconds = kDefaultDetectSeconds;
   int max_backoff_seconds = 60;
-  uint64_t window_bytes = 8 << 20;
+  uint64_t window_bytes = kDefaultWindowBytes;
   size_t max_concurrent = 64;
   uint64_t max_bytes_per_second = 0;
   ManifestLimits limits;  // enforced at import

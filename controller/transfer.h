@@ -34,13 +34,19 @@
 
 namespace pkgdist {
 
+// Unacknowledged bytes per transfer (--window-bytes). The agent flushes and
+// acknowledges every half window; 32 MiB rather than 8 made 1 GiB to four
+// agents about 10 % faster side by side (fewer fsyncs and acks), and costs
+// at most 32 MiB re-sent per interruption.
+inline constexpr uint64_t kDefaultWindowBytes = uint64_t{32} << 20;
+
 struct TransferParams {
   std::string job_id;
   std::string agent;
   std::shared_ptr<const pkgdist::v1::Manifest> manifest;
   std::string package_id;  // raw 32 bytes
   std::string tree;        // where the content is read from
-  uint64_t window_bytes = 8 << 20;
+  uint64_t window_bytes = kDefaultWindowBytes;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
   int detect_seconds = 15;
 };
