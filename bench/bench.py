@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ def main():
     import limit
     import peer
     import pkgdist_runs
+    import procstat
     import profile
     import report
     import scale
@@ -95,8 +97,15 @@ def main():
         src = pkgdist_runs.make_random_file(os.path.join(c.dir, "src", "pkg.bin"), a.size)
         sha = pkgdist_runs.file_sha256(src)
         log(f"importing {a.size} bytes")
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        meter = procstat.CpuMeter([c.controller.pid]).start()
         info, secs = pkgdist_runs.import_package(c, src, "bench", "1", a.size)
-        r["import"] = {"size": a.size, "wall_s": secs, "chunks": info.get("chunks")}
+        ctl_cpu = meter.stop()[c.controller.pid]
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # pkgdistctl, the only child reaped
+        r["import"] = {"size": a.size, "wall_s": secs, "chunks": info.get("chunks"),
+                       "controller_cpu_s": ctl_cpu,
+                       "client_cpu_s": (after.ru_utime + after.ru_stime
+                                        - children.ru_utime - children.ru_stime)}
         r["runs"] = []
         for n in ns:
             log(f"distributing to {n} agent(s)")

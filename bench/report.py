@@ -49,7 +49,11 @@ def limit_section(r):
             f"AES-128-GCM {gbs('aes128gcm')} (`openssl speed -evp aes-128-gcm`, 16 KiB)",
             f"SHA-256 {gbs('sha256')} (`openssl speed -evp sha256`, 16 KiB)",
             f"loopback TCP {gbs('loopback')} (one stream, 1 MiB sends)",
-            f"write + fsync {gbs('write')}"]) + ".", "",
+            f"write + fsync {gbs('write')}"]) + ".",
+        (f"Not in the formula: the disk itself takes {gbs('write_direct')} "
+         "(1 MiB `O_DIRECT` writes + fsync, past the page cache, as the agent writes)."
+         if rt.get("write_direct") else "Not in the formula: `O_DIRECT` is refused here."),
+        "",
         "Formula (per receiver, per GiB, core-seconds):", "",
         "    cost = G/aes + G/aes + G/loopback + G/sha256 + G/write      (G = 2^30 bytes)",
         "    limit(N) = N * (S / G) * cost / cores", "",
@@ -132,12 +136,22 @@ def memory_section(r):
 def import_section(r):
     imp = r["import"]
     rate = imp["size"] / imp["wall_s"]
-    sha = r["limit"]["rates"]["sha256"]
-    return "\n".join([
+    rates = r["limit"]["rates"]
+    sha = rates["sha256"]
+    text = [
         "## Import speed", "",
         f"`pkgdistctl package import` of {_size(imp['size'])}: {imp['wall_s']:.2f} s, "
         f"{rate / 1e9:.2f} GB/s = {100 * rate / sha:.0f} % of single-core SHA-256 "
-        f"({sha / 1e9:.2f} GB/s; target 80 %)."])
+        f"({sha / 1e9:.2f} GB/s; target 80 %)."]
+    if "client_cpu_s" in imp:
+        text += ["", f"CPU seconds: pkgdistctl (read, encrypt, send) {imp['client_cpu_s']:.2f}, "
+                 f"controller (receive, decrypt, hash, write, fsync) {imp['controller_cpu_s']:.2f}."]
+    if rates.get("write_direct"):
+        disk = rates["write_direct"]
+        text += ["", f"Bound: the import stores a durable copy, and this run's disk took "
+                 f"{disk / 1e9:.2f} GB/s past the page cache ({100 * disk / sha:.0f} % of "
+                 f"SHA-256) and {rates['write'] / 1e9:.2f} GB/s through it."]
+    return "\n".join(text)
 
 
 def scale_section(r):

@@ -23,6 +23,9 @@ AGENTS = ["dp1", "dp2"]
 # Per transfer, so that a 24 MiB transfer lasts about three seconds and can
 # be caught half-way, while the other packages (1-2 MiB) take a fraction.
 BANDWIDTH = 8 * MiB
+# A small window, so the agent acknowledges every 2 MiB and a test can catch a
+# transfer part-way (the default, 32 MiB, acknowledges a 24 MiB package only at the end).
+WINDOW = 4 * MiB
 JOB_TIMEOUT = 30
 
 AGENT_FIELDS = {"name", "address", "connection", "last_contact", "last_error"}
@@ -62,7 +65,7 @@ class CliTest(unittest.TestCase):
     def setUpClass(cls):
         cls.c = Cluster(agents=AGENTS).__enter__()
         try:
-            cls.c.start_controller(max_bytes_per_second=BANDWIDTH)
+            cls.c.start_controller(max_bytes_per_second=BANDWIDTH, window_bytes=WINDOW)
             for name in AGENTS:
                 cls.c.start_agent(name)
                 cls.c.add_agent(name)
