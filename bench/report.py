@@ -1,6 +1,12 @@
-"""Renders the benchmark's results as Markdown (docs/performance.md)."""
+"""Renders the benchmark's results as Markdown (docs/performance.md).
 
+Run directly to render a saved run again, e.g. after editing bench/analysis.md:
+    python3 bench/report.py RAW.json > docs/performance.md
+(bench/run.sh names RAW.json, in $TMPDIR, on its last line.)"""
+
+import json
 import os
+import sys
 import limit as limit_mod
 
 MiB = 1 << 20
@@ -212,3 +218,10 @@ def render(r):
              scale_section(r), micro_section(r), profile_section(r), analysis_section(r),
              machine_section(r)]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: bench/report.py RAW.json > docs/performance.md")
+    with open(sys.argv[1], encoding="utf-8") as f:
+        sys.stdout.write(render(json.load(f)))
