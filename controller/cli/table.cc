@@ -122,11 +122,16 @@ std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail) {
     absl::StrAppend(&out, "\ninventory unavailable: ", OneLine(detail.inventory_error()), "\n");
     return out;
   }
-  TextTable published({"PUBLISHED", "VERSION", "ID", "SIZE"});
-  for (const auto& p : detail.inventory().published()) {
-    published.AddRow({p.name(), p.version(), ShortId(ToHex(p.package_id())), HumanBytes(p.size())});
+  if (detail.inventory().published_size() == 0) {
+    absl::StrAppend(&out, "\nno packages published\n");
+  } else {
+    TextTable published({"PUBLISHED", "VERSION", "ID", "SIZE"});
+    for (const auto& p : detail.inventory().published()) {
+      published.AddRow(
+          {p.name(), p.version(), ShortId(ToHex(p.package_id())), HumanBytes(p.size())});
+    }
+    absl::StrAppend(&out, "\n", published.Render());
   }
-  absl::StrAppend(&out, "\n", published.Render());
   if (detail.inventory().partial_size() > 0) {
     TextTable partial({"PARTIAL", "VERSION", "ID", "PROGRESS", "CHUNKS"});
     for (const auto& p : detail.inventory().partial()) {

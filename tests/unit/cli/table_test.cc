@@ -73,5 +73,21 @@ TEST(TableTest, AgentDetailSaysWhyTheInventoryIsMissing) {
   EXPECT_EQ(s.find("PUBLISHED"), std::string::npos) << s;
 }
 
+TEST(TableTest, AgentDetailWithNothingPublishedSaysSoInsteadOfAnEmptyTable) {
+  // A bare header with no rows reads like a rendering bug; say what it means.
+  pkgdist::v1::AgentDetail d;
+  d.mutable_agent()->set_name("dp1");
+  auto* partial = d.mutable_inventory()->add_partial();
+  partial->set_name("app");
+  partial->set_version("2.0");
+  partial->set_bytes_have(512);
+  partial->set_bytes_total(1024);
+  std::string s = RenderAgentDetail(d);
+  EXPECT_NE(s.find("no packages published"), std::string::npos) << s;
+  EXPECT_EQ(s.find("PUBLISHED"), std::string::npos) << s;
+  EXPECT_NE(s.find("PARTIAL"), std::string::npos) << s;
+  EXPECT_NE(s.find("512 B/1.0 KiB 50%"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace pkgdist::cli
