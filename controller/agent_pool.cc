@@ -8,20 +8,37 @@ namespace pkgdist {
 AgentPool::AgentPool(Options options,
                      std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider,
                      const Clock* clock)
-    : options_(std::move(options)), provider_(std::move(provider)), clock_(clock) {}
+    : options_(std::move(options)),
+      provider_(std::move(provider)),
+      clock_(clock),
+      callback_target_(std::make_shared<CallbackTarget>()) {
+  absl::MutexLock l(&callback_target_->mu);
+  callback_target_->pool = this;
+}
+
+AgentPool::~AgentPool() {
+  absl::MutexLock l(&callback_target_->mu);
+  callback_target_->pool = nullptr;
+}
+
+void AgentPool::RecordHandshakeError(const std::string& name, const std::string& reason) {
+  spdlog::warn("agent {}: {}", name, reason);
+  absl::MutexLock l(&mu_);
+  auto it = agents_.find(name);
+  if (it == agents_.end()) return;
+  it->second->handshake_error = reason;
+  it->second->handshake_error_ms = clock_->NowMs();
+  it->second->last_error = reason;
+}
 
 AgentPool::Entry& AgentPool::GetOrCreate(const std::string& name, const std::string& address) {
   auto& slot = agents_[name];
   if (slot == nullptr) slot = std::make_unique<Entry>();
   Entry& e = *slot;
   if (e.channel == nullptr || e.address != address) {
-    Entry* entry = &e;
-    auto on_reject = [this, entry, name](const std::string& reason) {
-      spdlog::warn("agent {}: {}", name, reason);
-      absl::MutexLock l(&mu_);
-      entry->handshake_error = reason;
-      entry->handshake_error_ms = clock_->NowMs();
-      entry->last_error = reason;
+    auto on_reject = [target = callback_target_, name](const std::string& reason) {
+      absl::ReaderMutexLock l(&target->mu);
+      if (target->pool != nullptr) target->pool->RecordHandshakeError(name, reason);
     };
     auto creds = MakeChannelCredentials(provider_, options_.tls,
                                         SpiffeId{options_.trust_domain, "agent", name}, on_reject);

@@ -37,6 +37,9 @@ class AgentPool {
   AgentPool(Options options,
             std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider,
             const Clock* clock);
+  ~AgentPool();
+  AgentPool(const AgentPool&) = delete;
+  AgentPool& operator=(const AgentPool&) = delete;
 
   // The stub for `name` at `address` (a new channel if the address changed).
   std::shared_ptr<pkgdist::v1::Agent::StubInterface> Stub(const std::string& name,
@@ -72,13 +75,23 @@ class AgentPool {
   };
   Entry& GetOrCreate(const std::string& name, const std::string& address)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Called by a channel's TLS verifier when the agent's identity is wrong.
+  void RecordHandshakeError(const std::string& name, const std::string& reason);
+
+  // What the verifier callbacks hold instead of the pool: gRPC may still run
+  // a verifier after the pool is gone (a handshake in flight at shutdown).
+  // The destructor clears `pool` under the lock, so a callback either finishes
+  // first or finds nullptr.
+  struct CallbackTarget {
+    absl::Mutex mu;
+    AgentPool* pool ABSL_GUARDED_BY(mu);
+  };
 
   const Options options_;
   std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider_;
   const Clock* clock_;
+  std::shared_ptr<CallbackTarget> callback_target_;
   absl::Mutex mu_;
-  // Entries are never erased while the pool lives (only reset), so a pointer
-  // captured by a verifier callback stays valid.
   absl::flat_hash_map<std::string, std::unique_ptr<Entry>> agents_ ABSL_GUARDED_BY(mu_);
 };
 
