@@ -333,17 +333,22 @@ Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
     if (job->state != JobState::kPending && job->state != JobState::kInProgress) {
       return Status::OK;
     }
-    absl::Time sent = absl::Now();
+    // Wait for a change, then coalesce bursts of progress into a few updates
+    // a second; but the job's end goes out at once, since `--wait` callers
+    // (pipelines, the benchmark) are waiting for exactly that.
+    absl::Time next_update = absl::Now() + kMinInterval;
+    bool changed = false;
     while (!ctx->IsCancelled()) {
-      uint64_t v = store_->WaitForChange(seen, absl::Seconds(1));
-      if (v != seen) {
-        seen = v;
-        break;
-      }
+      absl::Duration wait = changed ? next_update - absl::Now() : absl::Seconds(1);
+      if (changed && wait <= absl::ZeroDuration()) break;
+      uint64_t v = store_->WaitForChange(seen, wait);
+      if (v == seen) continue;
+      seen = v;
+      changed = true;
+      auto ended = store_->JobEnded(req->id());
+      if (!ended.ok() || *ended) break;  // GetJob above reports an error
     }
     if (ctx->IsCancelled()) return Status(grpc::StatusCode::CANCELLED, "watch cancelled");
-    // Coalesce bursts of progress into a few updates a second.
-    absl::SleepFor(kMinInterval - (absl::Now() - sent));
   }
 }
 

@@ -563,6 +563,19 @@ absl::StatusOr<JobView> StateStore::GetJob(const std::string& id) {
   return view;
 }
 
+absl::StatusOr<bool> StateStore::JobEnded(const std::string& id) {
+  bool ended = false;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, absl::StrCat("SELECT COUNT(*), COALESCE(SUM(", kUnfinished,
+                                  "), 0) FROM targets t WHERE t.job_id = ?"));
+    st.BindText(id);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    ended = row && st.Int(0) > 0 && st.Int(1) == 0;
+    return absl::OkStatus();
+  }));
+  return ended;
+}
+
 absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filter) {
   std::vector<JobView> out;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {

@@ -593,6 +593,32 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(Op::kStart, Op::kProgress, Op::kDone, Op::kFail)),
     IllegalTransitionName);
 
+TEST_F(StateStoreTest, JobEndedOnlyWhenEveryTargetIsFinalAndAgreesWithTheDerivedState) {
+  // The watch's shortcut must end exactly when the derived job state does.
+  std::string job = NewJob({"dp1", "dp2", "dp3"});
+  auto ended = [&] {
+    absl::StatusOr<bool> e = store_->JobEnded(job);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return e.ok() && *e;
+  };
+  EXPECT_FALSE(ended());  // pending
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  ASSERT_OK(store_->MarkDone(job, "dp1"));
+  EXPECT_FALSE(ended());  // one done, one pending, one pending
+  ASSERT_OK(store_->StartAttempt(job, "dp2"));
+  ASSERT_OK(store_->MarkFailedAttempt(job, "dp2", "link down", kNoJitter, 0.0));
+  ASSERT_OK(store_->StartAttempt(job, "dp3"));
+  ASSERT_OK(store_->MarkDone(job, "dp3"));
+  EXPECT_FALSE(ended());  // dp2 waits to retry: the classic failure is not an end
+  EXPECT_EQ(StateOf(job), JobState::kInProgress);
+  ASSERT_OK_AND_ASSIGN(int n, store_->Cancel(job, "dp2", "operator"));
+  EXPECT_EQ(n, 1);
+  EXPECT_TRUE(ended());
+  EXPECT_EQ(StateOf(job), JobState::kCancelled);
+  ASSERT_OK_AND_ASSIGN(bool unknown, store_->JobEnded("no-such-job"));
+  EXPECT_FALSE(unknown);
+}
+
 TEST_F(StateStoreTest, CancelStopsOnlyUnfinishedTargets) {
   // Cancel of a whole job cancels pending/transferring/retry_wait, not done.
   std::string job = NewJob({"dp1", "dp2", "dp3", "dp4"});
