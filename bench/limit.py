@@ -128,5 +128,15 @@ def measure(directory, quick=False):
     return {"rates": rates, "cost_core_s_per_gib": cost, "cores": os.cpu_count()}
 
 
+def with_direct_write(limit):
+    """The limit with the disk's O_DIRECT rate in place of write + fsync (the
+    agent writes chunks past the page cache), or None if it was not measured."""
+    rates = limit["rates"]
+    if not rates.get("write_direct"):
+        return None
+    cost = limit["cost_core_s_per_gib"] - GiB / rates["write"] + GiB / rates["write_direct"]
+    return dict(limit, cost_core_s_per_gib=cost)
+
+
 def limit_seconds(limit, size_bytes, n):
     return n * (size_bytes / GiB) * limit["cost_core_s_per_gib"] / limit["cores"]

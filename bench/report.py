@@ -104,6 +104,17 @@ def results_section(r):
     elif r.get("peer_skipped"):
         text += ["", f"Peer not measured: {r['peer_skipped']}."]
     text += ["", "Targets of issue 6: " + targets_line(r, peers)]
+    direct = limit_mod.with_direct_write(r["limit"])
+    if direct and r["runs"]:
+        shares = " / ".join(
+            f"{100 * limit_mod.limit_seconds(direct, run['size'], run['n']) / run['wall_s']:.0f} %"
+            for run in r["runs"])
+        ns = " / ".join(str(run["n"]) for run in r["runs"])
+        text += ["", f"The same formula with the disk's `O_DIRECT` rate "
+                 f"({r['limit']['rates']['write_direct'] / 1e9:.2f} GB/s) in place of write + "
+                 "fsync, since the agent writes past the page cache: 1 GiB to one agent takes "
+                 f"at best {limit_mod.limit_seconds(direct, GiB, 1):.2f} s, and pkgdist reaches "
+                 f"{shares} of that limit for N = {ns}."]
     return "\n".join(text)
 
 
