@@ -71,35 +71,20 @@ def loopback_rate(total_bytes):
     return received[0] / elapsed
 
 
-def write_rate(directory, total_bytes):
-    """Bytes per second of writing a new file in 1 MiB blocks and fsyncing it."""
+def write_rate(directory, total_bytes, direct=False):
+    """Bytes per second of writing a new file in 1 MiB blocks and fsyncing it.
+    With `direct`, through O_DIRECT: how fast the disk itself takes data, past
+    the page cache, as the agent writes chunks; None where O_DIRECT is refused."""
     path = os.path.join(directory, "write-probe.bin")
-    block = os.urandom(MiB)
-    start = time.monotonic()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        written = 0
-        while written < total_bytes:
-            written += os.write(fd, block)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    elapsed = time.monotonic() - start
-    os.unlink(path)
-    return written / elapsed
-
-
-def direct_write_rate(directory, total_bytes):
-    """Bytes per second of writing a new file in 1 MiB blocks with O_DIRECT
-    and fsyncing it: how fast the disk itself takes data, past the page cache
-    (the agent writes chunks this way). None where O_DIRECT is refused."""
-    path = os.path.join(directory, "direct-probe.bin")
     block = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT requires
     block.write(os.urandom(MiB))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError:
-        return None
+        if direct:
+            return None
+        raise
     start = time.monotonic()
     try:
         written = 0
@@ -121,7 +106,7 @@ def measure(directory, quick=False):
         "sha256": openssl_rate("sha256", seconds),
         "loopback": loopback_rate(probe),
         "write": write_rate(directory, probe // 2),
-        "write_direct": direct_write_rate(directory, probe // 2),
+        "write_direct": write_rate(directory, probe // 2, direct=True),
     }
     cost = (2 * GiB / rates["aes128gcm"] + GiB / rates["loopback"] + GiB / rates["sha256"]
             + GiB / rates["write"])  # write_direct is reported, not part of the formula
