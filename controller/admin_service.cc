@@ -346,7 +346,8 @@ Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
       seen = v;
       changed = true;
       auto ended = store_->JobEnded(req->id());
-      if (!ended.ok() || *ended) break;  // GetJob above reports an error
+      // On an error, GetJob at the top of the loop reports it to the caller.
+      if (!ended.ok() || *ended) break;
     }
     if (ctx->IsCancelled()) return Status(grpc::StatusCode::CANCELLED, "watch cancelled");
   }
