@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 
+#include <cerrno>
+
 #include "shared/status_macros.h"
 
 namespace pkgdist {
@@ -35,6 +37,18 @@ absl::Status FdCache::SyncAll() {
     e.dirty = false;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<FdCache::Dirty>> FdCache::TakeDirty() {
+  std::vector<Dirty> out;
+  for (auto& e : lru_) {
+    if (!e.dirty) continue;
+    int fd = ::fcntl(e.fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return ErrnoStatus(errno, "dup descriptor of", e.path);
+    out.push_back(Dirty{UniqueFd(fd), e.path});
+  }
+  for (auto& e : lru_) e.dirty = false;
+  return out;
 }
 
 absl::Status FdCache::CloseAll() {

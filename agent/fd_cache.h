@@ -13,6 +13,7 @@
 #include <functional>
 #include <list>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
@@ -35,6 +36,16 @@ class FdCache {
   absl::StatusOr<int> Get(uint32_t key, bool for_write);
   // fsyncs every dirty file (they stay open).
   absl::Status SyncAll();
+
+  // A dirty file's descriptor, duplicated, to fsync elsewhere.
+  struct Dirty {
+    UniqueFd fd;
+    std::string path;
+  };
+  // Duplicates the descriptor of every dirty file and marks them clean: the
+  // data written so far is on disk once the caller has fsynced every copy,
+  // which may be on another thread and after this cache closed its own.
+  absl::StatusOr<std::vector<Dirty>> TakeDirty();
   // fsyncs every dirty file and closes everything.
   absl::Status CloseAll();
 

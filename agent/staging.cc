@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "agent/disk_util.h"
@@ -234,26 +236,62 @@ absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::s
   return WriteResult::kWritten;
 }
 
-absl::StatusOr<std::vector<uint32_t>> Staging::Flush() {
+absl::Status Staging::StartFlush() {
   RETURN_IF_ERROR(broken_);
-  if (unflushed_.empty()) return std::vector<uint32_t>{};
+  if (unflushed_.empty()) return absl::OkStatus();
   std::sort(unflushed_.begin(), unflushed_.end());
   std::vector<JournalEntry> entries;
   entries.reserve(unflushed_.size());
   for (uint32_t index : unflushed_) entries.push_back(JournalEntry{index, hashes_[index]});
-  absl::Status s = direct_.Drain();
-  if (s.ok()) s = files_.SyncAll();
-  if (s.ok()) s = journal_->Append(entries);
+  auto dirty = files_.TakeDirty();
+  if (!dirty.ok()) {
+    broken_ = dirty.status();
+    return broken_;
+  }
+  // std::function needs a copyable task: the descriptors are shared.
+  auto files = std::make_shared<std::vector<FdCache::Dirty>>(std::move(dirty).value());
+  uint64_t ticket = direct_.Then([this, files, entries = std::move(entries)]() -> absl::Status {
+    for (const FdCache::Dirty& f : *files) RETURN_IF_ERROR(Fsync(f.fd.get(), f.path));
+    return journal_->Append(entries);
+  });
+  flushing_.push_back(Flushing{ticket, std::exchange(unflushed_, {})});
+  unflushed_bytes_ = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<uint32_t>>> Staging::Collect(Await await) {
+  RETURN_IF_ERROR(broken_);
+  absl::Status s;
+  if (!flushing_.empty() && await != Await::kNone) {
+    s = direct_.Wait(await == Await::kAll ? flushing_.back().ticket : flushing_.front().ticket);
+  }
+  std::vector<std::vector<uint32_t>> out;
+  while (s.ok() && !flushing_.empty()) {
+    absl::StatusOr<bool> done = direct_.Done(flushing_.front().ticket);
+    if (!done.ok()) s = done.status();
+    if (!s.ok() || !*done) break;
+    std::vector<uint32_t>& indices = flushing_.front().indices;
+    for (uint32_t index : indices) state_[index] = ChunkState::kDurable;
+    durable_count_ += static_cast<uint32_t>(indices.size());
+    out.push_back(std::move(indices));
+    flushing_.pop_front();
+  }
   if (!s.ok()) {
     // After a failed fsync the page cache may have dropped the data: never
     // trust this session's unjournaled writes again.
     broken_ = s;
     return s;
   }
-  for (uint32_t index : unflushed_) state_[index] = ChunkState::kDurable;
-  durable_count_ += static_cast<uint32_t>(unflushed_.size());
-  unflushed_bytes_ = 0;
-  return std::exchange(unflushed_, {});
+  return out;
+}
+
+absl::StatusOr<std::vector<uint32_t>> Staging::Flush() {
+  RETURN_IF_ERROR(StartFlush());
+  ASSIGN_OR_RETURN(auto batches, Collect(Await::kAll));
+  std::vector<uint32_t> out;
+  for (const auto& b : batches) out.insert(out.end(), b.begin(), b.end());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 absl::Status Staging::FinishFile(const FileEntry& f) {

@@ -10,6 +10,9 @@
 // was down costs only its damaged chunks. Chunks pass through three states:
 // missing -> received (written, not yet durable) -> durable (fsynced and
 // journaled). Only durable chunks may be acknowledged to the controller.
+// A flush runs on the writer thread (shared/direct_writer.h) while the
+// caller receives the next chunks: StartFlush() hands it the received
+// chunks, Collect() takes back those made durable.
 //
 // Seal() turns a fully durable staging tree into the final package tree in
 // place (sizes, symlinks, modes, fsyncs; content needs no second read: every
@@ -20,6 +23,7 @@
 #define PKGDIST_AGENT_STAGING_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,7 +64,7 @@ class Staging {
   uint32_t durable_count() const { return durable_count_; }
   // Sum of the lengths of the missing chunks.
   uint64_t missing_bytes() const;
-  // Bytes received since the last Flush.
+  // Bytes received since the last StartFlush.
   uint64_t unflushed_bytes() const { return unflushed_bytes_; }
 
   enum class WriteResult { kWritten, kAlreadyReceived };
@@ -71,9 +75,21 @@ class Staging {
   // not written again.
   absl::StatusOr<WriteResult> WriteChunk(uint32_t index, absl::string_view data);
 
-  // Makes every received chunk durable: fsyncs the files written since the
-  // last Flush, then journals those chunks. Returns them, ascending. After a
-  // failure this Staging refuses further writes and flushes (reopen it).
+  // Starts making every received chunk durable, without waiting: on the
+  // writer thread, once their queued writes are done, the files written
+  // since the last flush are fsynced, then those chunks journaled. After a
+  // failure (here or in Collect) this Staging refuses further writes and
+  // flushes (reopen it).
+  absl::Status StartFlush();
+  // Takes the started flushes that have finished, oldest first: for each,
+  // its chunks (ascending), durable from now on. kNone does not block;
+  // kOldest first waits for the oldest flush still running, kAll for all.
+  enum class Await { kNone, kOldest, kAll };
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> Collect(Await await);
+  // Started flushes not yet collected.
+  size_t flushes_pending() const { return flushing_.size(); }
+  // StartFlush() and Collect(kAll): every received chunk is durable. Returns
+  // the chunks that became durable, ascending.
   absl::StatusOr<std::vector<uint32_t>> Flush();
 
   // Requires every chunk durable (FAILED_PRECONDITION otherwise). Reads back
@@ -101,12 +117,20 @@ class Staging {
   uint32_t durable_count_ = 0;
   std::vector<uint32_t> unflushed_;
   uint64_t unflushed_bytes_ = 0;
+  // Flushes queued on direct_, oldest first: the writer's task ticket and
+  // the chunks it makes durable.
+  struct Flushing {
+    uint64_t ticket;
+    std::vector<uint32_t> indices;
+  };
+  std::deque<Flushing> flushing_;
   absl::Status broken_;
   std::unique_ptr<Journal> journal_;
   FdCache files_;
 
-  // Whole-block chunks bypass the page cache (shared/direct_writer.h);
-  // Flush's fsync through files_ makes them durable.
+  // Whole-block chunks bypass the page cache (shared/direct_writer.h); its
+  // thread also runs the flushes, which use journal_. Declared last so that
+  // it finishes them before journal_ and files_ go.
   DirectWriter direct_{kMaxChunkSize};
 };
 

@@ -99,8 +99,9 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
     }
     return s;
   }
-  uint64_t window = offer.window_bytes() > 0 ? offer.window_bytes() : options_.default_window_bytes;
-  flush_threshold_ = std::max<uint64_t>(1, window / 2);
+  window_bytes_ = offer.window_bytes() > 0 ? offer.window_bytes() : options_.default_window_bytes;
+  flush_threshold_ = std::max<uint64_t>(1, window_bytes_ / 2);
+  for (const auto& c : m.chunks()) max_chunk_bytes_ = std::max<uint64_t>(max_chunk_bytes_, c.length());
   spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes){}", label_, peer_,
                staging_->missing_count(), staging_->chunk_count(), staging_->missing_bytes(),
                *copied > 0 ? absl::StrCat(", ", *copied, " reused from other versions") : "");
@@ -130,40 +131,65 @@ absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
   if (absl::IsDataLoss(written.status())) {
     spdlog::warn("transfer of {} from {}: {}; requesting it again", label_, peer_,
                  written.status().message());
-    // Acknowledge what is pending too, so the sender's window, which still
-    // counts the bad chunk, cannot stall.
-    RETURN_IF_ERROR(FlushAndAck());
-    return SendNeed({chunk.index()});
+    // Acknowledge what is pending first (rare, so waiting is fine): the
+    // sender learns of every good chunk before the one it must resend.
+    if (absl::Status s = staging_->StartFlush(); !s.ok()) return DiskError(s);
+    RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kAll));
+    RETURN_IF_ERROR(SendNeed({chunk.index()}));
+  } else if (absl::IsInvalidArgument(written.status())) {
+    return written.status();
+  } else if (!written.ok()) {
+    return DiskError(written.status());
+  } else if (*written == Staging::WriteResult::kAlreadyReceived) {
+    RETURN_IF_ERROR(OnDuplicate(chunk.index()));
+  } else {
+    unacked_bytes_ += chunk.data().size();
   }
-  if (absl::IsInvalidArgument(written.status())) return written.status();
-  if (!written.ok()) return DiskError(written.status());
-  if (*written == Staging::WriteResult::kAlreadyReceived && staging_->IsDurable(chunk.index())) {
-    reacks_.push_back(chunk.index());
+  return FlushAndAck();
+}
+
+absl::Status TransferSession::OnDuplicate(uint32_t index) {
+  // A chunk sent again (its Ack was lost) is acknowledged again once
+  // durable, not rewritten. One still in a flush is waited for; one not
+  // flushed yet is acknowledged by its flush.
+  if (!staging_->IsDurable(index)) RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kAll));
+  if (!staging_->IsDurable(index)) return absl::OkStatus();
+  TransferResponse response;
+  response.mutable_ack()->add_indices(index);
+  return Send(response);
+}
+
+absl::Status TransferSession::FlushAndAck() {
+  const bool all_received = staging_->missing_count() == 0;
+  if (staging_->unflushed_bytes() >= flush_threshold_ || all_received || WindowFull()) {
+    if (absl::Status s = staging_->StartFlush(); !s.ok()) return DiskError(s);
   }
-  if (staging_->unflushed_bytes() >= flush_threshold_ || staging_->missing_count() == 0 ||
-      !reacks_.empty()) {
-    return FlushAndAck();
+  if (all_received) return SendFinishedAcks(Staging::Await::kAll);
+  RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kNone));
+  // Every unacknowledged chunk is in a started flush now, so this ends.
+  while (WindowFull() && staging_->flushes_pending() > 0) {
+    RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kOldest));
   }
   return absl::OkStatus();
 }
 
-absl::Status TransferSession::FlushAndAck() {
-  auto flushed = staging_->Flush();
+absl::Status TransferSession::SendFinishedAcks(Staging::Await await) {
+  auto flushed = staging_->Collect(await);
   if (!flushed.ok()) return DiskError(flushed.status());
-  std::vector<uint32_t> indices = std::move(flushed).value();
-  if (!reacks_.empty()) {
-    indices.insert(indices.end(), reacks_.begin(), reacks_.end());
-    reacks_.clear();
-    std::sort(indices.begin(), indices.end());
-    indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
+  for (const std::vector<uint32_t>& indices : *flushed) {
+    for (uint32_t i : indices) {
+      uint64_t len = staging_->manifest().chunks(static_cast<int>(i)).length();
+      unacked_bytes_ -= std::min(unacked_bytes_, len);
+    }
+    TransferResponse response;
+    response.mutable_ack()->mutable_indices()->Assign(indices.begin(), indices.end());
+    RETURN_IF_ERROR(Send(response));
   }
-  if (indices.empty()) return absl::OkStatus();
-  TransferResponse response;
-  response.mutable_ack()->mutable_indices()->Assign(indices.begin(), indices.end());
-  return Send(response);
+  return absl::OkStatus();
 }
 
 absl::Status TransferSession::OnCommit() {
+  RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kAll));
   if (staging_->durable_count() != staging_->chunk_count()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "commit before all chunks acknowledged (", staging_->chunk_count() -

@@ -5,8 +5,12 @@
 //              reuse chunks of published versions, check free space, Need
 //   Chunk   -> verify and write; a hash mismatch re-requests the chunk
 //              (Need{index}) without ending the stream; Ack{indices} once
-//              durable, batched per half window and whenever every chunk
-//              has been received, so the sender never stalls
+//              durable. A flush starts every half window and when every
+//              chunk has been received; it runs on the writer thread while
+//              this one receives on, and its Ack goes out after the first
+//              chunk that follows its end. The session waits for a flush
+//              only when the sender cannot send another chunk before an Ack
+//              (its window is full) or has sent every chunk.
 //   Commit  -> only when every chunk is acknowledged; verify, publish,
 //              Published
 //
@@ -73,7 +77,14 @@ class TransferSession {
   absl::Status ReceiveChunks();
   absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
   absl::Status OnCommit();
+  absl::Status OnDuplicate(uint32_t index);
+  // Starts a flush when one is due, then sends the Acks of the finished
+  // ones, waiting for the disk only when the sender must wait for an Ack.
   absl::Status FlushAndAck();
+  // Sends an Ack for every finished flush; `await` as in Staging::Collect.
+  absl::Status SendFinishedAcks(Staging::Await await);
+  // The sender may have to wait for an Ack before its next chunk.
+  bool WindowFull() const { return unacked_bytes_ + max_chunk_bytes_ > window_bytes_; }
   absl::Status SendNeed(std::vector<uint32_t> indices);
   absl::Status SendPublished();
   absl::Status Send(const pkgdist::v1::TransferResponse& response);
@@ -89,9 +100,12 @@ class TransferSession {
   std::unique_ptr<TransferLocks::Lease> lease_;
   std::unique_ptr<Staging> staging_;
   bool published_ = false;
+  // The sender's window: bytes it sends before it waits for an Ack.
+  uint64_t window_bytes_ = 1;
   uint64_t flush_threshold_ = 1;
-  // Durable chunks sent again by the controller, to acknowledge again.
-  std::vector<uint32_t> reacks_;
+  uint64_t max_chunk_bytes_ = 0;
+  // Bytes of chunks written in this session and not yet acknowledged.
+  uint64_t unacked_bytes_ = 0;
 };
 
 }  // namespace pkgdist

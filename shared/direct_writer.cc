@@ -80,8 +80,30 @@ absl::StatusOr<DirectWriter::Buffer> DirectWriter::TakeBuffer() {
 
 void DirectWriter::Queue(Buffer buf, size_t len, uint64_t offset) {
   absl::MutexLock l(&mu_);
-  queue_.push_back(Job{std::move(buf), len, offset});
+  queue_.push_back(Job{std::move(buf), len, offset, nullptr});
   if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+}
+
+uint64_t DirectWriter::Then(std::function<absl::Status()> task) {
+  absl::MutexLock l(&mu_);
+  queue_.push_back(Job{nullptr, 0, 0, std::move(task)});
+  if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
+  return ++tickets_;
+}
+
+absl::StatusOr<bool> DirectWriter::Done(uint64_t ticket) {
+  absl::MutexLock l(&mu_);
+  RETURN_IF_ERROR(error_);
+  return tasks_run_ >= ticket;
+}
+
+absl::Status DirectWriter::Wait(uint64_t ticket) {
+  absl::MutexLock l(&mu_);
+  auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return tasks_run_ >= ticket || !error_.ok();
+  };
+  mu_.Await(absl::Condition(&done));
+  return error_;
 }
 
 void DirectWriter::Run() {
@@ -97,11 +119,15 @@ void DirectWriter::Run() {
     if (error_.ok()) {
       // fd_ and path_ do not change while writes are queued: Target drains.
       mu_.Unlock();
-      s = PwriteFull(fd_.get(), job.buf.get(), job.len, job.offset, path_);
+      s = job.task ? job.task() : PwriteFull(fd_.get(), job.buf.get(), job.len, job.offset, path_);
       mu_.Lock();
     }
     if (error_.ok()) error_ = s;
-    free_.push_back(std::move(job.buf));
+    if (job.task) {
+      ++tasks_run_;
+    } else {
+      free_.push_back(std::move(job.buf));
+    }
     writing_ = false;
   }
 }

@@ -10,6 +10,9 @@
 // disk takes the last (a 1 MiB O_DIRECT write waits for the device, about
 // 1.3 ms on the disks we measured). Drain() waits for them all and returns
 // the first error; a failed write is also returned by every later call.
+// The same thread runs tasks queued with Then() in order with the writes: the
+// agent's fsync + journal of a batch of chunks, so that the caller never
+// waits for the disk unless it chooses to (Wait()).
 //
 // Durability: after Drain(), the caller fsyncs the file through any
 // descriptor; fsync works on the inode, so it also commits the blocks and
@@ -24,6 +27,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -59,7 +63,17 @@ class DirectWriter {
   // fsync or close the current file behind the writer's back.
   absl::Status SwitchTo(const std::string& path);
 
-  // Waits until every queued write is done; the first error, if any.
+  // Queues `task` to run on the writer thread once every write queued
+  // before it is done. It is skipped if an earlier write or task failed; its
+  // own error becomes the writer's. Returns its ticket (1, 2, ...).
+  uint64_t Then(std::function<absl::Status()> task);
+  // Whether task `ticket` has run, without blocking; the writer's first
+  // error instead, if it has one.
+  absl::StatusOr<bool> Done(uint64_t ticket);
+  // Waits until task `ticket` has run; the first error of the writer, if any.
+  absl::Status Wait(uint64_t ticket);
+
+  // Waits until every queued write and task is done; the first error, if any.
   absl::Status Drain();
   // Drains and closes the O_DIRECT descriptor (before the file is renamed
   // or removed).
@@ -70,10 +84,12 @@ class DirectWriter {
     void operator()(char* p) const { std::free(p); }
   };
   using Buffer = std::unique_ptr<char, AlignedFree>;
+  // A write of buf[0, len) at offset, or a task (buf empty).
   struct Job {
     Buffer buf;
     size_t len;
     uint64_t offset;
+    std::function<absl::Status()> task;
   };
 
   // Opens `path` with O_DIRECT unless already open on it (draining the
@@ -97,6 +113,8 @@ class DirectWriter {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  uint64_t tickets_ ABSL_GUARDED_BY(mu_) = 0;   // tasks queued
+  uint64_t tasks_run_ ABSL_GUARDED_BY(mu_) = 0;  // tasks done or skipped, in order
   std::thread thread_;  // started by the first queued write
 };
 

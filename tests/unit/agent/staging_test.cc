@@ -1,8 +1,10 @@
 #include "agent/staging.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -14,6 +16,7 @@ namespace pkgdist {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 constexpr uint32_t kChunk = 4096;
@@ -124,6 +127,68 @@ TEST_F(StagingTest, AChunkAlreadyReceivedIsNotWrittenAgain) {
   ASSERT_TRUE(s->Flush().ok());
   EXPECT_EQ(*s->WriteChunk(0, Data(0)), Staging::WriteResult::kAlreadyReceived);
   EXPECT_EQ(s->unflushed_bytes(), 0u);
+}
+
+TEST_F(StagingTest, FlushesStartedInTurnAreCollectedInOrderAndSurviveAReopen) {
+  // StartFlush returns before the disk is done; Collect hands each flush's
+  // chunks back, oldest first, durable, and a reopened staging finds them.
+  {
+    auto s = Open();
+    ASSERT_TRUE(s->WriteChunk(2, Data(2)).ok());
+    ASSERT_TRUE(s->WriteChunk(0, Data(0)).ok());
+    ASSERT_TRUE(s->StartFlush().ok());
+    EXPECT_EQ(s->unflushed_bytes(), 0u);
+    ASSERT_TRUE(s->WriteChunk(3, Data(3)).ok());
+    ASSERT_TRUE(s->StartFlush().ok());
+    ASSERT_TRUE(s->StartFlush().ok());  // nothing new: no third flush
+    EXPECT_EQ(s->flushes_pending(), 2u);
+    auto flushed = s->Collect(Staging::Await::kAll);
+    ASSERT_TRUE(flushed.ok()) << flushed.status();
+    EXPECT_THAT(*flushed, ElementsAre(ElementsAre(0, 2), ElementsAre(3)));
+    EXPECT_EQ(s->flushes_pending(), 0u);
+    EXPECT_EQ(s->durable_count(), 3u);
+    EXPECT_TRUE(s->IsDurable(3));
+    auto again = s->Collect(Staging::Await::kOldest);  // nothing running: returns at once
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_THAT(*again, IsEmpty());
+  }
+  auto reopened = Open();
+  EXPECT_THAT(reopened->Missing(), ElementsAre(1));
+}
+
+TEST_F(StagingTest, AFailedJournalWriteFailsTheFlushAndTheStagingRefusesFurtherWrites) {
+  // The journal append runs on the writer thread; its failure must reach
+  // Collect, no chunk of that flush may count as durable, and a reopen must
+  // need them again. RLIMIT_FSIZE at the journal's length makes the kernel
+  // refuse the append (EFBIG) while the data write at offset 0 still fits.
+  auto s = Open();
+  ASSERT_TRUE(s->WriteChunk(0, Data(0)).ok());
+  ASSERT_TRUE(s->Flush().ok());
+  ASSERT_EQ(testing::ReadFile(dir_ + "/journal").size(), kJournalRecordSize);
+
+  struct rlimit old;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = kJournalRecordSize;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  absl::Status wrote = s->WriteChunk(3, Data(3)).status();  // small.txt, offset 0
+  absl::Status started = s->StartFlush();
+  auto collected = s->Collect(Staging::Await::kAll);
+  absl::Status later = s->WriteChunk(1, Data(1)).status();
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
+  std::signal(SIGXFSZ, old_handler);
+
+  EXPECT_TRUE(wrote.ok()) << wrote;
+  EXPECT_TRUE(started.ok()) << started;
+  ASSERT_FALSE(collected.ok());
+  EXPECT_THAT(std::string(collected.status().message()), HasSubstr("File too large"));
+  EXPECT_FALSE(s->IsDurable(3));
+  EXPECT_EQ(later, collected.status());
+  EXPECT_EQ(s->Flush().status(), collected.status());
+  s.reset();
+  auto reopened = Open();
+  EXPECT_THAT(reopened->Missing(), ElementsAre(1, 2, 3));
 }
 
 TEST_F(StagingTest, SealIsRefusedBeforeEveryChunkIsDurable) {

@@ -29,6 +29,7 @@ constexpr uint32_t kChunk = 4096;
 class FakeStream : public TransferStream {
  public:
   bool Read(TransferRequest* request) override {
+    if (on_read) on_read();
     if (requests.empty()) return false;
     *request = std::move(requests.front());
     requests.pop_front();
@@ -43,6 +44,7 @@ class FakeStream : public TransferStream {
   std::deque<TransferRequest> requests;
   std::vector<TransferResponse> responses;
   std::function<void(const TransferResponse&)> on_write;
+  std::function<void()> on_read;
 };
 
 std::vector<uint32_t> Indices(const google::protobuf::RepeatedField<uint32_t>& f) {
@@ -234,6 +236,34 @@ TEST_F(TransferSessionTest, AcksAreBatchedPerHalfWindowAndWhenAllChunksArrived) 
     if (r.has_ack()) acks.push_back(Indices(r.ack().indices()));
   }
   EXPECT_THAT(acks, ElementsAre(ElementsAre(0, 1), ElementsAre(2, 3), ElementsAre(4)));
+}
+
+TEST_F(TransferSessionTest, TheSessionWaitsForTheDiskOnlyWhenTheSendersWindowIsFull) {
+  // Flushes run beside the session, but the sender stops once a window of
+  // chunks is unacknowledged: before each read, whatever the disk's speed,
+  // at most window - largest chunk bytes may be waiting for an Ack.
+  FakeStream stream;
+  stream.requests.push_back(Offer(2 * kChunk));
+  for (uint32_t i = 0; i < 5; ++i) stream.requests.push_back(Chunk(i));
+  stream.requests.push_back(Commit());
+  size_t chunks_read = 0;
+  std::set<uint32_t> acked;
+  std::vector<size_t> unacked_at_read;
+  stream.on_read = [&] {
+    unacked_at_read.push_back(chunks_read - acked.size());
+    if (!stream.requests.empty() && stream.requests.front().has_chunk()) ++chunks_read;
+  };
+  stream.on_write = [&](const TransferResponse& r) {
+    if (r.has_ack()) acked.insert(r.ack().indices().begin(), r.ack().indices().end());
+  };
+  ASSERT_TRUE(Run(stream).ok());
+  EXPECT_THAT(acked, ElementsAre(0, 1, 2, 3, 4));
+  ASSERT_EQ(unacked_at_read.size(), 7u);  // offer, 5 chunks, commit
+  for (size_t i = 0; i < unacked_at_read.size(); ++i) {
+    EXPECT_LE(unacked_at_read[i], 1u) << "before read " << i;
+  }
+  EXPECT_EQ(unacked_at_read.back(), 0u) << "commit read before every chunk was acknowledged";
+  EXPECT_TRUE(stream.responses.back().has_published());
 }
 
 TEST_F(TransferSessionTest, AnInterruptedTransferResumesWithOnlyTheMissingChunks) {

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,6 +16,7 @@
 namespace pkgdist {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr size_t kCapacity = 64 * 1024;
@@ -130,6 +132,48 @@ TEST_F(DirectWriterTest, AFailedQueuedWriteIsReportedByDrainAndEveryLaterCall) {
   EXPECT_THAT(std::string(drained.message()), HasSubstr("File too large"));
   EXPECT_EQ(later, drained);
   EXPECT_EQ(w.Close(), drained);
+}
+
+TEST_F(DirectWriterTest, ATaskRunsAfterTheWritesQueuedBeforeItAndInOrder) {
+  // Then() is how the agent fsyncs and journals a batch without waiting:
+  // each task must see every write queued before it, and tasks run in order.
+  DirectWriter w(kCapacity, /*buffers=*/2);
+  std::vector<std::string> seen;
+  std::vector<uint64_t> tickets;
+  for (int i = 0; i < 3; ++i) {
+    std::string piece = Pattern(kCapacity, static_cast<char>('a' + i));
+    ASSERT_TRUE(w.WriteAt(path_, fd_.get(), piece, static_cast<uint64_t>(i) * kCapacity).ok());
+    tickets.push_back(w.Then([this, &seen] {
+      seen.push_back(Content());
+      return absl::OkStatus();
+    }));
+  }
+  EXPECT_THAT(tickets, ElementsAre(1, 2, 3));
+  ASSERT_TRUE(w.Wait(3).ok());
+  auto done = w.Done(3);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(*done);
+  ASSERT_EQ(seen.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(seen[i].size(), (i + 1) * kCapacity) << "task " << i;
+  EXPECT_EQ(seen[2].substr(2 * kCapacity), Pattern(kCapacity, 'c'));
+}
+
+TEST_F(DirectWriterTest, AFailedTaskIsTheWritersErrorAndLaterTasksAreSkipped) {
+  // A failed fsync or journal write in a task must reach whoever waits for
+  // any later task, and nothing after it may run as if it had succeeded.
+  DirectWriter w(kCapacity);
+  bool later_ran = false;
+  uint64_t failing = w.Then([] { return absl::InternalError("fsync journal: Input/output error"); });
+  uint64_t later = w.Then([&later_ran] {
+    later_ran = true;
+    return absl::OkStatus();
+  });
+  absl::Status waited = w.Wait(later);
+  EXPECT_THAT(std::string(waited.message()), HasSubstr("Input/output error"));
+  EXPECT_EQ(w.Wait(failing), waited);
+  EXPECT_EQ(w.Done(later).status(), waited);
+  EXPECT_EQ(w.Drain(), waited);
+  EXPECT_FALSE(later_ran);
 }
 
 TEST_F(DirectWriterTest, AMissingFileIsAnErrorNamingIt) {
