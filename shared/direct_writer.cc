@@ -1,16 +1,44 @@
 #include "shared/direct_writer.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "shared/status_macros.h"
 
 namespace pkgdist {
+namespace {
+
+// Writes every byte of `iov` at `offset`, resuming after short writes.
+absl::Status PwritevFull(int fd, std::vector<iovec> iov, uint64_t offset, const std::string& path) {
+  size_t first = 0;
+  while (first < iov.size()) {
+    ssize_t n = ::pwritev(fd, iov.data() + first, static_cast<int>(iov.size() - first),
+                          static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "write", path);
+    }
+    offset += static_cast<uint64_t>(n);
+    for (auto left = static_cast<size_t>(n); left > 0 && first < iov.size();) {
+      size_t step = std::min(left, iov[first].iov_len);
+      iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + step;
+      iov[first].iov_len -= step;
+      left -= step;
+      if (iov[first].iov_len == 0) ++first;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 DirectWriter::DirectWriter(size_t capacity, int buffers)
     : capacity_(capacity), max_buffers_(std::max(buffers, 1)) {}
@@ -22,11 +50,14 @@ DirectWriter::~DirectWriter() {
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  if (task_thread_.joinable()) task_thread_.join();
 }
 
 absl::Status DirectWriter::Drain() {
   absl::MutexLock l(&mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return queue_.empty() && !writing_; };
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_.empty() && !writing_ && tasks_.empty() && !running_task_;
+  };
   mu_.Await(absl::Condition(&idle));
   return error_;
 }
@@ -107,6 +138,7 @@ absl::Status DirectWriter::Wait(uint64_t ticket) {
 }
 
 void DirectWriter::Run() {
+  ::pthread_setname_np(::pthread_self(), "pkgdist-writer");  // for top -H and perf
   absl::MutexLock l(&mu_);
   auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stop_; };
   while (true) {
@@ -114,21 +146,59 @@ void DirectWriter::Run() {
     if (queue_.empty()) return;  // stop_
     Job job = std::move(queue_.front());
     queue_.pop_front();
+    if (job.task) {
+      // Every write queued before it is done: its turn on the task thread,
+      // while this one goes on with the next writes.
+      tasks_.push_back(std::move(job.task));
+      if (!task_thread_.joinable()) task_thread_ = std::thread([this] { RunTasks(); });
+      continue;
+    }
+    // Writes queued right behind it that continue it go out with it: the
+    // disks we measured take 4 MiB writes 1.6x as fast as 1 MiB ones.
+    std::vector<Job> gathered;
+    uint64_t end = job.offset + job.len;
+    gathered.push_back(std::move(job));
+    while (!queue_.empty() && !queue_.front().task && queue_.front().offset == end &&
+           end - gathered.front().offset + queue_.front().len <= kMaxGather) {
+      end += queue_.front().len;
+      gathered.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
     writing_ = true;
     absl::Status s;
     if (error_.ok()) {
+      std::vector<iovec> iov;
+      for (const Job& j : gathered) iov.push_back(iovec{j.buf.get(), j.len});
       // fd_ and path_ do not change while writes are queued: Target drains.
       mu_.Unlock();
-      s = job.task ? job.task() : PwriteFull(fd_.get(), job.buf.get(), job.len, job.offset, path_);
+      s = PwritevFull(fd_.get(), std::move(iov), gathered.front().offset, path_);
       mu_.Lock();
     }
     if (error_.ok()) error_ = s;
-    if (job.task) {
-      ++tasks_run_;
-    } else {
-      free_.push_back(std::move(job.buf));
-    }
+    for (Job& j : gathered) free_.push_back(std::move(j.buf));
     writing_ = false;
+  }
+}
+
+void DirectWriter::RunTasks() {
+  ::pthread_setname_np(::pthread_self(), "pkgdist-sync");
+  absl::MutexLock l(&mu_);
+  auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !tasks_.empty() || stop_; };
+  while (true) {
+    mu_.Await(absl::Condition(&work));
+    if (tasks_.empty()) return;  // stop_
+    std::function<absl::Status()> task = std::move(tasks_.front());
+    tasks_.pop_front();
+    running_task_ = true;
+    absl::Status s;
+    if (error_.ok()) {
+      mu_.Unlock();
+      s = task();
+      mu_.Lock();
+    }
+    if (error_.ok()) error_ = s;
+    ++tasks_run_;
+    running_task_ = false;
   }
 }
 

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "shared/file_util.h"
 
@@ -78,15 +80,26 @@ TEST_F(DirectWriterTest, WholeBlocksAndPartialPiecesLandAtTheirOffsetsOutOfOrder
 
 TEST_F(DirectWriterTest, ManyQueuedWritesThroughFewBuffersAllArrive) {
   // More writes than buffers: WriteAt waits for a free buffer, never reuses
-  // one still being written.
-  DirectWriter w(kCapacity, /*buffers=*/2);
+  // one still being written. Consecutive pieces are gathered into larger
+  // writes (up to kMaxGather), with 2 buffers and with 8, then a gap.
   std::string expect;
-  for (int i = 0; i < 64; ++i) {
-    std::string piece = Pattern(kCapacity, static_cast<char>(i));
-    ASSERT_TRUE(w.WriteAt(path_, fd_.get(), piece, expect.size()).ok());
-    expect += piece;
+  for (int buffers : {2, 8}) {
+    DirectWriter w(kCapacity, buffers);
+    for (int i = 0; i < 64; ++i) {
+      std::string piece = Pattern(kCapacity, static_cast<char>(i + buffers));
+      ASSERT_TRUE(w.WriteAt(path_, fd_.get(), piece, expect.size()).ok());
+      expect += piece;
+    }
+    ASSERT_TRUE(w.Close().ok());
+    EXPECT_EQ(Content(), expect) << buffers << " buffers";
   }
+  DirectWriter w(kCapacity);
+  std::string after_gap = Pattern(kCapacity, 'z');
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), after_gap, expect.size() + kCapacity).ok());
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), after_gap, expect.size() - kCapacity).ok());
   ASSERT_TRUE(w.Close().ok());
+  expect.replace(expect.size() - kCapacity, kCapacity, after_gap);
+  expect += std::string(kCapacity, '\0') + after_gap;
   EXPECT_EQ(Content(), expect);
 }
 
@@ -154,8 +167,33 @@ TEST_F(DirectWriterTest, ATaskRunsAfterTheWritesQueuedBeforeItAndInOrder) {
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_TRUE(*done);
   ASSERT_EQ(seen.size(), 3u);
-  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(seen[i].size(), (i + 1) * kCapacity) << "task " << i;
-  EXPECT_EQ(seen[2].substr(2 * kCapacity), Pattern(kCapacity, 'c'));
+  // A task may also see writes queued after it (they go on beside it).
+  std::string expected;
+  for (size_t i = 0; i < 3; ++i) {
+    expected += Pattern(kCapacity, static_cast<char>('a' + i));
+    EXPECT_EQ(seen[i].substr(0, expected.size()), expected) << "task " << i;
+  }
+}
+
+TEST_F(DirectWriterTest, WritesQueuedAfterATaskGoOnWhileItRuns) {
+  // The agent's fsync + journal must not stop the next batch's writes. With
+  // one buffer, WriteAt(c) returns only once b is written; the task holds
+  // until then (bounded), so it fails if b waited for it.
+  DirectWriter w(kCapacity, /*buffers=*/1);
+  absl::Notification later_writes_done;
+  std::string a = Pattern(kCapacity, 'a'), b = Pattern(kCapacity, 'b'), c = Pattern(kCapacity, 'c');
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), a, 0).ok());
+  uint64_t ticket = w.Then([&later_writes_done] {
+    if (later_writes_done.WaitForNotificationWithTimeout(absl::Seconds(10))) return absl::OkStatus();
+    return absl::DeadlineExceededError("writes queued after the task waited for it");
+  });
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), b, kCapacity).ok());
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), c, 2 * kCapacity).ok());
+  later_writes_done.Notify();
+  absl::Status s = w.Wait(ticket);
+  EXPECT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(w.Drain().ok());
+  EXPECT_EQ(Content(), a + b + c);
 }
 
 TEST_F(DirectWriterTest, AFailedTaskIsTheWritersErrorAndLaterTasksAreSkipped) {
