@@ -73,11 +73,14 @@ def loopback_rate(total_bytes):
 
 def write_rate(directory, total_bytes, direct=False):
     """Bytes per second of writing a new file in 1 MiB blocks and fsyncing it.
-    With `direct`, through O_DIRECT: how fast the disk itself takes data, past
-    the page cache, as the agent writes chunks; None where O_DIRECT is refused."""
+    With `direct`, in 4 MiB blocks through O_DIRECT: how fast the disk itself
+    takes data, past the page cache, as the agent writes chunks (its writer
+    gathers consecutive 1 MiB chunks into writes of up to 4 MiB); None where
+    O_DIRECT is refused."""
     path = os.path.join(directory, "write-probe.bin")
-    block = mmap.mmap(-1, MiB)  # page-aligned, as O_DIRECT requires
-    block.write(os.urandom(MiB))
+    size = 4 * MiB if direct else MiB
+    block = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT requires
+    block.write(os.urandom(size))
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0)
     try:
         fd = os.open(path, flags, 0o600)

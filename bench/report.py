@@ -57,7 +57,7 @@ def limit_section(r):
             f"loopback TCP {gbs('loopback')} (one stream, 1 MiB sends)",
             f"write + fsync {gbs('write')}"]) + ".",
         (f"Not in the formula: the disk itself takes {gbs('write_direct')} "
-         "(1 MiB `O_DIRECT` writes + fsync, past the page cache, as the agent writes)."
+         "(4 MiB `O_DIRECT` writes + fsync, past the page cache, as the agent writes)."
          if rt.get("write_direct") else "Not in the formula: `O_DIRECT` is refused here."),
         "",
         "Formula (per receiver, per GiB, core-seconds):", "",
