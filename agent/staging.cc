@@ -87,6 +87,11 @@ absl::StatusOr<std::unique_ptr<Staging>> Staging::Open(std::string dir, Manifest
   RETURN_IF_ERROR(WriteManifest(JoinPath(s->dir_, "manifest.pb"), s->manifest_));
   RETURN_IF_ERROR(s->PrepareTree());
   RETURN_IF_ERROR(s->LoadJournal());
+  // One write buffer per MiB still to receive, up to the writer's count: a
+  // large package's agent holds the same memory whatever the disk's speed,
+  // a small one's no more than it needs.
+  uint64_t buffers = (s->missing_bytes() + kMaxChunkSize - 1) / kMaxChunkSize;
+  RETURN_IF_ERROR(s->direct_.Reserve(static_cast<int>(std::min<uint64_t>(buffers, DirectWriter::kDefaultBuffers))));
   return s;
 }
 
@@ -204,6 +209,10 @@ uint64_t Staging::missing_bytes() const {
 
 absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::string_view data) {
   RETURN_IF_ERROR(broken_);
+  if (absl::Status s = direct_.status(); !s.ok()) {
+    broken_ = s;  // a queued write or flush failed: stop at once
+    return s;
+  }
   if (index >= state_.size()) {
     return absl::InvalidArgumentError(absl::StrCat("chunk index ", index, " out of range (",
                                                    state_.size(), " chunks)"));
@@ -217,8 +226,9 @@ absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::s
   if (Sha256Of(data) != hashes_[index]) {
     return absl::DataLossError(absl::StrCat("chunk ", index, ": sha256 mismatch"));
   }
-  // The switch waits for the previous file's queued writes, so that an
-  // eviction from files_ (which fsyncs the evicted file) covers them.
+  // The switch waits for the previous file's queued writes and for every
+  // started flush, so that an eviction from files_ (which fsyncs and closes
+  // the evicted file) covers those writes and races no flush of that file.
   std::string path = EntryPath(static_cast<int>(c.file()));
   absl::Status s = direct_.SwitchTo(path);
   absl::StatusOr<int> fd = s.ok() ? files_.Get(c.file(), /*for_write=*/true) : s;

@@ -10,9 +10,12 @@
 // was down costs only its damaged chunks. Chunks pass through three states:
 // missing -> received (written, not yet durable) -> durable (fsynced and
 // journaled). Only durable chunks may be acknowledged to the controller.
-// A flush runs on the writer thread (shared/direct_writer.h) while the
-// caller receives the next chunks: StartFlush() hands it the received
-// chunks, Collect() takes back those made durable.
+// A flush runs on the writer's task thread (shared/direct_writer.h) while
+// the caller receives the next chunks: StartFlush() hands it the received
+// chunks, Collect() takes back those made durable. A chunk of another file
+// than the last one written waits for every started flush (so that closing
+// a cached descriptor never races a flush that syncs it): packages of many
+// files overlap less than one large file.
 //
 // Seal() turns a fully durable staging tree into the final package tree in
 // place (sizes, symlinks, modes, fsyncs; content needs no second read: every
@@ -76,7 +79,7 @@ class Staging {
   absl::StatusOr<WriteResult> WriteChunk(uint32_t index, absl::string_view data);
 
   // Starts making every received chunk durable, without waiting: on the
-  // writer thread, once their queued writes are done, the files written
+  // task thread, once their queued writes are done, the files written
   // since the last flush are fsynced, then those chunks journaled. After a
   // failure (here or in Collect) this Staging refuses further writes and
   // flushes (reopen it).

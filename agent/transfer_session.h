@@ -5,12 +5,14 @@
 //              reuse chunks of published versions, check free space, Need
 //   Chunk   -> verify and write; a hash mismatch re-requests the chunk
 //              (Need{index}) without ending the stream; Ack{indices} once
-//              durable. A flush starts every half window and when every
-//              chunk has been received; it runs on the writer thread while
-//              this one receives on, and its Ack goes out after the first
-//              chunk that follows its end. The session waits for a flush
-//              only when the sender cannot send another chunk before an Ack
-//              (its window is full) or has sent every chunk.
+//              durable. A flush starts every half window, when the
+//              sender's window is full and when every chunk has been
+//              received; it runs on the writer's task thread while this one
+//              receives on, and its Ack goes out after the first chunk that
+//              follows its end. The session waits for a flush only when the
+//              sender cannot send another chunk before an Ack (its window
+//              is full) or has sent every chunk, and on the rare paths: a
+//              duplicate, a corrupt chunk, a switch to another file.
 //   Commit  -> only when every chunk is acknowledged; verify, publish,
 //              Published
 //

@@ -26,6 +26,7 @@ absl::Status PwritevFull(int fd, std::vector<iovec> iov, uint64_t offset, const 
       if (errno == EINTR) continue;
       return ErrnoStatus(errno, "write", path);
     }
+    if (n == 0) return ErrnoStatus(EIO, "write (no progress)", path);
     offset += static_cast<uint64_t>(n);
     for (auto left = static_cast<size_t>(n); left > 0 && first < iov.size();) {
       size_t step = std::min(left, iov[first].iov_len);
@@ -70,23 +71,24 @@ absl::Status DirectWriter::Close() {
 }
 
 absl::StatusOr<bool> DirectWriter::Target(const std::string& path) {
-  if (unsupported_) return false;
-  if (fd_.valid() && path_ == path) return true;
-  RETURN_IF_ERROR(Close());
-  int fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno != EINVAL) return ErrnoStatus(errno, "open", path);
-    unsupported_ = true;  // e.g. tmpfs
-    return false;
+  if (path_ != path) {
+    RETURN_IF_ERROR(Close());
+    if (!unsupported_) {
+      int fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0 && errno != EINVAL) return ErrnoStatus(errno, "open", path);
+      if (fd < 0) unsupported_ = true;  // e.g. tmpfs before Linux 6.6
+      fd_ = UniqueFd(fd);
+    }
+    path_ = path;
   }
-  fd_ = UniqueFd(fd);
-  path_ = path;
-  return true;
+  return fd_.valid();
 }
 
-absl::Status DirectWriter::SwitchTo(const std::string& path) {
-  if (path_ == path) return absl::OkStatus();
-  return Target(path).status();
+absl::Status DirectWriter::SwitchTo(const std::string& path) { return Target(path).status(); }
+
+absl::Status DirectWriter::status() {
+  absl::MutexLock l(&mu_);
+  return error_;
 }
 
 absl::StatusOr<DirectWriter::Buffer> DirectWriter::TakeBuffer() {
@@ -107,6 +109,20 @@ absl::StatusOr<DirectWriter::Buffer> DirectWriter::TakeBuffer() {
   }
   ++allocated_;
   return b;
+}
+
+absl::Status DirectWriter::Reserve(int buffers) {
+  absl::MutexLock l(&mu_);
+  while (allocated_ < std::min(buffers, max_buffers_)) {
+    Buffer b(static_cast<char*>(std::aligned_alloc(kBlock, capacity_)));
+    if (b == nullptr) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", capacity_, " bytes"));
+    }
+    std::memset(b.get(), 0, capacity_);  // resident now, not when the disk falls behind
+    free_.push_back(std::move(b));
+    ++allocated_;
+  }
+  return absl::OkStatus();
 }
 
 void DirectWriter::Queue(Buffer buf, size_t len, uint64_t offset) {
@@ -191,11 +207,11 @@ void DirectWriter::RunTasks() {
     tasks_.pop_front();
     running_task_ = true;
     absl::Status s;
-    if (error_.ok()) {
-      mu_.Unlock();
-      s = task();
-      mu_.Lock();
-    }
+    bool run = error_.ok();
+    mu_.Unlock();
+    if (run) s = task();
+    task = nullptr;  // its captures (descriptors) are released outside the lock
+    mu_.Lock();
     if (error_.ok()) error_ = s;
     ++tasks_run_;
     running_task_ = false;
@@ -204,6 +220,7 @@ void DirectWriter::RunTasks() {
 
 absl::Status DirectWriter::WriteAt(const std::string& path, int buffered_fd,
                                    absl::string_view data, uint64_t offset) {
+  if (data.empty()) return absl::OkStatus();
   bool whole_blocks = data.size() % kBlock == 0 && offset % kBlock == 0 && data.size() <= capacity_;
   if (!whole_blocks) return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
   ASSIGN_OR_RETURN(bool direct, Target(path));

@@ -20,8 +20,9 @@
 // Durability: after Drain(), the caller fsyncs the file through any
 // descriptor; fsync works on the inode, so it also commits the blocks and
 // extents O_DIRECT allocated. Pieces that are not whole aligned blocks, and
-// filesystems without O_DIRECT (tmpfs refuses the open with EINVAL), are
-// written synchronously through the caller's buffered descriptor instead.
+// filesystems without O_DIRECT (the open fails with EINVAL: tmpfs before
+// Linux 6.6), are written synchronously through the caller's buffered
+// descriptor instead.
 //
 // One file at a time; the calls are not thread-safe.
 #ifndef PKGDIST_SHARED_DIRECT_WRITER_H_
@@ -54,10 +55,16 @@ class DirectWriter {
   // `capacity`: the largest piece written directly, a multiple of kBlock;
   // `buffers`: how many pieces may be queued or in flight (each an aligned
   // copy of `capacity` bytes, allocated when first needed).
-  explicit DirectWriter(size_t capacity, int buffers = 8);
-  ~DirectWriter();  // waits for queued writes (errors are dropped)
+  static constexpr int kDefaultBuffers = 8;
+  explicit DirectWriter(size_t capacity, int buffers = kDefaultBuffers);
+  ~DirectWriter();  // waits for queued writes and tasks (errors are dropped)
   DirectWriter(const DirectWriter&) = delete;
   DirectWriter& operator=(const DirectWriter&) = delete;
+
+  // Allocates and touches up to `buffers` buffers now (at most the
+  // constructor's count), so that the writer's memory is the same whether or
+  // not the disk ever falls behind; otherwise they are allocated on demand.
+  absl::Status Reserve(int buffers);
 
   // Random access: writes `data` at `offset` of `path`, whose buffered
   // descriptor is `buffered_fd`. Whole aligned blocks of at most `capacity`
@@ -66,13 +73,14 @@ class DirectWriter {
                        uint64_t offset);
 
   // Makes `path` the file written next: if it is not the current one, waits
-  // for the current one's writes first. Call it before anything that may
-  // fsync or close the current file behind the writer's back.
+  // for every queued write and task first (Drain). Call it before anything
+  // that may fsync or close the current file behind the writer's back; it
+  // also means that no task still holds a file the caller then closes.
   absl::Status SwitchTo(const std::string& path);
 
-  // Queues `task` to run on the writer thread once every write queued
-  // before it is done. It is skipped if an earlier write or task failed; its
-  // own error becomes the writer's. Returns its ticket (1, 2, ...).
+  // Queues `task` to run on the task thread once every write queued before
+  // it is done. It is skipped if an earlier write or task failed; its own
+  // error becomes the writer's. Returns its ticket (1, 2, ...).
   uint64_t Then(std::function<absl::Status()> task);
   // Whether task `ticket` has run, without blocking; the writer's first
   // error instead, if it has one.
@@ -82,6 +90,8 @@ class DirectWriter {
 
   // Waits until every queued write and task is done; the first error, if any.
   absl::Status Drain();
+  // The first error of a queued write or task so far, without waiting.
+  absl::Status status();
   // Drains and closes the O_DIRECT descriptor (before the file is renamed
   // or removed).
   absl::Status Close();

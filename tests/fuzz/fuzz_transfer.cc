@@ -6,17 +6,21 @@
 // agent restarts. Each stream runs through a TransferSession over a fresh
 // temporary ROOT. Invariants: no crash; errors are the documented codes;
 // OK means Published for the offered id; Need and Ack name chunks in range,
-// and Ack only chunks the agent really holds; a package is published only
+// and Ack only chunks the agent really holds, already in its journal when
+// the Ack is sent; a package is published only
 // after its stream ended OK, and then its tree matches its manifest, its
 // symlinks resolve inside it and it stays intact; nothing is written
 // outside ROOT.
 #include <limits.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -25,6 +29,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "agent/journal.h"
 #include "agent/package_store.h"
 #include "agent/transfer_session.h"
 #include "shared/file_util.h"
@@ -49,11 +54,13 @@ class FakeStream : public TransferStream {
     return true;
   }
   bool Write(const TransferResponse& response) override {
+    if (on_write) on_write(response);
     responses.push_back(response);
     return true;
   }
   std::deque<TransferRequest> requests;
   std::vector<TransferResponse> responses;
+  std::function<void(const TransferResponse&)> on_write;
 };
 
 // Operand bytes, read from the front; 0 once the input is exhausted.
@@ -213,6 +220,7 @@ class Harness {
     {
       TransferOptions options;
       options.lock_wait = absl::Milliseconds(10);
+      stream_.on_write = [this](const TransferResponse& r) { CheckAckJournaled(r); };
       TransferSession session(*store_, options, stream_, [] {}, "fuzz");
       s = session.Run();
     }
@@ -221,6 +229,25 @@ class Harness {
     CheckStream(s, sent, consumed);
     stream_.responses.clear();
     CheckPublished();
+  }
+
+  // Acknowledged means durable: when an Ack is sent (flushes run on another
+  // thread), the staging journal already holds every chunk it names.
+  void CheckAckJournaled(const TransferResponse& r) {
+    if (!r.has_ack() || !offer_.has_value()) return;
+    const Manifest& m = offer_->manifest;
+    std::vector<Digest> hashes(static_cast<size_t>(m.chunks_size()));
+    for (int i = 0; i < m.chunks_size(); ++i) {
+      const std::string& h = m.chunks(i).sha256();
+      if (h.size() == 32) std::memcpy(hashes[static_cast<size_t>(i)].data(), h.data(), 32);
+    }
+    auto journaled = ReadJournal(absl::StrCat(root_, "/staging/", ToHex(offer_->id), "/journal"),
+                                 hashes);
+    Check(journaled.ok(), absl::StrCat("reading the journal: ", journaled.status().ToString()));
+    for (uint32_t i : r.ack().indices()) {
+      Check(std::binary_search(journaled->begin(), journaled->end(), i),
+            absl::StrCat("Ack of chunk ", i, " before the journal held it"));
+    }
   }
 
   void CheckStream(const absl::Status& s, const std::vector<TransferRequest>& sent,

@@ -196,6 +196,26 @@ TEST_F(DirectWriterTest, WritesQueuedAfterATaskGoOnWhileItRuns) {
   EXPECT_EQ(Content(), a + b + c);
 }
 
+TEST_F(DirectWriterTest, SwitchingFilesWaitsForRunningTasks) {
+  // The agent closes an evicted file after a switch; a flush task must not
+  // still be syncing it, whichever path the writes took (a filesystem that
+  // refuses O_DIRECT used to switch at once). The task stands for a slow
+  // fsync: it holds 200 ms unless released, so it still runs at SwitchTo.
+  std::string other = dir_->path() + "/other";
+  ASSERT_TRUE(OpenFile(other, O_RDWR | O_CREAT | O_EXCL).ok());
+  DirectWriter w(kCapacity);
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), Pattern(1000, 'p'), 0).ok());  // partial: buffered
+  absl::Notification never;
+  uint64_t ticket = w.Then([&never] {
+    never.WaitForNotificationWithTimeout(absl::Milliseconds(200));
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(w.SwitchTo(other).ok());
+  auto done = w.Done(ticket);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(*done) << "SwitchTo returned while a task was still running";
+}
+
 TEST_F(DirectWriterTest, AFailedTaskIsTheWritersErrorAndLaterTasksAreSkipped) {
   // A failed fsync or journal write in a task must reach whoever waits for
   // any later task, and nothing after it may run as if it had succeeded.
