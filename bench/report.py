@@ -115,6 +115,18 @@ def results_section(r):
                  "fsync, since the agent writes past the page cache: 1 GiB to one agent takes "
                  f"at best {limit_mod.limit_seconds(direct, GiB, 1):.2f} s, and pkgdist reaches "
                  f"{shares} of that limit for N = {ns}."]
+    disk = r["limit"]["rates"].get("write_direct")
+    if disk and r["runs"]:
+        # Every agent writes to the same disk here, and a disk is not a core:
+        # N x S must pass it whatever the CPUs do.
+        shares = " / ".join(f"{100 * run['n'] * run['size'] / disk / run['wall_s']:.0f} %"
+                            for run in r["runs"])
+        ns = " / ".join(str(run["n"]) for run in r["runs"])
+        text += ["", "The disk alone: every agent here writes to one disk, so N x S bytes must "
+                 f"pass it at its `O_DIRECT` rate whatever the cores do; 1 GiB takes "
+                 f"{GiB / disk:.2f} s that way, and pkgdist reaches {shares} of that bound "
+                 f"for N = {ns} (above 100 % where the disk was faster during the run than "
+                 "during the probe)."]
     return "\n".join(text)
 
 
