@@ -1,16 +1,16 @@
 #include "agent/staging.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/manifest.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/shared/file_size_limit.h"
 
 namespace pkgdist {
 namespace {
@@ -166,18 +166,16 @@ TEST_F(StagingTest, AFailedJournalWriteFailsTheFlushAndTheStagingRefusesFurtherW
   ASSERT_TRUE(s->Flush().ok());
   ASSERT_EQ(testing::ReadFile(dir_ + "/journal").size(), kJournalRecordSize);
 
-  struct rlimit old;
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  struct rlimit small = old;
-  small.rlim_cur = kJournalRecordSize;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-  absl::Status wrote = s->WriteChunk(3, Data(3)).status();  // small.txt, offset 0
-  absl::Status started = s->StartFlush();
-  auto collected = s->Collect(Staging::Await::kAll);
-  absl::Status later = s->WriteChunk(1, Data(1)).status();
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
-  std::signal(SIGXFSZ, old_handler);
+  absl::Status wrote, started, later;
+  absl::StatusOr<std::vector<std::vector<uint32_t>>> collected;
+  {
+    testing::FileSizeLimit limit(kJournalRecordSize);
+    ASSERT_TRUE(limit.ok());
+    wrote = s->WriteChunk(3, Data(3)).status();  // small.txt, offset 0
+    started = s->StartFlush();
+    collected = s->Collect(Staging::Await::kAll);
+    later = s->WriteChunk(1, Data(1)).status();
+  }
 
   EXPECT_TRUE(wrote.ok()) << wrote;
   EXPECT_TRUE(started.ok()) << started;

@@ -1,10 +1,8 @@
 #include "shared/direct_writer.h"
 
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +12,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "shared/file_util.h"
+#include "tests/unit/shared/file_size_limit.h"
 
 namespace pkgdist {
 namespace {
@@ -124,21 +123,16 @@ TEST_F(DirectWriterTest, SwitchingFilesFinishesTheFirstFilesWrites) {
 TEST_F(DirectWriterTest, AFailedQueuedWriteIsReportedByDrainAndEveryLaterCall) {
   // A queued write fails after WriteAt returned; the error must not be lost.
   // RLIMIT_FSIZE makes the kernel refuse the write (EFBIG) without a full disk.
-  struct rlimit old;
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
-  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
-  struct rlimit small = old;
-  small.rlim_cur = kCapacity;
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-
   DirectWriter w(kCapacity);
   std::string piece = Pattern(kCapacity, 'y');
-  absl::Status queued = w.WriteAt(path_, fd_.get(), piece, 4 * kCapacity);
-  absl::Status drained = w.Drain();
-  absl::Status later = w.WriteAt(path_, fd_.get(), piece, 0);
-
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &old), 0);
-  std::signal(SIGXFSZ, old_handler);
+  absl::Status queued, drained, later;
+  {
+    testing::FileSizeLimit limit(kCapacity);
+    ASSERT_TRUE(limit.ok());
+    queued = w.WriteAt(path_, fd_.get(), piece, 4 * kCapacity);
+    drained = w.Drain();
+    later = w.WriteAt(path_, fd_.get(), piece, 0);
+  }
   EXPECT_TRUE(queued.ok()) << queued;
   ASSERT_FALSE(drained.ok());
   EXPECT_THAT(std::string(drained.message()), HasSubstr(path_));
