@@ -246,7 +246,7 @@ absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::s
   return WriteResult::kWritten;
 }
 
-absl::Status Staging::StartFlush() {
+absl::Status Staging::StartFlush(OnDurable on_durable) {
   RETURN_IF_ERROR(broken_);
   if (unflushed_.empty()) return absl::OkStatus();
   std::sort(unflushed_.begin(), unflushed_.end());
@@ -260,12 +260,15 @@ absl::Status Staging::StartFlush() {
   }
   // std::function needs a copyable task: the descriptors are shared.
   auto files = std::make_shared<std::vector<FdCache::Dirty>>(std::move(dirty).value());
-  uint64_t ticket = direct_.Then([this, files, entries = std::move(entries)]() -> absl::Status {
+  uint64_t ticket = direct_.Then([this, files, entries = std::move(entries), indices = unflushed_,
+                                  on_durable = std::move(on_durable)]() -> absl::Status {
     for (const FdCache::Dirty& f : *files) RETURN_IF_ERROR(Fsync(f.fd.get(), f.path));
-    return journal_->Append(entries);
+    RETURN_IF_ERROR(journal_->Append(entries));
+    if (on_durable) on_durable(indices);
+    return absl::OkStatus();
   });
-  flushing_.push_back(Flushing{ticket, std::exchange(unflushed_, {})});
-  unflushed_bytes_ = 0;
+  flushing_.push_back(Flushing{ticket, std::exchange(unflushed_, {}), unflushed_bytes_});
+  flushing_bytes_ += std::exchange(unflushed_bytes_, 0);
   return absl::OkStatus();
 }
 
@@ -283,6 +286,7 @@ absl::StatusOr<std::vector<std::vector<uint32_t>>> Staging::Collect(Await await)
     std::vector<uint32_t>& indices = flushing_.front().indices;
     for (uint32_t index : indices) state_[index] = ChunkState::kDurable;
     durable_count_ += static_cast<uint32_t>(indices.size());
+    flushing_bytes_ -= flushing_.front().bytes;
     out.push_back(std::move(indices));
     flushing_.pop_front();
   }

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,17 +81,22 @@ class Staging {
 
   // Starts making every received chunk durable, without waiting: on the
   // task thread, once their queued writes are done, the files written
-  // since the last flush are fsynced, then those chunks journaled. After a
-  // failure (here or in Collect) this Staging refuses further writes and
-  // flushes (reopen it).
-  absl::Status StartFlush();
+  // since the last flush are fsynced, then those chunks journaled, then
+  // `on_durable(chunks)` is called there (if given). After a failure (here
+  // or in Collect) this Staging refuses further writes and flushes (reopen
+  // it).
+  using OnDurable = std::function<void(const std::vector<uint32_t>& chunks)>;
+  absl::Status StartFlush(OnDurable on_durable = nullptr);
   // Takes the started flushes that have finished, oldest first: for each,
   // its chunks (ascending), durable from now on. kNone does not block;
   // kOldest first waits for the oldest flush still running, kAll for all.
   enum class Await { kNone, kOldest, kAll };
   absl::StatusOr<std::vector<std::vector<uint32_t>>> Collect(Await await);
-  // Started flushes not yet collected.
-  size_t flushes_pending() const { return flushing_.size(); }
+  // Bytes of the chunks in started flushes not yet collected.
+  uint64_t flushing_bytes() const { return flushing_bytes_; }
+  // Waits until every started flush has run (or was skipped after a
+  // failure), so that no on_durable callback comes after this returns.
+  void WaitForFlushes() { (void)direct_.Drain(); }
   // StartFlush() and Collect(kAll): every received chunk is durable. Returns
   // the chunks that became durable, ascending.
   absl::StatusOr<std::vector<uint32_t>> Flush();
@@ -125,8 +131,10 @@ class Staging {
   struct Flushing {
     uint64_t ticket;
     std::vector<uint32_t> indices;
+    uint64_t bytes;
   };
   std::deque<Flushing> flushing_;
+  uint64_t flushing_bytes_ = 0;
   absl::Status broken_;
   std::unique_ptr<Journal> journal_;
   FdCache files_;

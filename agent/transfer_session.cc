@@ -56,6 +56,8 @@ absl::Status TransferSession::Run() {
     // Keep what arrived intact for the next attempt; nothing to ack it to.
     (void)staging_->Flush();
   }
+  // No flush may call back into this session (or the stream) after it ends.
+  if (staging_ != nullptr) staging_->WaitForFlushes();
   return s;
 }
 
@@ -133,8 +135,8 @@ absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
                  written.status().message());
     // Acknowledge what is pending first (rare, so waiting is fine): the
     // sender learns of every good chunk before the one it must resend.
-    if (absl::Status s = staging_->StartFlush(); !s.ok()) return DiskError(s);
-    RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kAll));
+    RETURN_IF_ERROR(StartFlush());
+    RETURN_IF_ERROR(Collect(Staging::Await::kAll));
     RETURN_IF_ERROR(SendNeed({chunk.index()}));
   } else if (absl::IsInvalidArgument(written.status())) {
     return written.status();
@@ -142,54 +144,49 @@ absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
     return DiskError(written.status());
   } else if (*written == Staging::WriteResult::kAlreadyReceived) {
     RETURN_IF_ERROR(OnDuplicate(chunk.index()));
-  } else {
-    unacked_bytes_ += chunk.data().size();
   }
-  return FlushAndAck();
+  RETURN_IF_ERROR(Collect(Staging::Await::kNone));
+  const bool all_received = staging_->missing_count() == 0;
+  if (staging_->unflushed_bytes() >= flush_threshold_ || all_received || WindowFull()) {
+    RETURN_IF_ERROR(StartFlush());
+  }
+  // The sender can do nothing before the last Acks: wait for them here, so
+  // that they are out before the next read (and its Commit) comes.
+  if (all_received) RETURN_IF_ERROR(Collect(Staging::Await::kAll));
+  return absl::OkStatus();
 }
 
 absl::Status TransferSession::OnDuplicate(uint32_t index) {
   // A chunk sent again (its Ack was lost) is acknowledged again once
-  // durable, not rewritten. One still in a flush is waited for; one not
-  // flushed yet is acknowledged by its flush.
-  if (!staging_->IsDurable(index)) RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kAll));
+  // durable, not rewritten. One still in a flush is waited for (its flush
+  // acknowledges it too); one not flushed yet is acknowledged by its flush.
+  if (!staging_->IsDurable(index)) RETURN_IF_ERROR(Collect(Staging::Await::kAll));
   if (!staging_->IsDurable(index)) return absl::OkStatus();
   TransferResponse response;
   response.mutable_ack()->add_indices(index);
   return Send(response);
 }
 
-absl::Status TransferSession::FlushAndAck() {
-  const bool all_received = staging_->missing_count() == 0;
-  if (staging_->unflushed_bytes() >= flush_threshold_ || all_received || WindowFull()) {
-    if (absl::Status s = staging_->StartFlush(); !s.ok()) return DiskError(s);
-  }
-  if (all_received) return SendFinishedAcks(Staging::Await::kAll);
-  RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kNone));
-  // Every unacknowledged chunk is in a started flush now, so this ends.
-  while (WindowFull() && staging_->flushes_pending() > 0) {
-    RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kOldest));
-  }
+absl::Status TransferSession::StartFlush() {
+  // Runs on the writer's task thread once the chunks are durable, while
+  // this thread may be blocked in Read: the Ack must not wait for more data.
+  auto acknowledge = [this](const std::vector<uint32_t>& indices) {
+    TransferResponse response;
+    response.mutable_ack()->mutable_indices()->Assign(indices.begin(), indices.end());
+    (void)Send(response);  // a closed stream also ends this thread's Read
+  };
+  if (absl::Status s = staging_->StartFlush(acknowledge); !s.ok()) return DiskError(s);
   return absl::OkStatus();
 }
 
-absl::Status TransferSession::SendFinishedAcks(Staging::Await await) {
+absl::Status TransferSession::Collect(Staging::Await await) {
   auto flushed = staging_->Collect(await);
   if (!flushed.ok()) return DiskError(flushed.status());
-  for (const std::vector<uint32_t>& indices : *flushed) {
-    for (uint32_t i : indices) {
-      uint64_t len = staging_->manifest().chunks(static_cast<int>(i)).length();
-      unacked_bytes_ -= std::min(unacked_bytes_, len);
-    }
-    TransferResponse response;
-    response.mutable_ack()->mutable_indices()->Assign(indices.begin(), indices.end());
-    RETURN_IF_ERROR(Send(response));
-  }
   return absl::OkStatus();
 }
 
 absl::Status TransferSession::OnCommit() {
-  RETURN_IF_ERROR(SendFinishedAcks(Staging::Await::kAll));
+  RETURN_IF_ERROR(Collect(Staging::Await::kAll));
   if (staging_->durable_count() != staging_->chunk_count()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "commit before all chunks acknowledged (", staging_->chunk_count() -
@@ -215,6 +212,7 @@ absl::Status TransferSession::SendPublished() {
 }
 
 absl::Status TransferSession::Send(const TransferResponse& response) {
+  absl::MutexLock l(&send_mu_);
   if (!stream_.Write(response)) {
     return absl::CancelledError(absl::StrCat("stream of ", label_, " closed by the peer"));
   }

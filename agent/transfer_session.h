@@ -6,13 +6,13 @@
 //   Chunk   -> verify and write; a hash mismatch re-requests the chunk
 //              (Need{index}) without ending the stream; Ack{indices} once
 //              durable. A flush starts every half window, when the
-//              sender's window is full and when every chunk has been
+//              sender's window may be full and when every chunk has been
 //              received; it runs on the writer's task thread while this one
-//              receives on, and its Ack goes out after the first chunk that
-//              follows its end. The session waits for a flush only when the
-//              sender cannot send another chunk before an Ack (its window
-//              is full) or has sent every chunk, and on the rare paths: a
-//              duplicate, a corrupt chunk, a switch to another file.
+//              receives on, and that thread sends its Ack as soon as the
+//              chunks are journaled, even while this one waits for data.
+//              The session waits for a flush only when every chunk has
+//              arrived and on the rare paths: a duplicate, a corrupt chunk,
+//              a switch to another file.
 //   Commit  -> only when every chunk is acknowledged; verify, publish,
 //              Published
 //
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/package_store.h"
 #include "agent/staging.h"
@@ -61,6 +62,9 @@ struct TransferOptions {
 };
 
 // One Transfer call. Not thread-safe; used by the thread serving the call.
+// While Run() runs, the writer's task thread also Writes to the stream
+// (Acks), never concurrently with this thread's Writes; no call comes from
+// it after Run() returns.
 class TransferSession {
  public:
   // `cancel` stops this call from another thread (ServerContext::TryCancel);
@@ -80,22 +84,28 @@ class TransferSession {
   absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
   absl::Status OnCommit();
   absl::Status OnDuplicate(uint32_t index);
-  // Starts a flush when one is due, then sends the Acks of the finished
-  // ones, waiting for the disk only when the sender must wait for an Ack.
-  absl::Status FlushAndAck();
-  // Sends an Ack for every finished flush; `await` as in Staging::Collect.
-  absl::Status SendFinishedAcks(Staging::Await await);
-  // The sender may have to wait for an Ack before its next chunk.
-  bool WindowFull() const { return unacked_bytes_ + max_chunk_bytes_ > window_bytes_; }
+  // Starts a flush whose Ack the writer's task thread sends once durable.
+  absl::Status StartFlush();
+  // Marks finished flushes durable; `await` as in Staging::Collect.
+  absl::Status Collect(Staging::Await await);
+  // The sender may have to wait for an Ack before its next chunk (counting
+  // flushes not yet collected, whose Acks may already be out).
+  bool WindowFull() const {
+    return staging_->unflushed_bytes() + staging_->flushing_bytes() + max_chunk_bytes_ >
+           window_bytes_;
+  }
   absl::Status SendNeed(std::vector<uint32_t> indices);
   absl::Status SendPublished();
-  absl::Status Send(const pkgdist::v1::TransferResponse& response);
+  absl::Status Send(const pkgdist::v1::TransferResponse& response) ABSL_LOCKS_EXCLUDED(send_mu_);
 
   PackageStore& store_;
   const TransferOptions options_;
   TransferStream& stream_;
   std::function<void()> cancel_;
   const std::string peer_;
+  // Serializes Write: Acks go out from the writer's task thread. Declared
+  // before staging_, whose flushes use it.
+  absl::Mutex send_mu_;
 
   std::string package_id_;  // raw 32 bytes
   std::string label_;       // name@version, for logs
@@ -106,8 +116,6 @@ class TransferSession {
   uint64_t window_bytes_ = 1;
   uint64_t flush_threshold_ = 1;
   uint64_t max_chunk_bytes_ = 0;
-  // Bytes of chunks written in this session and not yet acknowledged.
-  uint64_t unacked_bytes_ = 0;
 };
 
 }  // namespace pkgdist

@@ -141,11 +141,11 @@ TEST_F(StagingTest, FlushesStartedInTurnAreCollectedInOrderAndSurviveAReopen) {
     ASSERT_TRUE(s->WriteChunk(3, Data(3)).ok());
     ASSERT_TRUE(s->StartFlush().ok());
     ASSERT_TRUE(s->StartFlush().ok());  // nothing new: no third flush
-    EXPECT_EQ(s->flushes_pending(), 2u);
+    EXPECT_EQ(s->flushing_bytes(), kChunk + 100 + 6);  // chunks 0, 2 and 3
     auto flushed = s->Collect(Staging::Await::kAll);
     ASSERT_TRUE(flushed.ok()) << flushed.status();
     EXPECT_THAT(*flushed, ElementsAre(ElementsAre(0, 2), ElementsAre(3)));
-    EXPECT_EQ(s->flushes_pending(), 0u);
+    EXPECT_EQ(s->flushing_bytes(), 0u);
     EXPECT_EQ(s->durable_count(), 3u);
     EXPECT_TRUE(s->IsDurable(3));
     auto again = s->Collect(Staging::Await::kOldest);  // nothing running: returns at once
