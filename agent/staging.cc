@@ -260,11 +260,16 @@ absl::Status Staging::StartFlush(OnDurable on_durable) {
   }
   // std::function needs a copyable task: the descriptors are shared.
   auto files = std::make_shared<std::vector<FdCache::Dirty>>(std::move(dirty).value());
-  uint64_t ticket = direct_.Then([this, files, entries = std::move(entries), indices = unflushed_,
+  uint64_t ticket = direct_.Then([this, files, entries = std::move(entries),
                                   on_durable = std::move(on_durable)]() -> absl::Status {
     for (const FdCache::Dirty& f : *files) RETURN_IF_ERROR(Fsync(f.fd.get(), f.path));
     RETURN_IF_ERROR(journal_->Append(entries));
-    if (on_durable) on_durable(indices);
+    if (on_durable) {
+      std::vector<uint32_t> indices;
+      indices.reserve(entries.size());
+      for (const JournalEntry& e : entries) indices.push_back(e.index);
+      on_durable(indices);
+    }
     return absl::OkStatus();
   });
   flushing_.push_back(Flushing{ticket, std::exchange(unflushed_, {}), unflushed_bytes_});

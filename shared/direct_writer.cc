@@ -103,6 +103,10 @@ absl::StatusOr<DirectWriter::Buffer> DirectWriter::TakeBuffer() {
     free_.pop_back();
     return b;
   }
+  return NewBuffer();
+}
+
+absl::StatusOr<DirectWriter::Buffer> DirectWriter::NewBuffer() {
   Buffer b(static_cast<char*>(std::aligned_alloc(kBlock, capacity_)));
   if (b == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", capacity_, " bytes"));
@@ -114,13 +118,9 @@ absl::StatusOr<DirectWriter::Buffer> DirectWriter::TakeBuffer() {
 absl::Status DirectWriter::Reserve(int buffers) {
   absl::MutexLock l(&mu_);
   while (allocated_ < std::min(buffers, max_buffers_)) {
-    Buffer b(static_cast<char*>(std::aligned_alloc(kBlock, capacity_)));
-    if (b == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", capacity_, " bytes"));
-    }
+    ASSIGN_OR_RETURN(Buffer b, NewBuffer());
     std::memset(b.get(), 0, capacity_);  // resident now, not when the disk falls behind
     free_.push_back(std::move(b));
-    ++allocated_;
   }
   return absl::OkStatus();
 }

@@ -114,6 +114,8 @@ class DirectWriter {
   absl::StatusOr<bool> Target(const std::string& path);
   // A free aligned buffer, waiting for one if all are queued.
   absl::StatusOr<Buffer> TakeBuffer();
+  // A new aligned buffer of capacity_ bytes, counted in allocated_.
+  absl::StatusOr<Buffer> NewBuffer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Queue(Buffer buf, size_t len, uint64_t offset);
   void Run();       // the writer thread
   void RunTasks();  // the task thread
