@@ -101,10 +101,12 @@ class Staging {
   // the chunks that became durable, ascending.
   absl::StatusOr<std::vector<uint32_t>> Flush();
 
-  // Requires every chunk durable (FAILED_PRECONDITION otherwise). Reads back
-  // and verifies each regular file's sha256 (DATA_LOSS on mismatch), creates
-  // the symlinks, applies file modes, then directory modes deepest first,
-  // and fsyncs everything. tree_dir() then holds the finished package.
+  // Requires every chunk durable (FAILED_PRECONDITION otherwise). Reads no
+  // content back: every chunk was verified before it became durable. Checks
+  // each regular file's size against the manifest (DATA_LOSS on mismatch),
+  // applies its mode and fsyncs it, creates the symlinks, then applies
+  // directory modes deepest first, fsyncing each directory. tree_dir() then
+  // holds the finished package.
   absl::Status Seal();
 
  private:
