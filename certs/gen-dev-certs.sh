@@ -2,7 +2,7 @@
 # Creates a development CA and the mutual-TLS certificates pkgdist uses:
 # one for the controller, one for an operator (admin) and one per agent.
 # Every certificate carries exactly one SPIFFE-style URI SAN, which is the
-# identity the processes authorize on (see DESIGN.md, "Security").
+# identity the processes authorize on (see docs/architecture.md, "Identities").
 #
 # Production users bring their own PKI; this script is for development,
 # demos and tests. Requires bash and the openssl command-line tool (3.x).

@@ -1,6 +1,6 @@
 // The JSON documents `--output json` prints: stable snake_case fields, in
 // a fixed order, timestamps as RFC 3339 strings or null when unset. These
-// shapes are a contract with users' scripts (DESIGN.md "Command lines").
+// shapes are a contract with users' scripts (docs/architecture.md, "Command lines").
 #ifndef PKGDIST_CONTROLLER_CLI_JSON_FORMAT_H_
 #define PKGDIST_CONTROLLER_CLI_JSON_FORMAT_H_
 

@@ -36,7 +36,8 @@ class ScopedEnv {
 };
 
 TEST(AgentConfigTest, ParsesTheDocumentedFlagsWithDefaults) {
-  // The command line of DESIGN.md parses; optional settings keep their defaults.
+  // The documented command line (docs/architecture.md) parses; optional settings keep
+  // their defaults.
   auto c = Parse(kRequired);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE(c->has_value());

@@ -10,7 +10,8 @@ namespace {
 using testing::TwoTargetJob;
 
 TEST(JsonFormatTest, JobHasTheDocumentedShape) {
-  // A job prints exactly the fields of DESIGN.md, in this order, on one line.
+  // A job prints exactly the documented fields (json_format.h, docs/architecture.md),
+  // in this order, on one line.
   EXPECT_EQ(JsonLine(JobToJson(TwoTargetJob())),
             R"({"id":"j-1","kind":"distribute","package":"app@1.0","state":"in_progress",)"
             R"("created_at":"2026-01-02T03:00:00.000Z","targets":[)"
