@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "controller/sqlite_util.h"
 #include "shared/logging.h"
 #include "shared/status_macros.h"
 
@@ -69,33 +70,6 @@ constexpr Migration kMigrations[] = {
 }  // namespace
 
 std::span<const Migration> StateStoreMigrations() { return kMigrations; }
-
-absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view what) {
-  std::string msg = absl::StrCat("state database: ", what, ": ",
-                                 db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(msg);
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(msg);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
-    case SQLITE_CANTOPEN:
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-      return absl::FailedPreconditionError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status ExecSql(sqlite3* db, const char* sql) {
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqliteStatus(db, rc, "exec");
-  return absl::OkStatus();
-}
 
 absl::StatusOr<int> SchemaVersion(sqlite3* db) {
   int version = -1;

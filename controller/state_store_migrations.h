@@ -1,5 +1,4 @@
-// The state database's schema, as an ordered list of migrations, and the
-// small amount of SQLite plumbing the state store and its migrations share.
+// The state database's schema, as an ordered list of migrations.
 //
 // The schema version is PRAGMA user_version. Migration N brings a database
 // from version N-1 to N; each runs in its own transaction together with the
@@ -35,15 +34,6 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db);
 // newer controller wrote it). On failure the failing migration is rolled
 // back and the version stays at the last one applied.
 absl::Status ApplyMigrations(sqlite3* db, std::span<const Migration> migrations);
-
-// Runs `sql` (statements without results) on `db`.
-absl::Status ExecSql(sqlite3* db, const char* sql);
-
-// A SQLite result code as a Status naming `what` and the connection's last
-// error message: BUSY/LOCKED -> UNAVAILABLE, FULL -> RESOURCE_EXHAUSTED,
-// CORRUPT/NOTADB -> DATA_LOSS, CANTOPEN/READONLY/PERM -> FAILED_PRECONDITION,
-// the rest -> INTERNAL.
-absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view what);
 
 }  // namespace pkgdist
 

@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "controller/sqlite_util.h"
 #include "shared/file_util.h"
 
 namespace pkgdist {
