@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "controller/sqlite_util.h"
 #include "controller/state_store_migrations.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
@@ -19,85 +20,6 @@ namespace pkgdist {
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
-
-// One prepared statement, finalized on destruction. Parameters are bound in
-// order (BindInt, BindText, ...); a failure to prepare or bind is reported
-// by the next Step or Run.
-class Statement {
- public:
-  Statement(sqlite3* db, absl::string_view sql) : db_(db) {
-    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
-    if (rc != SQLITE_OK) status_ = SqliteStatus(db, rc, absl::StrCat("prepare \"", sql, "\""));
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& BindInt(int64_t v) {
-    if (status_.ok()) Check(sqlite3_bind_int64(stmt_, next_++, v));
-    return *this;
-  }
-  Statement& BindText(absl::string_view v) {
-    if (status_.ok()) {
-      Check(sqlite3_bind_text64(stmt_, next_++, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
-    }
-    return *this;
-  }
-  Statement& BindBlob(absl::string_view v) {
-    if (status_.ok()) Check(sqlite3_bind_blob64(stmt_, next_++, v.data(), v.size(), SQLITE_TRANSIENT));
-    return *this;
-  }
-
-  // Advances to the next row: true if there is one, false when done.
-  absl::StatusOr<bool> Step() {
-    RETURN_IF_ERROR(status_);
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return SqliteStatus(db_, rc, "step");
-  }
-  // Runs a statement that returns no rows.
-  absl::Status Run() {
-    ASSIGN_OR_RETURN(bool row, Step());
-    if (row) return absl::InternalError("state database: statement returned an unexpected row");
-    return absl::OkStatus();
-  }
-  // Makes the statement ready to run again with new parameters.
-  void Reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-    next_ = 1;
-  }
-
-  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  std::string Text(int col) const {
-    const unsigned char* p = sqlite3_column_text(stmt_, col);
-    return p == nullptr ? std::string()
-                        : std::string(reinterpret_cast<const char*>(p),
-                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
-  }
-  std::string Blob(int col) const {
-    const void* p = sqlite3_column_blob(stmt_, col);
-    return p == nullptr ? std::string()
-                        : std::string(static_cast<const char*>(p),
-                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
-  }
-
- private:
-  void Check(int rc) {
-    if (rc != SQLITE_OK) status_ = SqliteStatus(db_, rc, "bind");
-  }
-
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int next_ = 1;
-  absl::Status status_;
-};
-
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-};
 
 // Column lists, in the order the Read* functions below expect.
 constexpr absl::string_view kAgentCols = "name, address, added_ms";
@@ -295,28 +217,39 @@ absl::Status ConfigureConnection(sqlite3* db) {
 
 }  // namespace
 
-StateStore::StateStore(sqlite3* db, const Clock* clock) : db_(db), clock_(clock) {}
+StateStore::StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock)
+    : db_(db), read_db_(read_db), clock_(clock) {}
 
 StateStore::~StateStore() {
+  absl::MutexLock rl(&read_mu_);
   absl::MutexLock l(&mu_);
-  if (int rc = sqlite3_close_v2(db_); rc != SQLITE_OK) {
-    spdlog::warn("closing the state database: {}", sqlite3_errstr(rc));
+  for (sqlite3* db : {read_db_, db_}) {
+    if (int rc = sqlite3_close_v2(db); rc != SQLITE_OK) {
+      spdlog::warn("closing the state database: {}", sqlite3_errstr(rc));
+    }
   }
 }
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path,
                                                              const Clock* clock) {
   if (clock == nullptr) return absl::InvalidArgumentError("StateStore::Open needs a clock");
-  sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
-  std::unique_ptr<sqlite3, DbCloser> db(raw);  // a handle is returned even on failure
-  if (rc != SQLITE_OK) return SqliteStatus(db.get(), rc, absl::StrCat("open ", path));
+  auto open = [&path](int flags) -> absl::StatusOr<DbHandle> {
+    sqlite3* raw = nullptr;
+    int rc = sqlite3_open_v2(path.c_str(), &raw, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+    DbHandle db(raw);  // a handle is returned even on failure
+    if (rc != SQLITE_OK) return SqliteStatus(db.get(), rc, absl::StrCat("open ", path));
+    return db;
+  };
+  ASSIGN_OR_RETURN(DbHandle db, open(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
   absl::Status s = ConfigureConnection(db.get());
   if (s.ok()) s = ApplyMigrations(db.get(), StateStoreMigrations());
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
-  return std::unique_ptr<StateStore>(new StateStore(db.release(), clock));
+  DbHandle reader;
+  if (path != ":memory:") {
+    ASSIGN_OR_RETURN(reader, open(SQLITE_OPEN_READONLY));
+    sqlite3_busy_timeout(reader.get(), kBusyTimeoutMs);
+  }
+  return std::unique_ptr<StateStore>(new StateStore(db.release(), reader.release(), clock));
 }
 
 absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64_t)> fn) {
@@ -331,11 +264,18 @@ absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64
     }
     return s;
   }
-  if (sqlite3_total_changes64(db_) != before) ++version_;
+  if (sqlite3_total_changes64(db_) != before) {
+    absl::MutexLock vl(&version_mu_);
+    ++version_;
+  }
   return absl::OkStatus();
 }
 
 absl::Status StateStore::Read(absl::FunctionRef<absl::Status(sqlite3*, int64_t)> fn) {
+  {
+    absl::MutexLock l(&read_mu_);
+    if (read_db_ != nullptr) return fn(read_db_, clock_->NowMs());
+  }
   absl::MutexLock l(&mu_);
   return fn(db_, clock_->NowMs());
 }
@@ -478,8 +418,10 @@ absl::StatusOr<std::vector<PackageRow>> StateStore::ListPackages() {
   return out;
 }
 
-absl::Status StateStore::DeletePackage(const std::string& id, bool force) {
-  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+absl::StatusOr<std::vector<std::string>> StateStore::DeletePackage(const std::string& id,
+                                                                   bool force) {
+  std::vector<std::string> cancelled_jobs;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
     ASSIGN_OR_RETURN(PackageRow p, LoadPackage(db, id));
     Statement st(db, absl::StrCat("SELECT ", kTargetCols,
                                   " FROM targets t JOIN jobs j ON j.id = t.job_id "
@@ -497,11 +439,16 @@ absl::Status StateStore::DeletePackage(const std::string& id, bool force) {
           " unfinished target(s) of job(s) ", absl::StrJoin(sorted, ", "),
           "; cancel them first or force the deletion"));
     }
+    absl::flat_hash_set<std::string> jobs;
+    for (const TargetRow& t : needed) jobs.insert(t.job_id);
+    cancelled_jobs.assign(jobs.begin(), jobs.end());
+    std::sort(cancelled_jobs.begin(), cancelled_jobs.end());
     RETURN_IF_ERROR(CancelTargets(db, std::move(needed), "package deleted", now).status());
     Statement del(db, "DELETE FROM packages WHERE id = ?");
     del.BindText(id);
     return del.Run();
-  });
+  }));
+  return cancelled_jobs;
 }
 
 // --- Jobs.
@@ -605,6 +552,39 @@ absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filte
   return out;
 }
 
+absl::Status StateStore::DeleteJob(const std::string& id) {
+  return Transact([&](sqlite3* db, int64_t) -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<TargetRow> targets, LoadJobTargets(db, id, ""));
+    std::vector<std::string> unfinished;
+    for (const TargetRow& t : targets) {
+      if (!IsFinal(t.state)) unfinished.push_back(absl::StrCat(t.agent, " (", TargetStateName(t.state), ")"));
+    }
+    if (!unfinished.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " is not finished: ", absl::StrJoin(unfinished, ", "),
+                       "; cancel it first"));
+    }
+    Statement del(db, "DELETE FROM jobs WHERE id = ?");
+    del.BindText(id);
+    return del.Run();  // its targets go with it (ON DELETE CASCADE)
+  });
+}
+
+absl::StatusOr<int> StateStore::PruneFinishedJobs(int64_t before_ms) {
+  int n = 0;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement del(db, absl::StrCat(
+                          "DELETE FROM jobs WHERE id IN (SELECT t.job_id FROM targets t "
+                          "GROUP BY t.job_id HAVING SUM(", kUnfinished, ") = 0 "
+                          "AND MAX(t.updated_ms) <= ?)"));
+    del.BindInt(before_ms);
+    RETURN_IF_ERROR(del.Run());
+    n = sqlite3_changes(db);
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
 // --- Target transitions.
 
 absl::Status StateStore::StartAttempt(const std::string& job, const std::string& agent) {
@@ -642,6 +622,31 @@ absl::Status StateStore::RecordProgress(const std::string& job, const std::strin
         .BindText(agent);
     return st.Run();
   });
+}
+
+absl::StatusOr<int> StateStore::RecordProgressBatch(const std::vector<ProgressUpdate>& updates) {
+  int applied = 0;
+  if (updates.empty()) return applied;
+  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+    applied = 0;
+    Statement st(db,
+                 "UPDATE targets SET bytes_acked = ?, bytes_sent = bytes_sent + ?, "
+                 "consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END, "
+                 "updated_ms = ? WHERE job_id = ? AND agent = ? AND state = 'transferring'");
+    for (const ProgressUpdate& u : updates) {
+      st.Reset();
+      st.BindInt(static_cast<int64_t>(u.bytes_acked))
+          .BindInt(static_cast<int64_t>(u.bytes_sent_delta))
+          .BindInt(u.made_progress ? 1 : 0)
+          .BindInt(now)
+          .BindText(u.job_id)
+          .BindText(u.agent);
+      RETURN_IF_ERROR(st.Run());
+      applied += sqlite3_changes(db);
+    }
+    return absl::OkStatus();
+  }));
+  return applied;
 }
 
 absl::Status StateStore::MarkDone(const std::string& job, const std::string& agent) {
@@ -807,7 +812,7 @@ absl::StatusOr<int> StateStore::RecoverInterrupted() {
 // --- Change notification.
 
 uint64_t StateStore::version() {
-  absl::MutexLock l(&mu_);
+  absl::MutexLock l(&version_mu_);
   return version_;
 }
 
@@ -816,9 +821,12 @@ uint64_t StateStore::WaitForChange(uint64_t seen, absl::Duration timeout) {
     StateStore* store;
     uint64_t seen;
   } w{this, seen};
-  absl::MutexLock l(&mu_);
-  mu_.AwaitWithTimeout(
-      absl::Condition(+[](Waiting* w) { return w->store->version_ > w->seen; }, &w), timeout);
+  absl::MutexLock l(&version_mu_);
+  version_mu_.AwaitWithTimeout(
+      absl::Condition(+[](Waiting* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return w->store->version_ > w->seen;
+      }, &w),
+      timeout);
   return version_;
 }
 

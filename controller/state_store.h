@@ -6,8 +6,11 @@
 // Job state is never stored: it is derived from the job's targets on every
 // read (DeriveJobState).
 //
-// Thread-safe: one connection guarded by a mutex. Every mutation bumps a
-// change counter that watchers can wait on (WaitForChange).
+// Thread-safe. Writes go through one connection under `mu_`, held across the
+// commit's fsync; reads use a second connection under their own lock, so
+// with WAL a status read never waits behind a writer's fsync (a database at
+// ":memory:" has one connection for both). Every committed change bumps a
+// counter that watchers can wait on (WaitForChange) without either lock.
 #ifndef PKGDIST_CONTROLLER_STATE_STORE_H_
 #define PKGDIST_CONTROLLER_STATE_STORE_H_
 
@@ -74,6 +77,15 @@ struct JobView {
   JobState state = JobState::kPending;
 };
 
+// One transfer's progress since the last report (RecordProgressBatch).
+struct ProgressUpdate {
+  std::string job_id;
+  std::string agent;
+  uint64_t bytes_acked = 0;       // absolute
+  uint64_t bytes_sent_delta = 0;  // added to bytes_sent
+  bool made_progress = false;     // an acknowledgement arrived
+};
+
 struct JobFilter {
   std::optional<JobState> state;
   std::string package;  // name@version, "" for any
@@ -107,8 +119,10 @@ class StateStore {
   absl::StatusOr<std::string> GetManifestBytes(const std::string& id);
   absl::StatusOr<std::vector<PackageRow>> ListPackages();
   // FAILED_PRECONDITION if a job with a non-final target needs it, unless
-  // `force`, which cancels those targets ("package deleted").
-  absl::Status DeletePackage(const std::string& id, bool force);
+  // `force`, which cancels those targets ("package deleted"). Returns the
+  // ids of the jobs whose targets it cancelled, so that their running
+  // attempts can be stopped too.
+  absl::StatusOr<std::vector<std::string>> DeletePackage(const std::string& id, bool force);
 
   // --- Jobs. Creates the job and one pending target per agent in one
   // transaction. bytes_total of each target is `bytes_total`.
@@ -123,6 +137,13 @@ class StateStore {
   absl::StatusOr<bool> JobEnded(const std::string& id);
   // Newest first.
   absl::StatusOr<std::vector<JobView>> ListJobs(const JobFilter& filter);
+  // Deletes a job whose targets are all final, with its targets.
+  // FAILED_PRECONDITION naming the unfinished targets otherwise; NOT_FOUND
+  // for an unknown job.
+  absl::Status DeleteJob(const std::string& id);
+  // Deletes every job whose targets are all final and whose last target
+  // changed at or before `before_ms` (job retention). Returns how many.
+  absl::StatusOr<int> PruneFinishedJobs(int64_t before_ms);
 
   // --- Target transitions; each is one transaction, checked by
   // CheckTransition (FAILED_PRECONDITION on an illegal edge, NOT_FOUND for an
@@ -134,6 +155,10 @@ class StateStore {
   absl::Status RecordProgress(const std::string& job, const std::string& agent,
                               uint64_t bytes_acked, uint64_t bytes_sent_delta,
                               bool made_progress);
+  // RecordProgress for many transfers in one transaction (the engine's
+  // coalesced reports). An update for a target that is no longer
+  // transferring is stale and skipped. Returns how many were applied.
+  absl::StatusOr<int> RecordProgressBatch(const std::vector<ProgressUpdate>& updates);
   // transferring -> done; bytes_acked = bytes_total; clears last_error.
   absl::Status MarkDone(const std::string& job, const std::string& agent);
   // transferring -> retry_wait (next attempt per backoff, error recorded,
@@ -178,21 +203,24 @@ class StateStore {
   uint64_t WaitForChange(uint64_t seen, absl::Duration timeout);
 
  private:
-  StateStore(sqlite3* db, const Clock* clock);
+  StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock);
 
   // Runs `fn` inside one BEGIN IMMEDIATE ... COMMIT transaction with the
   // connection and the clock's time; rolls back if `fn` or the commit fails.
   // Bumps the version (waking waiters) if the transaction changed any row.
   absl::Status Transact(absl::FunctionRef<absl::Status(sqlite3* db, int64_t now_ms)> fn)
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Runs the read-only `fn` under the lock.
+  // Runs the read-only `fn` on the reader connection under its lock.
   absl::Status Read(absl::FunctionRef<absl::Status(sqlite3* db, int64_t now_ms)> fn)
-      ABSL_LOCKS_EXCLUDED(mu_);
+      ABSL_LOCKS_EXCLUDED(mu_, read_mu_);
 
-  absl::Mutex mu_;
+  absl::Mutex mu_ ABSL_ACQUIRED_BEFORE(version_mu_);
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex read_mu_;
+  sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_);  // null: reads share db_
   const Clock* clock_;
-  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Mutex version_mu_;
+  uint64_t version_ ABSL_GUARDED_BY(version_mu_) = 0;
 };
 
 }  // namespace pkgdist

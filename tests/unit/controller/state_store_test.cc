@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <atomic>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -834,20 +835,22 @@ TEST_F(StateStoreTest, DeletePackageIsRefusedWhileAJobNeedsIt) {
   std::string job = NewJob({"dp1", "dp2"});
   ASSERT_OK(store_->StartAttempt(job, "dp1"));
   ASSERT_OK(store_->MarkDone(job, "dp1"));
-  absl::Status refused = store_->DeletePackage(kPkgId, false);
+  absl::Status refused = store_->DeletePackage(kPkgId, false).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused.message(), HasSubstr(job));
   ASSERT_OK(store_->GetPackageById(kPkgId));
   EXPECT_EQ(Target(job, "dp2").state, TargetState::kPending);
 
-  ASSERT_OK(store_->DeletePackage(kPkgId, true));
+  // The jobs it cancelled are named, so that their running attempts stop.
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> cancelled, store_->DeletePackage(kPkgId, true));
+  EXPECT_THAT(cancelled, ::testing::ElementsAre(job));
   EXPECT_EQ(store_->GetPackageById(kPkgId).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(Target(job, "dp2").state, TargetState::kCancelled);
   EXPECT_EQ(Target(job, "dp2").last_error, "package deleted");
   ASSERT_OK_AND_ASSIGN(JobView v, store_->GetJob(job));  // history stays
   EXPECT_EQ(v.job.package, "app@1.0");
   EXPECT_EQ(v.state, JobState::kCancelled);
-  EXPECT_EQ(store_->DeletePackage(kPkgId, false).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeletePackage(kPkgId, false).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(StateStoreTest, DeletePackageSucceedsOnceEveryTargetIsFinal) {
@@ -909,6 +912,89 @@ TEST_F(StateStoreTest, ConcurrentUpdatesAreAllApplied) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(Target(job, "dp1").bytes_sent, 40u);
   EXPECT_EQ(Target(job, "dp2").bytes_sent, 40u);
+}
+
+}  // namespace
+}  // namespace pkgdist
+
+namespace pkgdist {
+namespace {
+
+TEST_F(StateStoreTest, ProgressBatchIsOneTransactionAndSkipsStaleTargets) {
+  // Progress of every transfer lands together; a target that already left
+  // `transferring` keeps its state and bytes.
+  std::string job = NewJob({"dp1", "dp2"});
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  ASSERT_OK(store_->StartAttempt(job, "dp2"));
+  ASSERT_OK(store_->MarkDone(job, "dp2"));
+  uint64_t before = store_->version();
+  ASSERT_OK_AND_ASSIGN(int applied, store_->RecordProgressBatch({
+                                        {job, "dp1", 100, 150, true},
+                                        {job, "dp2", 10, 10, true},
+                                    }));
+  EXPECT_EQ(applied, 1);
+  EXPECT_EQ(store_->version(), before + 1);
+  EXPECT_EQ(Target(job, "dp1").bytes_acked, 100u);
+  EXPECT_EQ(Target(job, "dp1").bytes_sent, 150u);
+  EXPECT_EQ(Target(job, "dp2").state, TargetState::kDone);
+  EXPECT_EQ(Target(job, "dp2").bytes_acked, 300u);
+  EXPECT_EQ(Target(job, "dp2").bytes_sent, 0u);
+}
+
+TEST_F(StateStoreTest, DeleteJobRefusesAnUnfinishedJob) {
+  // Only history can be deleted; a running job names what still runs.
+  std::string job = NewJob({"dp1", "dp2"});
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  absl::Status refused = store_->DeleteJob(job);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("dp1 (transferring)"));
+  EXPECT_THAT(refused.message(), HasSubstr("dp2 (pending)"));
+  ASSERT_OK(store_->Cancel(job, "", "cancelled by operator"));
+  ASSERT_OK(store_->DeleteJob(job));
+  EXPECT_EQ(store_->GetJob(job).status().code(), absl::StatusCode::kNotFound);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.Query("SELECT COUNT(*) FROM targets"), "0\n");
+  EXPECT_EQ(store_->DeleteJob(job).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(StateStoreTest, PruneDeletesOnlyFinishedJobsOlderThanTheCutoff) {
+  // Retention: finished and old goes; finished and recent, or unfinished
+  // however old, stays.
+  std::string old_done = NewJob({"dp1"});
+  ASSERT_OK(store_->StartAttempt(old_done, "dp1"));
+  ASSERT_OK(store_->MarkDone(old_done, "dp1"));
+  std::string old_running = NewJob({"dp2"});
+  int64_t cutoff = clock_.NowMs();
+  clock_.AdvanceMs(1000);
+  std::string new_done = NewJob({"dp3"});
+  ASSERT_OK(store_->Cancel(new_done, "", "cancelled by operator"));
+  ASSERT_OK_AND_ASSIGN(int n, store_->PruneFinishedJobs(cutoff));
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(store_->GetJob(old_done).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_OK(store_->GetJob(old_running));
+  ASSERT_OK(store_->GetJob(new_done));
+}
+
+TEST_F(StateStoreTest, ReadsDoNotWaitForAWriteInProgress) {
+  // A status read answers while a store write is stuck waiting for the
+  // database (here: another connection holds the write lock), and sees the
+  // write once it commits.
+  std::string job = NewJob({"dp1"});
+  RawDb raw(path_);
+  ASSERT_EQ(sqlite3_exec(raw.db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::atomic<bool> writing{false}, written{false};
+  std::thread writer([&] {
+    writing = true;
+    EXPECT_TRUE(store_->AddAgent("dp9", "dp9.example:7000").ok());  // waits for raw
+    written = true;
+  });
+  while (!writing) std::this_thread::yield();
+  ASSERT_OK_AND_ASSIGN(JobView v, store_->GetJob(job));
+  EXPECT_EQ(v.targets.size(), 1u);
+  EXPECT_FALSE(written) << "the read should not have waited for the write to finish";
+  ASSERT_EQ(sqlite3_exec(raw.db, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  writer.join();
+  ASSERT_OK(store_->GetAgent("dp9"));
 }
 
 }  // namespace
