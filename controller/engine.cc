@@ -4,12 +4,26 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "shared/logging.h"
 #include "shared/grpc_options.h"
+#include "shared/logging.h"
 #include "shared/manifest.h"
 
 namespace pkgdist {
+namespace {
+
+constexpr int64_t kPruneIntervalMs = 60'000;
+constexpr int64_t kStoreErrorLogIntervalMs = 10'000;
+
+// An outcome the store refuses for these reasons can never be written (the
+// target was cancelled, its job deleted): it is dropped, not retried.
+bool IsPermanent(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kFailedPrecondition ||
+         s.code() == absl::StatusCode::kNotFound;
+}
+
+}  // namespace
 
 std::string DescribeError(const absl::Status& s) {
   return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message());
@@ -22,6 +36,7 @@ Engine::Engine(Options options, StateStore* store, PackageStore* packages, Agent
       packages_(packages),
       pool_(pool),
       clock_(clock),
+      manifests_(options.manifest_cache_bytes),
       rng_(std::random_device{}()) {}
 
 Engine::~Engine() { Stop(); }
@@ -29,21 +44,47 @@ Engine::~Engine() { Stop(); }
 void Engine::Start() { thread_ = std::thread([this] { Run(); }); }
 
 void Engine::Stop() {
-  std::vector<std::shared_ptr<TransferCall>> calls;
   {
     absl::MutexLock l(&mu_);
-    if (stop_ && !thread_.joinable()) return;
+    if (stopped_) return;
     stop_ = true;
+  }
+  // After the join nothing starts a new attempt.
+  if (thread_.joinable()) thread_.join();
+  std::vector<std::shared_ptr<TransferCall>> transfers;
+  std::vector<std::shared_ptr<grpc::ClientContext>> removals;
+  {
+    absl::MutexLock l(&mu_);
     for (auto& [agent, a] : active_) {
-      if (a.transfer) calls.push_back(a.transfer);
+      if (a.ended) continue;
+      a.stopping = true;
+      if (a.transfer) transfers.push_back(a.transfer);
+      if (a.removal) removals.push_back(a.removal);
     }
   }
-  for (auto& c : calls) c->Cancel("controller shutting down");
-  if (thread_.joinable()) thread_.join();
-  // Wait (bounded) for the cancelled calls to report back.
+  for (auto& t : transfers) t->Cancel("controller shutting down");
+  for (auto& r : removals) r->TryCancel();
+  {
+    absl::MutexLock l(&mu_);
+    auto all_ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return std::all_of(active_.begin(), active_.end(),
+                         [](const auto& kv) { return kv.second.ended; });
+    };
+    // Cancelled calls end promptly; say who is late rather than give up on
+    // them, since destroying the engine under a live callback is a crash.
+    while (!mu_.AwaitWithTimeout(absl::Condition(&all_ended), absl::Seconds(10))) {
+      std::vector<std::string> late;
+      for (const auto& [agent, a] : active_) {
+        if (!a.ended) late.push_back(agent);
+      }
+      spdlog::warn("shutdown: waiting for the attempts of {} to end", absl::StrJoin(late, ", "));
+    }
+  }
+  // What ended for reasons of its own (published, say) is still recorded.
+  FlushProgress(true);
+  RecordOutcomes();
   absl::MutexLock l(&mu_);
-  auto none_active = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_.empty(); };
-  mu_.AwaitWithTimeout(absl::Condition(&none_active), absl::Seconds(10));
+  stopped_ = true;
 }
 
 void Engine::Kick() {
@@ -53,23 +94,36 @@ void Engine::Kick() {
 
 void Engine::CancelActive(const std::string& job_id, const std::string& agent,
                           const std::string& why) {
-  std::vector<std::shared_ptr<TransferCall>> calls;
+  std::vector<std::shared_ptr<TransferCall>> transfers;
+  std::vector<std::shared_ptr<grpc::ClientContext>> removals;
   {
     absl::MutexLock l(&mu_);
     for (auto& [name, a] : active_) {
-      if ((job_id.empty() || a.job_id == job_id) && (agent.empty() || name == agent) &&
-          a.transfer) {
-        calls.push_back(a.transfer);
-      }
+      if ((!job_id.empty() && a.job_id != job_id) || (!agent.empty() && name != agent)) continue;
+      if (a.transfer) transfers.push_back(a.transfer);
+      if (a.removal) removals.push_back(a.removal);
     }
     kicked_ = true;
   }
-  for (auto& c : calls) c->Cancel(why);
+  for (auto& t : transfers) t->Cancel(why);
+  for (auto& r : removals) r->TryCancel();
+}
+
+void Engine::ForgetAgent(const std::string& agent) {
+  absl::MutexLock l(&mu_);
+  waiting_.erase(agent);
 }
 
 size_t Engine::ActiveCount() {
   absl::MutexLock l(&mu_);
   return active_.size();
+}
+
+Engine::StoreHealth Engine::store_health() {
+  absl::MutexLock l(&mu_);
+  StoreHealth h = health_;
+  h.unrecorded = outcomes_.size();
+  return h;
 }
 
 double Engine::Random() {
@@ -80,42 +134,70 @@ double Engine::Random() {
 void Engine::Run() {
   for (;;) {
     Pass();
-    absl::Duration wait = absl::Milliseconds(options_.tick_ms);
+    bool idle;
     {
       absl::MutexLock l(&mu_);
-      if (active_.empty() && waiting_.empty()) {
-        // Nothing to pace or watch: sleep until the next retry is due.
-        auto next = store_->NextWakeupMs();
-        int64_t delay = 1000;
-        if (next.ok() && next->has_value()) {
-          delay = std::clamp<int64_t>(**next - clock_->NowMs(), 0, 1000);
-        }
-        wait = absl::Milliseconds(std::max<int64_t>(delay, options_.tick_ms));
-      }
-      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return kicked_ || stop_; };
-      mu_.AwaitWithTimeout(absl::Condition(&woken), wait);
-      kicked_ = false;
-      if (stop_) return;
+      idle = active_.empty() && waiting_.empty() && outcomes_.empty() && progress_.empty();
     }
+    int64_t wait_ms = options_.tick_ms;
+    if (idle) {
+      // Nothing to pace or watch: sleep until the next retry is due.
+      auto next = store_->NextWakeupMs();
+      int64_t delay = 1000;
+      if (next.ok() && next->has_value()) {
+        delay = std::clamp<int64_t>(**next - clock_->NowMs(), 0, 1000);
+      }
+      wait_ms = std::max<int64_t>(delay, options_.tick_ms);
+    }
+    absl::MutexLock l(&mu_);
+    auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return kicked_ || stop_; };
+    mu_.AwaitWithTimeout(absl::Condition(&woken), absl::Milliseconds(wait_ms));
+    kicked_ = false;
+    if (stop_) return;
   }
 }
 
+void Engine::NoteStore(const absl::Status& s, const char* what) {
+  pass_failed_ = true;
+  std::string error = absl::StrCat(what, ": ", DescribeError(s));
+  int64_t now = clock_->NowMs();
+  bool log;
+  {
+    absl::MutexLock l(&mu_);
+    log = health_.error != error || now - health_.since_ms >= kStoreErrorLogIntervalMs;
+    if (health_.error.empty() || log) health_.since_ms = now;
+    health_.error = error;
+  }
+  if (log) spdlog::error("state store failing: {} (retrying every pass)", error);
+}
+
 void Engine::Pass() {
-  if (auto n = store_->FailExpired(); n.ok() && *n > 0) {
+  pass_failed_ = false;
+  FlushProgress(false);
+  RecordOutcomes();
+  if (auto n = store_->FailExpired(); !n.ok()) {
+    NoteStore(n.status(), "failing expired targets");
+  } else if (*n > 0) {
     spdlog::info("{} target(s) failed: job deadline passed", *n);
   }
   WakeReturnedAgents();
+  PruneJobs();
 
   std::vector<std::string> busy;
   size_t room = 0;
   std::vector<std::shared_ptr<TransferCall>> calls;
   {
     absl::MutexLock l(&mu_);
+    if (!pass_failed_ && outcomes_.empty() && !health_.error.empty()) {
+      spdlog::info("state store writes succeed again");
+      health_ = StoreHealth{};
+    }
     for (auto& [agent, a] : active_) {
       busy.push_back(agent);
-      if (a.transfer) calls.push_back(a.transfer);
+      if (a.transfer && !a.ended) calls.push_back(a.transfer);
     }
     room = options_.max_concurrent > active_.size() ? options_.max_concurrent - active_.size() : 0;
+    if (stop_) room = 0;
   }
   for (auto& c : calls) c->Tick();
   if (room == 0) return;
@@ -127,6 +209,119 @@ void Engine::Pass() {
   for (const TargetRow& t : *runnable) StartTarget(t);
 }
 
+void Engine::OnProgress(const std::string& job_id, const std::string& agent, uint64_t acked,
+                        uint64_t sent, bool ack) {
+  if (ack) pool_->RecordContact(agent);
+  absl::MutexLock l(&mu_);
+  auto [it, fresh] = progress_.try_emplace(TargetKey{job_id, agent});
+  ProgressUpdate& u = it->second;
+  if (fresh) {
+    u.job_id = job_id;
+    u.agent = agent;
+  }
+  u.bytes_acked = acked;
+  u.bytes_sent_delta += sent;
+  u.made_progress = u.made_progress || ack;
+}
+
+void Engine::FlushProgress(bool force) {
+  int64_t now = clock_->NowMs();
+  if (!force && now - last_progress_flush_ms_ < options_.progress_interval_ms) return;
+  last_progress_flush_ms_ = now;
+  std::vector<ProgressUpdate> batch;
+  {
+    absl::MutexLock l(&mu_);
+    batch.reserve(progress_.size());
+    for (auto& [key, u] : progress_) batch.push_back(std::move(u));
+    progress_.clear();
+  }
+  if (batch.empty()) return;
+  auto applied = store_->RecordProgressBatch(batch);
+  if (applied.ok()) return;
+  NoteStore(applied.status(), "recording progress");
+  // Keep it for the next pass, under whatever arrived meanwhile.
+  absl::MutexLock l(&mu_);
+  for (ProgressUpdate& u : batch) {
+    auto [it, fresh] = progress_.try_emplace(TargetKey{u.job_id, u.agent});
+    if (fresh) {
+      it->second = std::move(u);
+    } else {
+      it->second.bytes_sent_delta += u.bytes_sent_delta;
+      it->second.made_progress = it->second.made_progress || u.made_progress;
+    }
+  }
+}
+
+void Engine::RecordOutcomes() {
+  std::deque<Outcome> todo;
+  {
+    absl::MutexLock l(&mu_);
+    todo.swap(outcomes_);
+  }
+  if (todo.empty()) return;
+  // An attempt's last progress goes first: once the target has left
+  // `transferring` the store skips it as stale.
+  FlushProgress(true);
+  std::deque<Outcome> unwritten;
+  for (Outcome& o : todo) {
+    bool wait_for_agent = false;
+    if (absl::Status s = Record(o, &wait_for_agent); !s.ok()) {
+      NoteStore(s, "recording the end of an attempt");
+      unwritten.push_back(std::move(o));
+      continue;
+    }
+    absl::MutexLock l(&mu_);
+    auto it = active_.find(o.agent);
+    if (it == active_.end() || it->second.seq != o.seq) continue;
+    if (wait_for_agent) waiting_[o.agent] = Waiting{it->second.address, false};
+    active_.erase(it);
+  }
+  absl::MutexLock l(&mu_);
+  outcomes_.insert(outcomes_.begin(), std::make_move_iterator(unwritten.begin()),
+                   std::make_move_iterator(unwritten.end()));
+}
+
+absl::Status Engine::Record(const Outcome& o, bool* wait_for_agent) {
+  if (o.by_stop && !o.result.ok()) {
+    // Not a failed attempt: the target stays `transferring` and is
+    // recovered at the next start.
+    return absl::OkStatus();
+  }
+  if (o.result.ok()) {
+    absl::Status s = store_->MarkDone(o.job_id, o.agent);
+    if (!s.ok() && !IsPermanent(s)) return s;
+    if (s.ok()) {
+      spdlog::info("job {}: {} done", o.job_id, o.agent);
+    } else {
+      spdlog::info("job {}: {} published, but the target is no longer running: {}", o.job_id,
+                   o.agent, s.message());
+    }
+    pool_->RecordContact(o.agent);
+    return absl::OkStatus();
+  }
+  std::string error = DescribeError(o.result);
+  // A refused certificate shows up as UNAVAILABLE; say what was refused.
+  std::string identity = pool_->HandshakeErrorSince(o.agent, o.started_ms);
+  if (!identity.empty() && (o.result.code() == absl::StatusCode::kUnavailable ||
+                            o.result.code() == absl::StatusCode::kDeadlineExceeded)) {
+    error = identity;
+  }
+  pool_->RecordError(o.agent, error);
+  auto row = store_->MarkFailedAttempt(o.job_id, o.agent, error, options_.backoff, Random());
+  if (!row.ok()) {
+    if (!IsPermanent(row.status())) return row.status();
+    // Cancelled, or its agent removed, while the attempt ran.
+    spdlog::info("job {}: {} attempt ended ({}); the target is no longer running: {}", o.job_id,
+                 o.agent, error, row.status().message());
+    return absl::OkStatus();
+  }
+  *wait_for_agent = true;
+  spdlog::warn("job {}: {} attempt {} failed: {} (next: {})", o.job_id, o.agent, row->attempts,
+               error, row->state == TargetState::kFailed ? "none, failed by policy"
+                                                         : FormatRfc3339(row->next_attempt_ms));
+  return absl::OkStatus();
+}
+
 void Engine::WakeReturnedAgents() {
   std::vector<std::pair<std::string, std::string>> agents;
   {
@@ -135,7 +330,6 @@ void Engine::WakeReturnedAgents() {
   }
   for (auto& [name, address] : agents) {
     bool ready = pool_->ConnectAndCheckReady(name, address);
-    bool wake = false;
     {
       absl::MutexLock l(&mu_);
       auto it = waiting_.find(name);
@@ -144,32 +338,42 @@ void Engine::WakeReturnedAgents() {
       // that answers with an error keeps its backoff.
       if (!ready) {
         it->second.seen_not_ready = true;
-      } else if (it->second.seen_not_ready) {
-        wake = true;
-        waiting_.erase(it);
+        continue;
       }
+      if (!it->second.seen_not_ready) continue;
     }
-    if (wake) {
-      spdlog::info("agent {} is reachable again: retrying its targets now", name);
-      (void)store_->WakeAgent(name);
+    if (absl::Status s = store_->WakeAgent(name); !s.ok()) {
+      NoteStore(s, "waking a returned agent's targets");
+      continue;  // still waiting: tried again next pass
     }
+    spdlog::info("agent {} is reachable again: retrying its targets now", name);
+    absl::MutexLock l(&mu_);
+    waiting_.erase(name);
+  }
+}
+
+void Engine::PruneJobs() {
+  if (options_.job_retention_ms <= 0) return;
+  int64_t now = clock_->NowMs();
+  if (now - last_prune_ms_ < kPruneIntervalMs) return;
+  last_prune_ms_ = now;
+  auto n = store_->PruneFinishedJobs(now - options_.job_retention_ms);
+  if (!n.ok()) {
+    NoteStore(n.status(), "pruning finished jobs");
+  } else if (*n > 0) {
+    spdlog::info("deleted {} finished job(s) older than the retention", *n);
   }
 }
 
 absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> Engine::ManifestFor(
     const std::string& id) {
-  {
-    absl::MutexLock l(&mu_);
-    auto it = manifests_.find(id);
-    if (it != manifests_.end()) return it->second;
-  }
+  if (auto cached = manifests_.Get(id)) return cached;
   auto bytes = store_->GetManifestBytes(id);
   if (!bytes.ok()) return bytes.status();
   auto m = std::make_shared<pkgdist::v1::Manifest>();
   if (!m->ParseFromString(*bytes)) return absl::DataLossError("stored manifest does not parse");
-  absl::MutexLock l(&mu_);
-  manifests_[id] = m;
-  return std::shared_ptr<const pkgdist::v1::Manifest>(m);
+  manifests_.Put(id, m);
+  return std::shared_ptr<const pkgdist::v1::Manifest>(std::move(m));
 }
 
 void Engine::StartTarget(const TargetRow& t) {
@@ -181,26 +385,28 @@ void Engine::StartTarget(const TargetRow& t) {
     return;
   }
   if (absl::Status s = store_->StartAttempt(t.job_id, t.agent); !s.ok()) {
+    if (!IsPermanent(s)) NoteStore(s, "starting an attempt");
     spdlog::warn("cannot start {}/{}: {}", t.job_id, t.agent, s);
     return;
   }
-  int64_t started = clock_->NowMs();
+  uint64_t seq;
   {
     absl::MutexLock l(&mu_);
-    active_[t.agent] = Active{t.job_id, nullptr, started};
+    seq = next_seq_++;
+    active_[t.agent] = Active{t.job_id, agent->address, seq, clock_->NowMs()};
     waiting_.erase(t.agent);
   }
   if (job->job.kind == JobKind::kRemove) {
-    StartRemoval(t, *job, agent->address, started);
+    StartRemoval(t, *job, agent->address, seq);
     return;
   }
-  if (absl::Status s = StartTransfer(t, *job, agent->address, started); !s.ok()) {
-    Finish(t.job_id, t.agent, started, s);
+  if (absl::Status s = StartTransfer(t, *job, agent->address, seq); !s.ok()) {
+    Finish(t.job_id, t.agent, seq, s);
   }
 }
 
 absl::Status Engine::StartTransfer(const TargetRow& t, const JobView& job,
-                                   const std::string& address, int64_t started_ms) {
+                                   const std::string& address, uint64_t seq) {
   auto manifest = ManifestFor(job.job.package_id);
   if (!manifest.ok()) return manifest.status();
   TransferParams p;
@@ -214,25 +420,22 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobView& job,
   p.detect_seconds = options_.detect_seconds;
   std::string job_id = t.job_id, agent = t.agent;
   auto on_progress = [this, job_id, agent](uint64_t acked, uint64_t sent, bool ack) {
-    if (ack) pool_->RecordContact(agent);
-    if (absl::Status s = store_->RecordProgress(job_id, agent, acked, sent, ack); !s.ok()) {
-      spdlog::warn("recording progress of {}/{}: {}", job_id, agent, s);
-    }
+    OnProgress(job_id, agent, acked, sent, ack);
   };
-  auto on_done = [this, job_id, agent, started_ms](const TransferResult& r) {
-    Finish(job_id, agent, started_ms, r.published ? absl::OkStatus() : r.status);
+  auto on_done = [this, job_id, agent, seq](const TransferResult& r) {
+    Finish(job_id, agent, seq, r.published ? absl::OkStatus() : r.status);
   };
   spdlog::info("job {}: sending {} to {} ({})", job_id, job.job.package, agent, address);
   auto call = TransferCall::Start(pool_->Stub(agent, address).get(), std::move(p), clock_,
                                   on_progress, on_done);
   absl::MutexLock l(&mu_);
   auto it = active_.find(agent);
-  if (it != active_.end() && it->second.started_ms == started_ms) it->second.transfer = call;
+  if (it != active_.end() && it->second.seq == seq) it->second.transfer = call;
   return absl::OkStatus();
 }
 
 void Engine::StartRemoval(const TargetRow& t, const JobView& job, const std::string& address,
-                          int64_t started_ms) {
+                          uint64_t seq) {
   struct Call {
     grpc::ClientContext ctx;
     pkgdist::v1::RemoveRequest req;
@@ -244,50 +447,37 @@ void Engine::StartRemoval(const TargetRow& t, const JobView& job, const std::str
   call->req.set_version(at == std::string::npos ? "" : job.job.package.substr(at + 1));
   call->ctx.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::seconds(std::max(30, options_.detect_seconds)));
+  {
+    // Registered before the call starts, so that Stop() and CancelActive()
+    // can always reach it.
+    absl::MutexLock l(&mu_);
+    auto it = active_.find(t.agent);
+    if (it != active_.end() && it->second.seq == seq) {
+      it->second.removal = std::shared_ptr<grpc::ClientContext>(call, &call->ctx);
+    }
+  }
   std::string job_id = t.job_id, agent = t.agent;
   pool_->Stub(agent, address)
       ->async()
       ->Remove(&call->ctx, &call->req, &call->resp,
-               [this, call, job_id, agent, started_ms](grpc::Status s) {
+               [this, call, job_id, agent, seq](grpc::Status s) {
                  if (s.ok()) pool_->RecordContact(agent);
-                 Finish(job_id, agent, started_ms, FromGrpc(s));
+                 Finish(job_id, agent, seq, FromGrpc(s));
                });
 }
 
-void Engine::Finish(const std::string& job_id, const std::string& agent, int64_t started_ms,
-                    const absl::Status& result) {
-  std::string address;
-  if (auto a = store_->GetAgent(agent); a.ok()) address = a->address;
-  if (result.ok()) {
-    if (absl::Status s = store_->MarkDone(job_id, agent); !s.ok()) {
-      spdlog::error("recording done for {}/{}: {}", job_id, agent, s);
-    } else {
-      spdlog::info("job {}: {} done", job_id, agent);
-    }
-    pool_->RecordContact(agent);
-  } else {
-    std::string error = DescribeError(result);
-    // A refused certificate shows up as UNAVAILABLE; say what was refused.
-    std::string identity = pool_->HandshakeErrorSince(agent, started_ms);
-    if (!identity.empty() && result.code() != absl::StatusCode::kOk &&
-        (result.code() == absl::StatusCode::kUnavailable ||
-         result.code() == absl::StatusCode::kDeadlineExceeded)) {
-      error = identity;
-    }
-    pool_->RecordError(agent, error);
-    auto row = store_->MarkFailedAttempt(job_id, agent, error, options_.backoff, Random());
-    if (!row.ok()) {
-      spdlog::error("recording failure for {}/{}: {}", job_id, agent, row.status());
-    } else {
-      spdlog::warn("job {}: {} attempt {} failed: {} (next: {})", job_id, agent, row->attempts,
-                   error, row->state == TargetState::kFailed ? "none, failed by policy"
-                                                             : FormatRfc3339(row->next_attempt_ms));
-    }
-  }
+void Engine::Finish(const std::string& job_id, const std::string& agent, uint64_t seq,
+                    absl::Status result) {
   absl::MutexLock l(&mu_);
+  bool by_stop = false;
+  int64_t started_ms = 0;
   auto it = active_.find(agent);
-  if (it != active_.end() && it->second.started_ms == started_ms) active_.erase(it);
-  if (!result.ok() && !address.empty()) waiting_[agent] = Waiting{address, false};
+  if (it != active_.end() && it->second.seq == seq) {
+    it->second.ended = true;
+    by_stop = it->second.stopping;
+    started_ms = it->second.started_ms;
+  }
+  outcomes_.push_back(Outcome{job_id, agent, seq, started_ms, std::move(result), by_stop});
   kicked_ = true;
 }
 

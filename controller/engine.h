@@ -1,28 +1,46 @@
 // The distribution engine: turns targets into transfers and failures into
 // retries, so that no target is ever dropped.
 //
-// One scheduler thread wakes when kicked (new job, operator retry), when a
-// transfer ends, and every tick while anything is active or waiting. Each
-// pass it (1) fails targets past their job's deadline, (2) wakes the
-// retry_wait targets of agents whose channel came back READY, (3) starts
-// runnable targets (pending, or retry_wait and due) up to the concurrency
-// limit, at most one per agent, and (4) ticks every active transfer
-// (bandwidth pacing, silent-agent detection). Transfers themselves are
-// callback reactors: no thread per agent.
+// One scheduler thread does all of the engine's work with the state store.
+// It wakes when kicked (new job, operator retry, an attempt ended) and every
+// tick while anything is active or waiting. Each pass it (1) writes the
+// progress that transfers reported since the last write, coalesced into one
+// transaction per interval, (2) records the attempts that ended (done, or a
+// failed attempt with its backoff), (3) fails targets past their job's
+// deadline, (4) wakes the retry_wait targets of agents whose channel came
+// back READY, (5) ticks every active transfer (pacing, silent-agent
+// detection) and (6) starts runnable targets up to the concurrency limit, at
+// most one per agent. Transfers and removals are gRPC callback reactors:
+// their callbacks only queue what happened and never touch the store, so
+// no gRPC thread waits for a disk.
 //
-// Every outcome is written to the StateStore before the engine forgets it.
+// An ended attempt stays active until its outcome is durable: if the store
+// cannot write it (disk full, I/O error) it is retried every pass, the
+// target is never left `transferring` with nothing running, and
+// store_health() says what is failing.
+//
+// Stop() is not a failure: attempts it cancels are not recorded, their
+// targets stay `transferring` and are recovered at the next start
+// (StateStore::RecoverInterrupted) exactly as after a crash, without
+// counting an attempt. Stop() returns only after every callback of every
+// transfer and removal has returned, so the engine, the pool and the store
+// may be destroyed right after it.
+//
 // Thread-safe.
 #ifndef PKGDIST_CONTROLLER_ENGINE_H_
 #define PKGDIST_CONTROLLER_ENGINE_H_
 
+#include <deque>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/agent_pool.h"
+#include "controller/manifest_cache.h"
 #include "controller/package_store.h"
 #include "controller/state_store.h"
 #include "controller/transfer.h"
@@ -39,6 +57,13 @@ class Engine {
     size_t max_concurrent = 64;
     uint64_t max_bytes_per_second = 0;
     int tick_ms = 100;
+    // Progress is written at most this often per pass (one transaction for
+    // every transfer's progress).
+    int progress_interval_ms = 1000;
+    size_t manifest_cache_bytes = size_t{64} << 20;
+    // Finished jobs whose last change is older than this are deleted; 0
+    // keeps them forever.
+    int64_t job_retention_ms = 0;
   };
 
   Engine(Options options, StateStore* store, PackageStore* packages, AgentPool* pool,
@@ -48,9 +73,7 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   void Start();
-  // Cancels active transfers, waits for them to end, joins the thread. Their
-  // targets stay `transferring` in the store and are recovered at the next
-  // start (StateStore::RecoverInterrupted).
+  // See the file comment. Safe to call more than once.
   void Stop();
   // Something changed (a job, a retry, an agent): look again now.
   void Kick();
@@ -58,32 +81,64 @@ class Engine {
   // Cancels running attempts of `job_id` (all of its agents if `agent` is
   // empty), or of every job for `agent` if `job_id` is empty.
   void CancelActive(const std::string& job_id, const std::string& agent, const std::string& why);
+  // The agent was removed: stop watching its channel.
+  void ForgetAgent(const std::string& agent);
 
-  // How many transfers and removals are running now.
+  // How many transfers and removals are running (or await their record).
   size_t ActiveCount();
+
+  struct StoreHealth {
+    std::string error;     // "" while every write succeeds
+    int64_t since_ms = 0;  // first failure of the current run of failures
+    size_t unrecorded = 0;  // ended attempts waiting to be written
+  };
+  StoreHealth store_health();
 
  private:
   struct Active {
     std::string job_id;
-    std::shared_ptr<TransferCall> transfer;  // null for a removal
+    std::string address;
+    uint64_t seq = 0;  // tells this attempt from the agent's next one
     int64_t started_ms = 0;
+    std::shared_ptr<TransferCall> transfer;          // a distribution
+    std::shared_ptr<grpc::ClientContext> removal;    // or a removal
+    bool stopping = false;  // cancelled by Stop(): its end is not recorded
+    bool ended = false;     // its outcome is queued
+  };
+  struct Outcome {
+    std::string job_id;
+    std::string agent;
+    uint64_t seq = 0;
+    int64_t started_ms = 0;
+    absl::Status result;
+    bool by_stop = false;
   };
   struct Waiting {
     std::string address;
     bool seen_not_ready = false;
   };
+  using TargetKey = std::pair<std::string, std::string>;  // job, agent
 
   void Run();
   void Pass();
+  void FlushProgress(bool force);
+  void RecordOutcomes();
+  // Writes one outcome; sets *wait_for_agent if the agent should be watched
+  // for its return. Non-OK only for a write to retry.
+  absl::Status Record(const Outcome& o, bool* wait_for_agent);
+  void NoteStore(const absl::Status& s, const char* what);
   void StartTarget(const TargetRow& t);
   absl::Status StartTransfer(const TargetRow& t, const JobView& job, const std::string& address,
-                             int64_t started_ms);
+                             uint64_t seq);
   void StartRemoval(const TargetRow& t, const JobView& job, const std::string& address,
-                    int64_t started_ms);
-  // Records the end of an attempt; called from gRPC threads.
-  void Finish(const std::string& job_id, const std::string& agent, int64_t started_ms,
-              const absl::Status& result);
+                    uint64_t seq);
+  // Called from gRPC threads: queue only.
+  void OnProgress(const std::string& job_id, const std::string& agent, uint64_t acked,
+                  uint64_t sent, bool ack);
+  void Finish(const std::string& job_id, const std::string& agent, uint64_t seq,
+              absl::Status result);
   void WakeReturnedAgents();
+  void PruneJobs();
   absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> ManifestFor(const std::string& id);
   double Random();
 
@@ -92,16 +147,25 @@ class Engine {
   PackageStore* packages_;
   AgentPool* pool_;
   const Clock* clock_;
+  ManifestCache manifests_;
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
-  absl::flat_hash_map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);  // by agent
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);    // by agent
   absl::flat_hash_map<std::string, Waiting> waiting_ ABSL_GUARDED_BY(mu_);  // by agent
-  absl::flat_hash_map<std::string, std::shared_ptr<const pkgdist::v1::Manifest>> manifests_
-      ABSL_GUARDED_BY(mu_);
+  std::deque<Outcome> outcomes_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TargetKey, ProgressUpdate> progress_ ABSL_GUARDED_BY(mu_);
+  StoreHealth health_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
+
+  // Engine thread only.
+  int64_t last_progress_flush_ms_ = 0;
+  int64_t last_prune_ms_ = 0;
+  bool pass_failed_ = false;
 };
 
 // "UNAVAILABLE: failed to connect..." — how an attempt's error reads in

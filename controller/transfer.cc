@@ -187,11 +187,14 @@ TransferCall::Action TransferCall::Pump() {
 
 void TransferCall::OnWriteDone(bool ok) {
   Action action = Action::kNone;
+  bool release_hold;
   {
     absl::MutexLock l(&mu_);
     write_in_flight_ = false;
-    if (!ok) return;  // The stream is broken; the read side ends too.
-    if (phase_ == Phase::kCommitted && !writes_done_) {
+    release_hold = std::exchange(write_holds_call_, false);
+    if (!ok) {
+      // The stream is broken; the read side ends too.
+    } else if (phase_ == Phase::kCommitted && !writes_done_) {
       writes_done_ = true;
       action = Action::kWritesDone;
     } else {
@@ -199,6 +202,7 @@ void TransferCall::OnWriteDone(bool ok) {
     }
   }
   Perform(action);
+  if (release_hold) RemoveHold();  // May end the call: nothing after this line.
 }
 
 void TransferCall::Tick() {
@@ -207,8 +211,10 @@ void TransferCall::Tick() {
     absl::MutexLock l(&mu_);
     if (read_done_) return;
     int64_t now = clock_->NowMs();
-    // While the agent verifies and publishes (reading the whole package
-    // once), give it more time.
+    // After Commit the agent seals the staged tree (sets every entry's
+    // mode, creates symlinks, fsyncs every directory) and renames it into
+    // place; on a slow disk with many files that takes longer than the gap
+    // between chunks, so the bound is 4 x detect-seconds, at least 120 s.
     int64_t bound_ms = int64_t{p_.detect_seconds} * 1000;
     if (phase_ == Phase::kCommitted) bound_ms = std::max<int64_t>(bound_ms * 4, 120'000);
     bool owes_us = phase_ == Phase::kOffered || phase_ == Phase::kCommitted || inflight_count_ > 0;
@@ -217,6 +223,13 @@ void TransferCall::Tick() {
           absl::StrCat("no answer from agent for ", (now - last_heard_ms_) / 1000, " s")));
     } else {
       action = Pump();
+    }
+    if (action == Action::kWrite) {
+      // Outside a reaction: keep the call alive until OnWriteDone. Legal
+      // here because the read side's hold (released only after read_done_
+      // is set under this lock) is still in place.
+      AddHold();
+      write_holds_call_ = true;
     }
   }
   Perform(action);

@@ -11,9 +11,12 @@
 //
 // Lifetime: Start() returns a shared_ptr; the call also holds itself until
 // OnDone, which calls `on_done` exactly once. Tick() and Cancel() are safe at
-// any time (they do nothing once the call has ended). No gRPC operation is
-// started while a lock is held, so a reaction that gRPC runs inline can
-// never deadlock.
+// any time (they do nothing once the call has ended): a write that Tick()
+// starts from outside a reaction takes a hold on the reactor (AddHold) while
+// it still has one, under the lock, and releases it in OnWriteDone, so gRPC
+// cannot finish the call between the decision to write and the write. No
+// gRPC operation is started while a lock is held, so a reaction that gRPC
+// runs inline can never deadlock.
 #ifndef PKGDIST_CONTROLLER_TRANSFER_H_
 #define PKGDIST_CONTROLLER_TRANSFER_H_
 
@@ -97,9 +100,8 @@ class TransferCall final
   ProgressFn on_progress_;
   DoneFn on_done_;
   grpc::ClientContext ctx_;
-  ChunkReader reader_;
-
   absl::Mutex mu_;
+  ChunkReader reader_ ABSL_GUARDED_BY(mu_);
   pkgdist::v1::TransferRequest req_ ABSL_GUARDED_BY(mu_);
   pkgdist::v1::TransferResponse resp_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kOffered;
@@ -108,6 +110,7 @@ class TransferCall final
   uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t inflight_count_ ABSL_GUARDED_BY(mu_) = 0;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_holds_call_ ABSL_GUARDED_BY(mu_) = false;  // started by Tick()
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;
   double allowance_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,0 +1,94 @@
+// An in-process Agent service whose behaviour each test scripts, served over
+// real mutual TLS on 127.0.0.1, for testing the controller's core (Engine,
+// TransferCall, AgentPool, AdminService) without agent processes.
+//
+// Each Transfer call takes the next behaviour from the script (then the
+// default): publish honestly, fail at once, hang until cancelled, publish
+// with a wrong package id, or drop the stream after the first chunk.
+// Thread-safe.
+#ifndef PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
+#define PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
+
+#include <deque>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pkgdist/v1/agent.grpc.pb.h"
+#include "shared/tls.h"
+
+namespace pkgdist::testing {
+
+enum class Behaviour {
+  kPublish,       // Need everything, Ack each chunk, Published on Commit
+  kUnavailable,   // end the call with UNAVAILABLE after the Offer
+  kHang,          // read the Offer, then answer nothing until cancelled
+  kWrongId,       // as kPublish, but Published names another package id
+  kDropMidWindow  // Need everything, end with ABORTED after one chunk
+};
+
+class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkgdist::v1::Agent::Service> {
+ public:
+  explicit FakeAgent(Behaviour default_behaviour = Behaviour::kPublish)
+      : default_(default_behaviour) {}
+
+  // The next Transfer calls' behaviours, in order.
+  void Script(std::initializer_list<Behaviour> next);
+  void SetDefault(Behaviour b);
+  // Remove calls hang until cancelled instead of succeeding.
+  void HangRemovals(bool hang);
+
+  // Blocks until at least `n` Transfer (or Remove) calls have arrived, or
+  // `timeout` passed; false on timeout.
+  bool WaitForTransfers(int n, absl::Duration timeout = absl::Seconds(10));
+  bool WaitForRemovals(int n, absl::Duration timeout = absl::Seconds(10));
+  // Likewise for hanging removals that their caller cancelled.
+  bool WaitForRemovalsCancelled(int n, absl::Duration timeout = absl::Seconds(10));
+  int transfers();
+  int removals_cancelled();
+  uint64_t chunk_bytes_received();
+
+  grpc::Status Transfer(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<pkgdist::v1::TransferResponse, pkgdist::v1::TransferRequest>* stream)
+      override;
+  grpc::ServerUnaryReactor* Remove(grpc::CallbackServerContext* ctx,
+                                   const pkgdist::v1::RemoveRequest* req,
+                                   pkgdist::v1::RemoveResponse* resp) override;
+
+ private:
+  Behaviour Next();
+  void RemovalCancelled();
+
+  absl::Mutex mu_;
+  std::deque<Behaviour> script_ ABSL_GUARDED_BY(mu_);
+  Behaviour default_ ABSL_GUARDED_BY(mu_);
+  bool hang_removals_ ABSL_GUARDED_BY(mu_) = false;
+  int transfers_ ABSL_GUARDED_BY(mu_) = 0;
+  int removals_ ABSL_GUARDED_BY(mu_) = 0;
+  int removals_cancelled_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t chunk_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Serves one FakeAgent on 127.0.0.1:0 with the agent's certificate; stops
+// (cancelling what still runs) on destruction.
+class FakeAgentServer {
+ public:
+  FakeAgentServer(const TlsFiles& tls, FakeAgent* agent);
+  ~FakeAgentServer();
+  FakeAgentServer(const FakeAgentServer&) = delete;
+  FakeAgentServer& operator=(const FakeAgentServer&) = delete;
+  // "127.0.0.1:PORT", or "" if the server did not start.
+  const std::string& address() const { return address_; }
+
+ private:
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+};
+
+}  // namespace pkgdist::testing
+
+#endif  // PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
