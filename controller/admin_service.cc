@@ -66,6 +66,16 @@ v1::JobStatus JobToProto(const JobView& job) {
   return out;
 }
 
+v1::JobStatus AdminService::JobStatusOf(const JobView& job) {
+  v1::JobStatus out = JobToProto(job);
+  Engine::StoreHealth h = engine_->store_health();
+  if (!h.error.empty()) {
+    out.set_store_error(absl::StrCat(h.error, " (since ", FormatRfc3339(h.since_ms), "; ",
+                                     h.unrecorded, " ended attempt(s) not yet recorded)"));
+  }
+  return out;
+}
+
 Status AdminService::Authorize(Ctx* ctx) const {
   return AuthorizePeer(*ctx, trust_domain_, "admin");
 }
@@ -124,6 +134,7 @@ Status AdminService::RemoveAgent(Ctx* ctx, const v1::RemoveAgentRequest* req,
   auto n = store_->RemoveAgent(req->name(), "agent removed");
   if (!n.ok()) return ToGrpc(n.status());
   engine_->CancelActive("", req->name(), "agent removed");
+  engine_->ForgetAgent(req->name());
   pool_->Forget(req->name());
   spdlog::info("agent {} removed; {} unfinished target(s) cancelled", req->name(), *n);
   resp->set_cancelled_targets(static_cast<uint32_t>(*n));
@@ -216,7 +227,10 @@ Status AdminService::DeletePackage(Ctx* ctx, const v1::DeletePackageRequest* req
   if (Status s = Authorize(ctx); !s.ok()) return s;
   auto p = ResolvePackage(req->package(), "package");
   if (!p.ok()) return ToGrpc(p.status());
-  if (absl::Status s = store_->DeletePackage(p->id, req->force()); !s.ok()) return ToGrpc(s);
+  auto cancelled = store_->DeletePackage(p->id, req->force());
+  if (!cancelled.ok()) return ToGrpc(cancelled.status());
+  // Their targets are cancelled in the store; stop what is still sending.
+  for (const std::string& job : *cancelled) engine_->CancelActive(job, "", "package deleted");
   if (absl::Status s = packages_->Delete(p->id); !s.ok()) {
     spdlog::warn("deleting content of {}: {}", req->package(), s);
   }
@@ -264,7 +278,7 @@ Status AdminService::StartJob(JobKind kind, const std::string& package,
   engine_->Kick();
   auto view = store_->GetJob(job->id);
   if (!view.ok()) return ToGrpc(view.status());
-  *resp = JobToProto(*view);
+  *resp = JobStatusOf(*view);
   return Status::OK;
 }
 
@@ -303,7 +317,7 @@ Status AdminService::ListJobs(Ctx* ctx, const v1::ListJobsRequest* req,
   filter.agent = req->agent();
   auto jobs = store_->ListJobs(filter);
   if (!jobs.ok()) return ToGrpc(jobs.status());
-  for (const auto& j : *jobs) *resp->add_jobs() = JobToProto(j);
+  for (const auto& j : *jobs) *resp->add_jobs() = JobStatusOf(j);
   return Status::OK;
 }
 
@@ -311,7 +325,7 @@ Status AdminService::GetJob(Ctx* ctx, const v1::GetJobRequest* req, v1::JobStatu
   if (Status s = Authorize(ctx); !s.ok()) return s;
   auto job = store_->GetJob(req->id());
   if (!job.ok()) return ToGrpc(job.status());
-  *resp = JobToProto(*job);
+  *resp = JobStatusOf(*job);
   return Status::OK;
 }
 
@@ -324,7 +338,7 @@ Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
   for (;;) {
     auto job = store_->GetJob(req->id());
     if (!job.ok()) return ToGrpc(job.status());
-    v1::JobStatus status = JobToProto(*job);
+    v1::JobStatus status = JobStatusOf(*job);
     std::string bytes = status.SerializeAsString();
     if (bytes != last) {
       if (!writer->Write(status)) return Status::OK;  // The client went away.
@@ -361,7 +375,7 @@ Status AdminService::CancelJob(Ctx* ctx, const v1::CancelJobRequest* req, v1::Jo
   spdlog::info("job {}: {} target(s) cancelled by operator", req->id(), *n);
   auto job = store_->GetJob(req->id());
   if (!job.ok()) return ToGrpc(job.status());
-  *resp = JobToProto(*job);
+  *resp = JobStatusOf(*job);
   return Status::OK;
 }
 
@@ -373,7 +387,15 @@ Status AdminService::RetryJob(Ctx* ctx, const v1::RetryJobRequest* req, v1::JobS
   spdlog::info("job {}: {} target(s) retried by operator", req->id(), *n);
   auto job = store_->GetJob(req->id());
   if (!job.ok()) return ToGrpc(job.status());
-  *resp = JobToProto(*job);
+  *resp = JobStatusOf(*job);
+  return Status::OK;
+}
+
+Status AdminService::DeleteJob(Ctx* ctx, const v1::DeleteJobRequest* req,
+                               v1::DeleteJobResponse*) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (absl::Status s = store_->DeleteJob(req->id()); !s.ok()) return ToGrpc(s);
+  spdlog::info("job {} deleted", req->id());
   return Status::OK;
 }
 

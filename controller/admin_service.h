@@ -56,6 +56,8 @@ class AdminService final : public pkgdist::v1::Admin::Service {
                   grpc::ServerWriter<v1::JobStatus>* writer) override;
   Status CancelJob(Ctx* ctx, const v1::CancelJobRequest* req, v1::JobStatus* resp) override;
   Status RetryJob(Ctx* ctx, const v1::RetryJobRequest* req, v1::JobStatus* resp) override;
+  Status DeleteJob(Ctx* ctx, const v1::DeleteJobRequest* req,
+                   v1::DeleteJobResponse* resp) override;
 
  private:
   Status Authorize(Ctx* ctx) const;
@@ -67,6 +69,8 @@ class AdminService final : public pkgdist::v1::Admin::Service {
                   const google::protobuf::RepeatedPtrField<std::string>& agents, bool all,
                   const JobPolicy& policy, v1::JobStatus* resp);
   void FillAgentInfo(const AgentRow& row, v1::AgentInfo* out);
+  // JobToProto plus what only the running controller knows (store health).
+  v1::JobStatus JobStatusOf(const JobView& job);
 
   const std::string trust_domain_;
   StateStore* store_;

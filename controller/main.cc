@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -37,6 +38,7 @@ struct Flags {
   uint64_t window_bytes = kDefaultWindowBytes;
   size_t max_concurrent = 64;
   uint64_t max_bytes_per_second = 0;
+  int64_t job_retention_seconds = int64_t{90} * 86400;
   ManifestLimits limits;  // enforced at import
   int max_message_bytes = kMaxMessageBytes;
 };
@@ -82,6 +84,7 @@ int Run(const Flags& f) {
   eo.window_bytes = f.window_bytes;
   eo.max_concurrent = f.max_concurrent;
   eo.max_bytes_per_second = f.max_bytes_per_second;
+  eo.job_retention_ms = f.job_retention_seconds * 1000;
   Engine engine(eo, store->get(), packages->get(), &pool, &clock);
   AdminService admin(self->trust_domain, store->get(), packages->get(), &engine, &pool, &clock);
 
@@ -116,8 +119,12 @@ int Run(const Flags& f) {
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("signal {}: shutting down", sig);
+  // Admin calls first (they use the engine), then every transfer; Stop()
+  // returns once no callback can touch the engine, pool or store, which are
+  // destroyed after it in reverse order of construction.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   engine.Stop();
+  spdlog::info("pkgdist-controller stopped; unfinished transfers resume at the next start");
   return 0;
 }
 
@@ -179,6 +186,15 @@ int main(int argc, char** argv) {
                      "Bandwidth limit per transfer (0: none)")
           ->capture_default_str(),
       "PKGDIST_MAX_BYTES_PER_SECOND");
+  env(app.add_option("--job-retention", f.job_retention_seconds,
+                     "Delete finished jobs this long after their last change (e.g. 90d, "
+                     "12h; 0 keeps them forever)")
+          ->capture_default_str()
+          ->transform(CLI::AsNumberWithUnit(
+              std::map<std::string, int64_t>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
+              CLI::AsNumberWithUnit::CASE_SENSITIVE))
+          ->check(CLI::NonNegativeNumber),
+      "PKGDIST_JOB_RETENTION");
   env(app.add_option("--max-files", f.limits.max_files, "Most entries a package may have")
           ->capture_default_str()
           ->check(CLI::PositiveNumber),

@@ -172,6 +172,12 @@ absl::StatusOr<v1::JobStatus> AdminClient::RetryJob(const std::string& id,
   return Unary(&v1::Admin::StubInterface::RetryJob, req);
 }
 
+absl::Status AdminClient::DeleteJob(const std::string& id) {
+  v1::DeleteJobRequest req;
+  req.set_id(id);
+  return Unary(&v1::Admin::StubInterface::DeleteJob, req).status();
+}
+
 absl::Status AdminClient::WatchJob(const std::string& id, absl::Time deadline,
                                    bool wait_for_ready,
                                    const std::function<void(const v1::JobStatus&)>& on_update) {

@@ -79,6 +79,7 @@ class AdminClient {
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& id);
   absl::StatusOr<v1::JobStatus> CancelJob(const std::string& id, const std::string& agent);
   absl::StatusOr<v1::JobStatus> RetryJob(const std::string& id, const std::string& agent);
+  absl::Status DeleteJob(const std::string& id);
 
   // Follows WatchJob, handing every status to `on_update`, until the
   // stream ends (OK after a final state) or fails. `deadline` bounds the

@@ -1,4 +1,4 @@
-// pkgdistctl distribute, and job list | status | watch | cancel | retry.
+// pkgdistctl distribute, and job list | status | watch | cancel | retry | delete.
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -147,6 +147,18 @@ void AddJobCommands(CLI::App& app, Action& selected) {
   retry->add_option("--agent", o->agent, "Only this agent's target");
   OnRun(retry, selected,
         [o](CommandEnv& env) { return EmitJob(env, env.client.RetryJob(o->id, o->agent)); });
+
+  CLI::App* del = job->add_subcommand(
+      "delete", "Delete a finished job from the controller's history (cancel it first if "
+                "it is still running)");
+  del->add_option("JOB", o->id, "Job id")->required();
+  OnRun(del, selected, [o](CommandEnv& env) {
+    if (absl::Status s = env.client.DeleteJob(o->id); !s.ok()) return ReportError(env, s);
+    Json j;
+    j["deleted"] = o->id;
+    Emit(env, j, absl::StrCat("job ", o->id, " deleted\n"));
+    return kExitOk;
+  });
 }
 
 }  // namespace pkgdist::cli

@@ -43,6 +43,7 @@ Json JobToJson(const pkgdist::v1::JobStatus& job) {
   Json targets = Json::array();
   for (const auto& t : job.targets()) targets.push_back(TargetToJson(t));
   j["targets"] = std::move(targets);
+  if (!job.store_error().empty()) j["store_error"] = job.store_error();
   return j;
 }
 

@@ -80,6 +80,10 @@ std::string RenderJob(const pkgdist::v1::JobStatus& job) {
                              " targets done)")},
       {"created", OrDash(job.created_at())},
   });
+  if (!job.store_error().empty()) {
+    absl::StrAppend(&out, "warning:  the controller cannot write its state database: ",
+                    job.store_error(), "\n");
+  }
   TextTable t({"AGENT", "STATE", "ATTEMPTS", "PROGRESS", "SENT", "NEXT ATTEMPT", "LAST ERROR"});
   for (const auto& target : job.targets()) {
     t.AddRow({target.agent(), target.state(), absl::StrCat(target.attempts()),
