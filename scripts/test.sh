@@ -22,6 +22,10 @@ if [ ${#build_args[@]} -eq 0 ]; then
   fuzz_rc=0
   bash scripts/fuzz.sh --build-only || fuzz_rc=$?
   if [ "$fuzz_rc" -ne 0 ] && [ "$fuzz_rc" -ne 77 ]; then exit "$fuzz_rc"; fi
+  # Clang's thread-safety analysis (build-tsa/): a field touched without the
+  # lock it is guarded by fails the build, and so this run.
+  bash scripts/build.sh --thread-safety >/dev/null
+  echo "test: thread-safety analysis (clang -Wthread-safety) passed" >&2
 else
   # The fuzzers are sanitized builds of their own: not run a second time.
   ctest_args+=(--label-exclude fuzz)

@@ -65,22 +65,28 @@ absl::Status DirectWriter::Drain() {
 
 absl::Status DirectWriter::Close() {
   absl::Status s = Drain();
+  absl::MutexLock l(&mu_);
   fd_ = UniqueFd();
   path_.clear();
   return s;
 }
 
 absl::StatusOr<bool> DirectWriter::Target(const std::string& path) {
-  if (path_ != path) {
-    RETURN_IF_ERROR(Close());
-    if (!unsupported_) {
-      int fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
-      if (fd < 0 && errno != EINVAL) return ErrnoStatus(errno, "open", path);
-      if (fd < 0) unsupported_ = true;  // e.g. tmpfs before Linux 6.6
-      fd_ = UniqueFd(fd);
-    }
-    path_ = path;
+  {
+    absl::MutexLock l(&mu_);
+    if (path_ == path) return fd_.valid();
   }
+  RETURN_IF_ERROR(Close());
+  UniqueFd fd;
+  if (!unsupported_) {
+    int raw = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
+    if (raw < 0 && errno != EINVAL) return ErrnoStatus(errno, "open", path);
+    if (raw < 0) unsupported_ = true;  // e.g. tmpfs before Linux 6.6
+    fd = UniqueFd(raw);
+  }
+  absl::MutexLock l(&mu_);
+  fd_ = std::move(fd);
+  path_ = path;
   return fd_.valid();
 }
 
@@ -185,9 +191,12 @@ void DirectWriter::Run() {
     if (error_.ok()) {
       std::vector<iovec> iov;
       for (const Job& j : gathered) iov.push_back(iovec{j.buf.get(), j.len});
-      // fd_ and path_ do not change while writes are queued: Target drains.
+      // fd_ and path_ do not change while writes are queued (Target
+      // drains), so the descriptor stays open through the write.
+      const int fd = fd_.get();
+      const std::string path = path_;
       mu_.Unlock();
-      s = PwritevFull(fd_.get(), std::move(iov), gathered.front().offset, path_);
+      s = PwritevFull(fd, std::move(iov), gathered.front().offset, path);
       mu_.Lock();
     }
     if (error_.ok()) error_ = s;

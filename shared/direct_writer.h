@@ -122,11 +122,13 @@ class DirectWriter {
 
   const size_t capacity_;
   const int max_buffers_;
-  std::string path_;  // what fd_ is open on
-  UniqueFd fd_;
-  bool unsupported_ = false;
+  bool unsupported_ = false;  // the owner's thread only
 
   absl::Mutex mu_;
+  // Changed by the owner only while nothing is queued (Target drains
+  // first); the writer thread reads them under mu_ before each write.
+  std::string path_ ABSL_GUARDED_BY(mu_);  // what fd_ is open on
+  UniqueFd fd_ ABSL_GUARDED_BY(mu_);
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   std::vector<Buffer> free_ ABSL_GUARDED_BY(mu_);
   int allocated_ ABSL_GUARDED_BY(mu_) = 0;
