@@ -7,6 +7,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "controller/page_token.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "shared/grpc_options.h"
@@ -102,12 +104,47 @@ Status AdminService::AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::Agen
   return Status::OK;
 }
 
-Status AdminService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest*,
+namespace {
+
+constexpr size_t kDefaultPage = 500, kMaxPage = 1000;
+constexpr size_t kDefaultJobPage = 50, kMaxJobPage = 500;
+
+// Adds items to a List response while it stays within `budget` bytes; false
+// once the next item would not fit (it is not added).
+class PageBudget {
+ public:
+  explicit PageBudget(size_t budget) : left_(budget) {}
+  bool Fits(const google::protobuf::Message& item) {
+    size_t bytes = item.ByteSizeLong() + 8;  // field tag and length
+    if (bytes > left_) return false;
+    left_ -= bytes;
+    return true;
+  }
+
+ private:
+  size_t left_;
+};
+
+}  // namespace
+
+Status AdminService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest* req,
                                 v1::ListAgentsResponse* resp) {
   if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto rows = store_->ListAgents();
+  auto after = DecodePageToken("agents", req->page_token());
+  if (!after.ok()) return ToGrpc(after.status());
+  size_t size = PageSize(req->page_size(), kDefaultPage, kMaxPage);
+  auto rows = store_->ListAgents(req->name_prefix(), *after, size + 1);
   if (!rows.ok()) return ToGrpc(rows.status());
-  for (const auto& r : *rows) FillAgentInfo(r, resp->add_agents());
+  PageBudget budget(max_response_bytes_);
+  for (size_t i = 0; i < rows->size(); ++i) {
+    v1::AgentInfo info;
+    FillAgentInfo((*rows)[i], &info);
+    if (i == size || (!budget.Fits(info) && i > 0)) {
+      resp->set_next_page_token(EncodePageToken("agents", (*rows)[i - 1].name));
+      break;
+    }
+    *resp->add_agents() = std::move(info);
+  }
   return Status::OK;
 }
 
@@ -187,12 +224,30 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
   return Status::OK;
 }
 
-Status AdminService::ListPackages(Ctx* ctx, const v1::ListPackagesRequest*,
+Status AdminService::ListPackages(Ctx* ctx, const v1::ListPackagesRequest* req,
                                   v1::ListPackagesResponse* resp) {
   if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto rows = store_->ListPackages();
+  auto after = DecodePageToken("packages", req->page_token());
+  if (!after.ok()) return ToGrpc(after.status());
+  std::string after_name = *after, after_version;
+  if (size_t at = after->find('@'); at != std::string::npos) {
+    after_name = after->substr(0, at);
+    after_version = after->substr(at + 1);
+  }
+  size_t size = PageSize(req->page_size(), kDefaultPage, kMaxPage);
+  auto rows = store_->ListPackages(req->name(), after_name, after_version, size + 1);
   if (!rows.ok()) return ToGrpc(rows.status());
-  for (const auto& p : *rows) FillPackageInfo(p, resp->add_packages());
+  PageBudget budget(max_response_bytes_);
+  for (size_t i = 0; i < rows->size(); ++i) {
+    v1::PackageInfo info;
+    FillPackageInfo((*rows)[i], &info);
+    if (i == size || (!budget.Fits(info) && i > 0)) {
+      const PackageRow& last = (*rows)[i - 1];
+      resp->set_next_page_token(EncodePageToken("packages", absl::StrCat(last.name, "@", last.version)));
+      break;
+    }
+    *resp->add_packages() = std::move(info);
+  }
   return Status::OK;
 }
 
@@ -315,9 +370,32 @@ Status AdminService::ListJobs(Ctx* ctx, const v1::ListJobsRequest* req,
   }
   filter.package = req->package();
   filter.agent = req->agent();
-  auto jobs = store_->ListJobs(filter);
+  auto token = DecodePageToken("jobs", req->page_token());
+  if (!token.ok()) return ToGrpc(token.status());
+  std::optional<JobCursor> after;
+  if (!token->empty()) {
+    std::pair<std::string, std::string> parts = absl::StrSplit(*token, ':');
+    JobCursor c;
+    if (!absl::SimpleAtoi(parts.first, &c.created_ms) || !absl::SimpleAtoi(parts.second, &c.seq)) {
+      return Status(grpc::StatusCode::INVALID_ARGUMENT, "page_token: not a job cursor");
+    }
+    after = c;
+  }
+  size_t size = PageSize(req->page_size(), kDefaultJobPage, kMaxJobPage);
+  auto jobs = store_->ListJobs(filter, after, size + 1);
   if (!jobs.ok()) return ToGrpc(jobs.status());
-  for (const auto& j : *jobs) *resp->add_jobs() = JobStatusOf(j);
+  PageBudget budget(max_response_bytes_);
+  for (size_t i = 0; i < jobs->size(); ++i) {
+    v1::JobStatus status = JobStatusOf((*jobs)[i]);
+    // The first job always goes out, so a page always makes progress (a
+    // single job is bounded by its targets: see GetJob).
+    if (i == size || (!budget.Fits(status) && i > 0)) {
+      const JobRow& last = (*jobs)[i - 1].job;
+      resp->set_next_page_token(EncodePageToken("jobs", absl::StrCat(last.created_ms, ":", last.seq)));
+      break;
+    }
+    *resp->add_jobs() = std::move(status);
+  }
   return Status::OK;
 }
 

@@ -14,6 +14,7 @@
 #include "controller/state_store.h"
 #include "pkgdist/v1/controller.grpc.pb.h"
 #include "shared/clock.h"
+#include "shared/grpc_options.h"
 
 namespace pkgdist {
 
@@ -22,14 +23,19 @@ pkgdist::v1::JobStatus JobToProto(const JobView& job);
 
 class AdminService final : public pkgdist::v1::Admin::Service {
  public:
+  // `max_message_bytes`: the server's send limit; no List response exceeds
+  // it (a page ends early instead).
   AdminService(std::string trust_domain, StateStore* store, PackageStore* packages,
-               Engine* engine, AgentPool* pool, const Clock* clock)
+               Engine* engine, AgentPool* pool, const Clock* clock,
+               size_t max_message_bytes = kMaxMessageBytes)
       : trust_domain_(std::move(trust_domain)),
         store_(store),
         packages_(packages),
         engine_(engine),
         pool_(pool),
-        clock_(clock) {}
+        clock_(clock),
+        max_response_bytes_(max_message_bytes > (64 << 10) ? max_message_bytes - (64 << 10)
+                                                           : max_message_bytes / 2) {}
 
   using Ctx = grpc::ServerContext;
   using Status = grpc::Status;
@@ -78,6 +84,7 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   Engine* engine_;
   AgentPool* pool_;
   const Clock* clock_;
+  const size_t max_response_bytes_;
 };
 
 }  // namespace pkgdist

@@ -86,7 +86,8 @@ int Run(const Flags& f) {
   eo.max_bytes_per_second = f.max_bytes_per_second;
   eo.job_retention_ms = f.job_retention_seconds * 1000;
   Engine engine(eo, store->get(), packages->get(), &pool, &clock);
-  AdminService admin(self->trust_domain, store->get(), packages->get(), &engine, &pool, &clock);
+  AdminService admin(self->trust_domain, store->get(), packages->get(), &engine, &pool, &clock,
+                     static_cast<size_t>(f.max_message_bytes));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -25,7 +25,8 @@ constexpr int kBusyTimeoutMs = 5000;
 constexpr absl::string_view kAgentCols = "name, address, added_ms";
 constexpr absl::string_view kPackageCols = "id, name, version, size, files, chunks, created_ms";
 constexpr absl::string_view kJobCols =
-    "j.id, j.kind, j.package_id, j.package_label, j.max_attempts, j.deadline_ms, j.created_ms";
+    "j.id, j.kind, j.package_id, j.package_label, j.max_attempts, j.deadline_ms, j.created_ms, "
+    "j.rowid";
 constexpr absl::string_view kTargetCols =
     "t.job_id, t.agent, t.state, t.attempts, t.consecutive_failures, t.next_attempt_ms, "
     "t.last_error, t.bytes_acked, t.bytes_total, t.bytes_sent, t.updated_ms";
@@ -58,6 +59,7 @@ absl::StatusOr<JobRow> ReadJob(const Statement& st) {
   j.policy.max_attempts = static_cast<uint32_t>(st.Int(4));
   j.policy.deadline_ms = st.Int(5);
   j.created_ms = st.Int(6);
+  j.seq = st.Int(7);
   return j;
 }
 
@@ -308,10 +310,15 @@ absl::StatusOr<AgentRow> StateStore::GetAgent(const std::string& name) {
   return out;
 }
 
-absl::StatusOr<std::vector<AgentRow>> StateStore::ListAgents() {
+absl::StatusOr<std::vector<AgentRow>> StateStore::ListAgents(const std::string& name_prefix,
+                                                             const std::string& after,
+                                                             size_t limit) {
   std::vector<AgentRow> out;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
-    Statement st(db, absl::StrCat("SELECT ", kAgentCols, " FROM agents ORDER BY name"));
+    Statement st(db, absl::StrCat("SELECT ", kAgentCols,
+                                  " FROM agents WHERE substr(name, 1, length(?1)) = ?1 "
+                                  "AND name > ?2 ORDER BY name LIMIT ?3"));
+    st.BindText(name_prefix).BindText(after).BindInt(limit == 0 ? -1 : static_cast<int64_t>(limit));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) return absl::OkStatus();
@@ -405,10 +412,18 @@ absl::StatusOr<std::string> StateStore::GetManifestBytes(const std::string& id) 
   return out;
 }
 
-absl::StatusOr<std::vector<PackageRow>> StateStore::ListPackages() {
+absl::StatusOr<std::vector<PackageRow>> StateStore::ListPackages(const std::string& name,
+                                                                 const std::string& after_name,
+                                                                 const std::string& after_version,
+                                                                 size_t limit) {
   std::vector<PackageRow> out;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
-    Statement st(db, absl::StrCat("SELECT ", kPackageCols, " FROM packages ORDER BY name, version"));
+    Statement st(db, absl::StrCat("SELECT ", kPackageCols,
+                                  " FROM packages WHERE (?1 = '' OR name = ?1) "
+                                  "AND (?2 = '' OR (name, version) > (?2, ?3)) "
+                                  "ORDER BY name, version LIMIT ?4"));
+    st.BindText(name).BindText(after_name).BindText(after_version).BindInt(
+        limit == 0 ? -1 : static_cast<int64_t>(limit));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) return absl::OkStatus();
@@ -523,15 +538,22 @@ absl::StatusOr<bool> StateStore::JobEnded(const std::string& id) {
   return ended;
 }
 
-absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filter) {
+absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filter,
+                                                         std::optional<JobCursor> after,
+                                                         size_t limit) {
   std::vector<JobView> out;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
     Statement jobs(db, absl::StrCat(
                            "SELECT ", kJobCols, " FROM jobs j WHERE (?1 = '' OR j.package_label = ?1) "
                            "AND (?2 = '' OR EXISTS (SELECT 1 FROM targets t "
                            "WHERE t.job_id = j.id AND t.agent = ?2)) "
+                           "AND (?3 = 0 OR (j.created_ms, j.rowid) < (?4, ?5)) "
                            "ORDER BY j.created_ms DESC, j.rowid DESC"));
-    jobs.BindText(filter.package).BindText(filter.agent);
+    jobs.BindText(filter.package)
+        .BindText(filter.agent)
+        .BindInt(after.has_value() ? 1 : 0)
+        .BindInt(after.has_value() ? after->created_ms : 0)
+        .BindInt(after.has_value() ? after->seq : 0);
     Statement targets(db, absl::StrCat("SELECT ", kTargetCols,
                                        " FROM targets t WHERE t.job_id = ? ORDER BY t.agent"));
     while (true) {
@@ -547,6 +569,7 @@ absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filte
       view.state = DeriveJobState(states);
       if (filter.state.has_value() && view.state != *filter.state) continue;
       out.push_back(std::move(view));
+      if (limit > 0 && out.size() >= limit) return absl::OkStatus();
     }
   }));
   return out;

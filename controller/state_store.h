@@ -69,6 +69,13 @@ struct JobRow {
   std::string package;  // name@version
   JobPolicy policy;
   int64_t created_ms = 0;
+  int64_t seq = 0;  // insertion order: orders jobs created in the same ms
+};
+
+// Where a page of jobs (newest first) continues: after this job.
+struct JobCursor {
+  int64_t created_ms = 0;
+  int64_t seq = 0;
 };
 
 struct JobView {
@@ -105,7 +112,11 @@ class StateStore {
   // --- Agents. AddAgent inserts or updates the address.
   absl::Status AddAgent(const std::string& name, const std::string& address);
   absl::StatusOr<AgentRow> GetAgent(const std::string& name);
-  absl::StatusOr<std::vector<AgentRow>> ListAgents();
+  // By name; only names starting with `name_prefix`; only names after
+  // `after`; at most `limit` (0: all).
+  absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& name_prefix = "",
+                                                   const std::string& after = "",
+                                                   size_t limit = 0);
   // Deletes the agent and cancels its non-final targets with `reason`;
   // returns how many were cancelled. NOT_FOUND if unknown.
   absl::StatusOr<int> RemoveAgent(const std::string& name, const std::string& reason);
@@ -117,7 +128,13 @@ class StateStore {
   absl::StatusOr<PackageRow> FindPackage(const std::string& name, const std::string& version);
   absl::StatusOr<PackageRow> GetPackageById(const std::string& id);
   absl::StatusOr<std::string> GetManifestBytes(const std::string& id);
-  absl::StatusOr<std::vector<PackageRow>> ListPackages();
+  // By name, then version; only `name`'s versions if not empty; only those
+  // after (after_name, after_version) if after_name is not empty; at most
+  // `limit` (0: all).
+  absl::StatusOr<std::vector<PackageRow>> ListPackages(const std::string& name = "",
+                                                       const std::string& after_name = "",
+                                                       const std::string& after_version = "",
+                                                       size_t limit = 0);
   // FAILED_PRECONDITION if a job with a non-final target needs it, unless
   // `force`, which cancels those targets ("package deleted"). Returns the
   // ids of the jobs whose targets it cancelled, so that their running
@@ -135,8 +152,11 @@ class StateStore {
   // Whether job `id` has targets and all of them are final: one cheap query,
   // for watchers that must not miss the end while coalescing progress.
   absl::StatusOr<bool> JobEnded(const std::string& id);
-  // Newest first.
-  absl::StatusOr<std::vector<JobView>> ListJobs(const JobFilter& filter);
+  // Newest first; only jobs after `after`; at most `limit` (0: all) that
+  // match the filter.
+  absl::StatusOr<std::vector<JobView>> ListJobs(const JobFilter& filter,
+                                                std::optional<JobCursor> after = std::nullopt,
+                                                size_t limit = 0);
   // Deletes a job whose targets are all final, with its targets.
   // FAILED_PRECONDITION naming the unfinished targets otherwise; NOT_FOUND
   // for an unknown job.

@@ -100,12 +100,28 @@ absl::StatusOr<Resp> AdminClient::Unary(UnaryMethod<Req, Resp> method, const Req
   return resp;
 }
 
+template <typename Req, typename Resp>
+absl::StatusOr<Resp> AdminClient::AllPages(UnaryMethod<Req, Resp> method, Req req) {
+  Resp all;
+  for (;;) {
+    absl::StatusOr<Resp> page = Unary(method, req);
+    if (!page.ok()) return page.status();
+    std::string next = page->next_page_token();
+    page->clear_next_page_token();
+    all.MergeFrom(*page);
+    if (next.empty() || next == req.page_token()) return all;
+    req.set_page_token(std::move(next));
+  }
+}
+
 absl::StatusOr<v1::AgentInfo> AdminClient::AddAgent(const v1::AddAgentRequest& req) {
   return Unary(&v1::Admin::StubInterface::AddAgent, req);
 }
 
-absl::StatusOr<v1::ListAgentsResponse> AdminClient::ListAgents() {
-  return Unary(&v1::Admin::StubInterface::ListAgents, v1::ListAgentsRequest());
+absl::StatusOr<v1::ListAgentsResponse> AdminClient::ListAgents(const std::string& name_prefix) {
+  v1::ListAgentsRequest req;
+  req.set_name_prefix(name_prefix);
+  return AllPages(&v1::Admin::StubInterface::ListAgents, req);
 }
 
 absl::StatusOr<v1::AgentDetail> AdminClient::GetAgent(const std::string& name) {
@@ -121,7 +137,7 @@ absl::StatusOr<v1::RemoveAgentResponse> AdminClient::RemoveAgent(const std::stri
 }
 
 absl::StatusOr<v1::ListPackagesResponse> AdminClient::ListPackages() {
-  return Unary(&v1::Admin::StubInterface::ListPackages, v1::ListPackagesRequest());
+  return AllPages(&v1::Admin::StubInterface::ListPackages, v1::ListPackagesRequest());
 }
 
 absl::StatusOr<v1::PackageInfo> AdminClient::GetPackage(const std::string& package) {
@@ -147,7 +163,7 @@ absl::StatusOr<v1::JobStatus> AdminClient::RemoveFromAgents(
 }
 
 absl::StatusOr<v1::ListJobsResponse> AdminClient::ListJobs(const v1::ListJobsRequest& req) {
-  return Unary(&v1::Admin::StubInterface::ListJobs, req);
+  return AllPages(&v1::Admin::StubInterface::ListJobs, req);
 }
 
 absl::StatusOr<v1::JobStatus> AdminClient::GetJob(const std::string& id) {

@@ -67,7 +67,8 @@ class AdminClient {
   static absl::StatusOr<std::unique_ptr<AdminClient>> Connect(const Settings& settings);
 
   absl::StatusOr<v1::AgentInfo> AddAgent(const v1::AddAgentRequest& req);
-  absl::StatusOr<v1::ListAgentsResponse> ListAgents();
+  // Every page; only names starting with `name_prefix`.
+  absl::StatusOr<v1::ListAgentsResponse> ListAgents(const std::string& name_prefix = "");
   absl::StatusOr<v1::AgentDetail> GetAgent(const std::string& name);
   absl::StatusOr<v1::RemoveAgentResponse> RemoveAgent(const std::string& name);
   absl::StatusOr<v1::ListPackagesResponse> ListPackages();
@@ -97,6 +98,10 @@ class AdminClient {
                                                                   const Req&, Resp*);
   template <typename Req, typename Resp>
   absl::StatusOr<Resp> Unary(UnaryMethod<Req, Resp> method, const Req& req);
+  // Every page of a List call, merged into one response (its repeated
+  // field appended page by page).
+  template <typename Req, typename Resp>
+  absl::StatusOr<Resp> AllPages(UnaryMethod<Req, Resp> method, Req req);
 
   std::unique_ptr<v1::Admin::StubInterface> stub_;
   std::shared_ptr<RejectLog> rejects_;

@@ -25,8 +25,8 @@ int RunAdd(CommandEnv& env, const AgentOptions& o) {
   return kExitOk;
 }
 
-int RunList(CommandEnv& env) {
-  auto agents = env.client.ListAgents();
+int RunList(CommandEnv& env, const std::string& prefix) {
+  auto agents = env.client.ListAgents(prefix);
   if (!agents.ok()) return ReportError(env, agents.status());
   Emit(env, AgentListToJson(*agents), RenderAgentList(*agents));
   return kExitOk;
@@ -65,7 +65,9 @@ void AddAgentCommands(CLI::App& app, Action& selected) {
   OnRun(add, selected, [o](CommandEnv& env) { return RunAdd(env, *o); });
 
   CLI::App* list = agent->add_subcommand("list", "List agents with their connection state");
-  OnRun(list, selected, [](CommandEnv& env) { return RunList(env); });
+  auto prefix = std::make_shared<std::string>();
+  list->add_option("--prefix", *prefix, "Only agents whose name starts with PREFIX");
+  OnRun(list, selected, [prefix](CommandEnv& env) { return RunList(env, *prefix); });
 
   CLI::App* show = agent->add_subcommand(
       "show", "Show an agent and its inventory (published and partial packages)");
