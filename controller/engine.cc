@@ -41,7 +41,31 @@ Engine::Engine(Options options, StateStore* store, PackageStore* packages, Agent
 
 Engine::~Engine() { Stop(); }
 
-void Engine::Start() { thread_ = std::thread([this] { Run(); }); }
+void Engine::Start() {
+  started_ms_ = stats_ms_ = clock_->NowMs();
+  stats_transactions_ = store_->transactions();
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Engine::LogStats(bool force) {
+  constexpr int64_t kStatsIntervalMs = 60'000;
+  int64_t now = clock_->NowMs();
+  if (!force && now - stats_ms_ < kStatsIntervalMs) return;
+  uint64_t tx = store_->transactions();
+  size_t active, waiting;
+  {
+    absl::MutexLock l(&mu_);
+    active = active_.size();
+    waiting = waiting_.size();
+  }
+  double seconds = std::max<double>(1e-3, static_cast<double>(now - stats_ms_) / 1000);
+  spdlog::info("stats: {} state store transactions in {:.1f} s ({:.1f}/s; {} since start), "
+               "{} attempts active, {} agents awaited",
+               tx - stats_transactions_, seconds,
+               static_cast<double>(tx - stats_transactions_) / seconds, tx, active, waiting);
+  stats_ms_ = now;
+  stats_transactions_ = tx;
+}
 
 void Engine::Stop() {
   {
@@ -83,6 +107,7 @@ void Engine::Stop() {
   // What ended for reasons of its own (published, say) is still recorded.
   FlushProgress(true);
   RecordOutcomes();
+  if (started_ms_ != 0) LogStats(true);
   absl::MutexLock l(&mu_);
   stopped_ = true;
 }
@@ -182,6 +207,7 @@ void Engine::Pass() {
   }
   WakeReturnedAgents();
   PruneJobs();
+  LogStats(false);
 
   std::vector<std::string> busy;
   size_t room = 0;

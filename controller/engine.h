@@ -139,6 +139,9 @@ class Engine {
               absl::Status result);
   void WakeReturnedAgents();
   void PruneJobs();
+  // Every minute (and at Stop): one info line with the store's write
+  // transactions and the engine's active and waiting counts.
+  void LogStats(bool force);
   absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> ManifestFor(const std::string& id);
   double Random();
 
@@ -165,6 +168,9 @@ class Engine {
   // Engine thread only.
   int64_t last_progress_flush_ms_ = 0;
   int64_t last_prune_ms_ = 0;
+  int64_t stats_ms_ = 0;
+  uint64_t stats_transactions_ = 0;
+  int64_t started_ms_ = 0;
   bool pass_failed_ = false;
 };
 

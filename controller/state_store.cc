@@ -266,6 +266,7 @@ absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64
     }
     return s;
   }
+  ++transactions_;
   if (sqlite3_total_changes64(db_) != before) {
     absl::MutexLock vl(&version_mu_);
     ++version_;
@@ -837,6 +838,11 @@ absl::StatusOr<int> StateStore::RecoverInterrupted() {
 uint64_t StateStore::version() {
   absl::MutexLock l(&version_mu_);
   return version_;
+}
+
+uint64_t StateStore::transactions() {
+  absl::MutexLock l(&mu_);
+  return transactions_;
 }
 
 uint64_t StateStore::WaitForChange(uint64_t seen, absl::Duration timeout) {

@@ -221,6 +221,9 @@ class StateStore {
   uint64_t version();
   // Blocks until version() > `seen` or `timeout` passes; returns version().
   uint64_t WaitForChange(uint64_t seen, absl::Duration timeout);
+  // Write transactions committed since Open (changing rows or not), for
+  // the controller's periodic statistics line and the scale benchmark.
+  uint64_t transactions();
 
  private:
   StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock);
@@ -241,6 +244,7 @@ class StateStore {
   const Clock* clock_;
   absl::Mutex version_mu_;
   uint64_t version_ ABSL_GUARDED_BY(version_mu_) = 0;
+  uint64_t transactions_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace pkgdist
