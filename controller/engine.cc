@@ -444,6 +444,7 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobView& job,
   p.window_bytes = options_.window_bytes;
   p.max_bytes_per_second = options_.max_bytes_per_second;
   p.detect_seconds = options_.detect_seconds;
+  p.read_pool = &read_pool_;
   std::string job_id = t.job_id, agent = t.agent;
   auto on_progress = [this, job_id, agent](uint64_t acked, uint64_t sent, bool ack) {
     OnProgress(job_id, agent, acked, sent, ack);

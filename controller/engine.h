@@ -151,6 +151,9 @@ class Engine {
   AgentPool* pool_;
   const Clock* clock_;
   ManifestCache manifests_;
+  // Reads package content ahead for the transfers. Joined in ~Engine, after
+  // Stop(): a read still queued then finds its call ended and does nothing.
+  ReadPool read_pool_{2};
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;

@@ -160,6 +160,10 @@ TransferCall::Action TransferCall::Pump() {
   }
   uint32_t idx = queue_.front();
   uint32_t len = chunks[static_cast<int>(idx)].length();
+  if (!ready_ || ready_index_ != idx) {
+    RequestRead(idx);  // OnChunkRead pumps again
+    return Action::kNone;
+  }
   if (inflight_count_ > 0 && inflight_bytes_ + len > p_.window_bytes) return Action::kNone;
   if (p_.max_bytes_per_second > 0) {
     int64_t now = clock_->NowMs();
@@ -170,13 +174,14 @@ TransferCall::Action TransferCall::Pump() {
     allowance_ -= len;
   }
   queue_.pop_front();
-  // mutable_chunk() keeps the previous chunk message and its 1 MiB buffer:
-  // no allocation and no zero-fill per chunk (Clear() would free both).
+  // The chunk read ahead becomes the message's data, and the previous
+  // chunk's buffer (its write is done) the next read's: two 1 MiB buffers
+  // per transfer, no allocation and no copy per chunk.
   auto* c = req_.mutable_chunk();
   c->set_index(idx);
-  if (absl::Status s = reader_.Read(idx, c->mutable_data()); !s.ok()) {
-    return Fail(absl::InternalError(absl::StrCat("reading package content: ", s.message())));
-  }
+  c->mutable_data()->swap(ready_data_);
+  ready_ = false;
+  if (!queue_.empty()) RequestRead(queue_.front());
   inflight_[idx] = 1;
   inflight_bytes_ += len;
   ++inflight_count_;
@@ -224,13 +229,50 @@ void TransferCall::Tick() {
     } else {
       action = Pump();
     }
-    if (action == Action::kWrite) {
-      // Outside a reaction: keep the call alive until OnWriteDone. Legal
-      // here because the read side's hold (released only after read_done_
-      // is set under this lock) is still in place.
-      AddHold();
-      write_holds_call_ = true;
+    HoldForWrite(action);
+  }
+  Perform(action);
+}
+
+void TransferCall::HoldForWrite(Action a) {
+  if (a != Action::kWrite) return;
+  // Outside a reaction: keep the call alive until OnWriteDone. Legal here
+  // because the read side's hold (released only after read_done_ is set
+  // under this lock, which the caller checked) is still in place.
+  AddHold();
+  write_holds_call_ = true;
+}
+
+void TransferCall::RequestRead(uint32_t index) {
+  if (reading_) return;
+  reading_ = true;
+  ready_ = false;
+  std::string buf = std::move(ready_data_);
+  p_.read_pool->Submit([self = shared_from_this(), index, buf = std::move(buf)]() mutable {
+    absl::Status s;
+    {
+      absl::MutexLock rl(&self->read_mu_);
+      s = self->reader_.Read(index, &buf);
     }
+    self->OnChunkRead(index, std::move(buf), std::move(s));
+  });
+}
+
+void TransferCall::OnChunkRead(uint32_t index, std::string data, absl::Status status) {
+  Action action = Action::kNone;
+  {
+    absl::MutexLock l(&mu_);
+    reading_ = false;
+    if (read_done_ || !failure_.ok()) return;
+    if (!status.ok()) {
+      action = Fail(absl::InternalError(absl::StrCat("reading package content: ", status.message())));
+    } else {
+      ready_data_ = std::move(data);
+      ready_index_ = index;
+      ready_ = true;
+      action = Pump();
+    }
+    HoldForWrite(action);
   }
   Perform(action);
 }

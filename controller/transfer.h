@@ -9,6 +9,10 @@
 // so a broken transfer re-sends at most one window. A later Need re-requests
 // a chunk that failed its hash on the agent.
 //
+// Package content is read on a ReadPool thread, one chunk ahead of the one
+// being sent, never on a gRPC callback thread: a reaction only swaps a chunk
+// that is already in memory into the outgoing message.
+//
 // Lifetime: Start() returns a shared_ptr; the call also holds itself until
 // OnDone, which calls `on_done` exactly once. Tick() and Cancel() are safe at
 // any time (they do nothing once the call has ended): a write that Tick()
@@ -32,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/package_store.h"
+#include "controller/read_pool.h"
 #include "pkgdist/v1/agent.grpc.pb.h"
 #include "shared/clock.h"
 
@@ -52,6 +57,7 @@ struct TransferParams {
   uint64_t window_bytes = kDefaultWindowBytes;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
   int detect_seconds = 15;
+  ReadPool* read_pool = nullptr;  // required; must outlive the call
 };
 
 struct TransferResult {
@@ -60,7 +66,8 @@ struct TransferResult {
 };
 
 class TransferCall final
-    : public grpc::ClientBidiReactor<pkgdist::v1::TransferRequest, pkgdist::v1::TransferResponse> {
+    : public grpc::ClientBidiReactor<pkgdist::v1::TransferRequest, pkgdist::v1::TransferResponse>,
+      public std::enable_shared_from_this<TransferCall> {
  public:
   // bytes_acked (absolute), bytes_sent since the last call, whether an
   // acknowledgement arrived since the last call.
@@ -91,6 +98,12 @@ class TransferCall final
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Action Fail(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Perform(Action a) ABSL_LOCKS_EXCLUDED(mu_);
+  // Before a write that starts outside a reaction (see the file comment).
+  void HoldForWrite(Action a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the read pool for chunk `index` unless a read is running.
+  void RequestRead(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The read pool's answer.
+  void OnChunkRead(uint32_t index, std::string data, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
   void MaybeReportProgress(bool force);
 
   std::shared_ptr<TransferCall> self_;  // Set by Start, dropped in OnDone.
@@ -100,8 +113,10 @@ class TransferCall final
   ProgressFn on_progress_;
   DoneFn on_done_;
   grpc::ClientContext ctx_;
+  absl::Mutex read_mu_;  // held by the read in flight (at most one)
+  ChunkReader reader_ ABSL_GUARDED_BY(read_mu_);
+
   absl::Mutex mu_;
-  ChunkReader reader_ ABSL_GUARDED_BY(mu_);
   pkgdist::v1::TransferRequest req_ ABSL_GUARDED_BY(mu_);
   pkgdist::v1::TransferResponse resp_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kOffered;
@@ -110,7 +125,12 @@ class TransferCall final
   uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t inflight_count_ ABSL_GUARDED_BY(mu_) = 0;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool write_holds_call_ ABSL_GUARDED_BY(mu_) = false;  // started by Tick()
+  bool write_holds_call_ ABSL_GUARDED_BY(mu_) = false;  // started outside a reaction
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;           // a read is in the pool
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;             // ready_data_ holds ready_index_
+  uint32_t ready_index_ ABSL_GUARDED_BY(mu_) = 0;
+  // The chunk read ahead; when not ready, a spare buffer for the next read.
+  std::string ready_data_ ABSL_GUARDED_BY(mu_);
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;
   double allowance_ ABSL_GUARDED_BY(mu_) = 0;
