@@ -1,9 +1,9 @@
 // The controller's package content: STATE_DIR/packages/<id>/tree/ holds each
 // imported package's files exactly once; the manifests live in the state
-// store. Imports arrive as an upload stream (ImportSession), are written
-// under STATE_DIR/uploads/ while the manifest is built from the same bytes,
-// and become visible only by a rename once complete, so a broken upload
-// leaves nothing behind.
+// store. Uploads (import_session.h) are written under STATE_DIR/uploads/ and
+// become visible here only by a rename once complete, so a broken upload
+// leaves nothing behind; transfers read the content through ChunkReader
+// (chunk_reader.h).
 //
 // Thread-safe: sessions and readers are independent; the store itself only
 // holds paths.
@@ -16,49 +16,13 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "pkgdist/v1/controller.pb.h"
+#include "controller/import_session.h"
 #include "pkgdist/v1/manifest.pb.h"
 #include "shared/file_util.h"
 #include "shared/manifest.h"
 
 namespace pkgdist {
 
-class PackageStore;
-
-// One upload in progress. Feed it the stream's messages in order; Finish()
-// returns the manifest with the content staged; the caller then calls
-// PackageStore::Commit or drops the session (which deletes the upload).
-class ImportSession {
- public:
-  ~ImportSession();
-  ImportSession(const ImportSession&) = delete;
-  ImportSession& operator=(const ImportSession&) = delete;
-
-  absl::Status Add(const pkgdist::v1::ImportPackageRequest& msg);
-  bool ended() const { return ended_; }
-  // After the ImportEnd message: validates and returns the manifest.
-  absl::StatusOr<pkgdist::v1::Manifest> Finish();
-  const std::string& tree() const { return tree_; }
-
- private:
-  friend class PackageStore;
-  ImportSession(std::string dir, ManifestLimits limits);
-  absl::Status CloseFile();
-
-  std::string dir_;   // STATE_DIR/uploads/<random>
-  std::string tree_;  // dir_/tree
-  ManifestLimits limits_;
-  std::unique_ptr<ManifestBuilder> builder_;
-  absl::flat_hash_set<std::string> dirs_;
-  absl::flat_hash_set<std::string> paths_;
-  absl::flat_hash_set<std::string> folded_paths_;  // lower-cased, with refuse_case_collisions
-  UniqueFd file_;
-  std::string file_path_;
-  uint64_t file_written_ = 0;
-  uint64_t file_size_ = 0;
-  bool ended_ = false;
-  bool committed_ = false;
-};
 
 class PackageStore {
  public:
@@ -85,21 +49,6 @@ class PackageStore {
   ManifestLimits limits_;
 };
 
-// Reads chunks of one stored package with bounded memory: one open file at a
-// time, one chunk-sized buffer owned by the caller. Not thread-safe.
-class ChunkReader {
- public:
-  ChunkReader(std::string tree, std::shared_ptr<const pkgdist::v1::Manifest> manifest)
-      : tree_(std::move(tree)), manifest_(std::move(manifest)) {}
-  // Replaces *out with chunk `index`'s bytes.
-  absl::Status Read(uint32_t index, std::string* out);
-
- private:
-  std::string tree_;
-  std::shared_ptr<const pkgdist::v1::Manifest> manifest_;
-  int open_file_ = -1;
-  UniqueFd fd_;
-};
 
 }  // namespace pkgdist
 

@@ -35,6 +35,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "controller/chunk_reader.h"
 #include "controller/package_store.h"
 #include "controller/read_pool.h"
 #include "pkgdist/v1/agent.grpc.pb.h"
