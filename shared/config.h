@@ -20,7 +20,12 @@
 #include <string>
 #include <vector>
 
-#include "CLI/CLI.hpp"
+// Callers include "CLI/CLI.hpp"; this header stays light for the headers
+// that only need EnvLookup.
+namespace CLI {
+class App;
+class Option;
+}  // namespace CLI
 
 namespace pkgdist {
 
