@@ -1,12 +1,12 @@
 #include "agent/config.h"
 
-#include <cstdlib>
 #include <iostream>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "shared/config.h"
 #include "shared/paths.h"
 #include "shared/status_macros.h"
 
@@ -43,7 +43,8 @@ absl::Status Validate(const AgentConfig& c) {
 
 }  // namespace
 
-absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char* const* argv) {
+absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char* const* argv,
+                                                           const EnvLookup& env) {
   AgentConfig c;
   CLI::App app{"pkgdist-agent: receives packages from the pkgdist controller and publishes them",
                "pkgdist-agent"};
@@ -76,12 +77,12 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
   add("log-level", &c.log_level, "trace, debug, info, warn or error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add("port-file", &c.port_file, "file to write the bound port to once listening");
-  const char* env_config = std::getenv("PKGDIST_CONFIG");
-  app.set_config("--config", env_config != nullptr ? env_config : "",
-                 "config file (TOML/INI; keys are long flag names; env PKGDIST_CONFIG)",
-                 env_config != nullptr && *env_config != '\0');
+  std::string config_file;
+  ConfigSources sources{.config = add("config", &config_file,
+                                      "config file (TOML/INI; keys are long flag names)"),
+                        .env = env};
   try {
-    app.parse(argc, argv);
+    ParseWithConfig(app, argc, argv, sources);
   } catch (const CLI::CallForHelp&) {
     std::cout << app.help();
     return std::optional<AgentConfig>();

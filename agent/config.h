@@ -1,6 +1,7 @@
 // The agent's command line: flags, their PKGDIST_* environment variables
-// and the --config file (TOML/INI, keys = long flag names). Precedence:
-// flags, then the config file, then the environment.
+// and the --config file (or $PKGDIST_CONFIG; TOML/INI, keys = long flag
+// names). Precedence (shared/config.h): flags, then the environment, then
+// the config file, then the defaults.
 #ifndef PKGDIST_AGENT_CONFIG_H_
 #define PKGDIST_AGENT_CONFIG_H_
 
@@ -10,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "shared/config.h"
 #include "shared/manifest.h"
 #include "shared/grpc_options.h"
 #include "shared/tls.h"
@@ -35,9 +37,11 @@ struct AgentConfig {
   std::string port_file;  // written with the bound port once listening
 };
 
-// Parses argv. Returns nullopt when --help was printed (exit 0), or
-// INVALID_ARGUMENT with a one-line message for bad flags.
-absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char* const* argv);
+// Parses argv, with `env` for the environment. Returns nullopt when --help
+// was printed (exit 0), or INVALID_ARGUMENT with a one-line message for bad
+// flags, variables or config file keys.
+absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char* const* argv,
+                                                           const EnvLookup& env = ProcessEnv());
 
 // The identity allowed to call the agent: `flag` ("", "controller" or a full
 // spiffe:// ID) resolved against the trust domain of the agent's own

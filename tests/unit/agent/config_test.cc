@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 namespace pkgdist {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 absl::StatusOr<std::optional<AgentConfig>> Parse(std::vector<std::string> args) {
@@ -76,6 +78,71 @@ TEST(AgentConfigTest, ReadsAConfigFile) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ((*c)->name, "dp7");
   EXPECT_EQ((*c)->max_files, 12u);
+}
+
+EnvLookup FakeEnv(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+absl::StatusOr<std::optional<AgentConfig>> ParseWithEnv(std::vector<std::string> args,
+                                                        std::map<std::string, std::string> env) {
+  std::vector<const char*> argv{"pkgdist-agent"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  return ParseAgentFlags(static_cast<int>(argv.size()), argv.data(), FakeEnv(std::move(env)));
+}
+
+TEST(AgentConfigTest, FlagBeatsEnvironmentBeatsConfigFile) {
+  // --log-level three ways: the flag wins; without it the environment; without
+  // both the file. (CLI11's own set_config let the file win over the variable.)
+  TempDir dir = testing::MakeTempDir();
+  std::string file = dir.path() + "/agent.toml";
+  testing::WriteFile(file, "log-level = \"warn\"\nreserve-bytes = \"2MiB\"\n");
+  std::vector<std::string> args = kRequired;
+  args.insert(args.end(), {"--config", file});
+  std::vector<std::string> flagged = args;
+  flagged.insert(flagged.end(), {"--log-level", "debug"});
+  const std::map<std::string, std::string> env = {{"PKGDIST_LOG_LEVEL", "error"}};
+
+  auto c = ParseWithEnv(flagged, env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->log_level, "debug");
+  c = ParseWithEnv(args, env);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->log_level, "error");
+  c = ParseWithEnv(args, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->log_level, "warn");
+  EXPECT_EQ((*c)->reserve_bytes, uint64_t{2} << 20);
+}
+
+TEST(AgentConfigTest, ConfigFileAloneSuppliesRequiredSettings) {
+  // Every required setting from the file named by PKGDIST_CONFIG, nothing on the command line.
+  TempDir dir = testing::MakeTempDir();
+  std::string file = dir.path() + "/agent.toml";
+  testing::WriteFile(file,
+                     "name = \"dp3\"\nlisten = \"127.0.0.1:0\"\nroot = \"/srv/pkgs\"\n"
+                     "ca = \"ca.pem\"\ncert = \"dp3.pem\"\nkey = \"dp3.key\"\n");
+  auto c = ParseWithEnv({}, {{"PKGDIST_CONFIG", file}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->name, "dp3");
+  EXPECT_EQ((*c)->tls.key, "dp3.key");
+}
+
+TEST(AgentConfigTest, UnknownConfigKeyIsAnErrorNamingIt) {
+  // A misspelt key fails the start instead of being ignored.
+  TempDir dir = testing::MakeTempDir();
+  std::string file = dir.path() + "/agent.toml";
+  testing::WriteFile(file, "max-files = 10\nreserve-byte = \"1GiB\"\n");
+  std::vector<std::string> args = kRequired;
+  args.insert(args.end(), {"--config", file});
+  auto c = ParseWithEnv(args, {});
+  EXPECT_TRUE(absl::IsInvalidArgument(c.status())) << c.status();
+  EXPECT_THAT(std::string(c.status().message()),
+              AllOf(HasSubstr(file), HasSubstr("line 2"), HasSubstr("\"reserve-byte\"")));
 }
 
 TEST(AgentConfigTest, RejectsMissingAndMalformedFlagsWithOneLine) {
