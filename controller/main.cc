@@ -2,7 +2,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <string>
 
@@ -10,10 +9,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "controller/admin_service.h"
 #include "controller/agent_pool.h"
+#include "controller/config.h"
 #include "controller/engine.h"
 #include "controller/package_store.h"
 #include "controller/state_store.h"
@@ -27,21 +26,8 @@
 namespace pkgdist {
 namespace {
 
-struct Flags {
-  std::string listen = "127.0.0.1:7700";
-  std::string state_dir;
-  TlsFiles tls;
-  std::string port_file;
-  std::string log_level = "info";
-  int detect_seconds = kDefaultDetectSeconds;
-  int max_backoff_seconds = 60;
-  uint64_t window_bytes = kDefaultWindowBytes;
-  size_t max_concurrent = 64;
-  uint64_t max_bytes_per_second = 0;
-  int64_t job_retention_seconds = int64_t{90} * 86400;
-  ManifestLimits limits;  // enforced at import
-  int max_message_bytes = kMaxMessageBytes;
-};
+// The parsed command line (controller/config.h).
+using Flags = ControllerConfig;
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "pkgdist-controller: %s\n", msg.c_str());
@@ -141,94 +127,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  pkgdist::Flags f;
-  CLI::App app{"pkgdist-controller: distributes packages to pkgdist agents over mutual TLS"};
-  app.set_config("--config", "", "Config file (TOML/INI; keys are the long flag names)");
-  auto env = [](CLI::Option* o, const char* name) { return o->envname(name); };
-  env(app.add_option("--listen", f.listen, "HOST:PORT of the admin API")->capture_default_str(),
-      "PKGDIST_LISTEN");
-  env(app.add_option("--state-dir", f.state_dir, "State directory (state.db, packages/)")
-          ->required(),
-      "PKGDIST_STATE_DIR");
-  env(app.add_option("--ca", f.tls.ca, "CA certificate (PEM)")->required(), "PKGDIST_CA");
-  env(app.add_option("--cert", f.tls.cert, "Controller certificate (PEM)")->required(),
-      "PKGDIST_CERT");
-  env(app.add_option("--key", f.tls.key, "Controller private key (PEM, mode 0600)")->required(),
-      "PKGDIST_KEY");
-  env(app.add_option("--crl-dir", f.tls.crl_dir, "Directory of hashed CRL files"),
-      "PKGDIST_CRL_DIR");
-  env(app.add_option("--cert-refresh-seconds", f.tls.refresh_seconds,
-                     "How often certificate files are checked for changes")
-          ->capture_default_str(),
-      "PKGDIST_CERT_REFRESH_SECONDS");
-  env(app.add_option("--port-file", f.port_file, "Write the bound port here once listening"),
-      "PKGDIST_PORT_FILE");
-  env(app.add_option("--detect-seconds", f.detect_seconds,
-                     "Bound on detecting a silent agent (keepalive + progress deadline)")
-          ->capture_default_str()
-          ->check(CLI::Range(3, 3600)),
-      "PKGDIST_DETECT_SECONDS");
-  env(app.add_option("--max-backoff-seconds", f.max_backoff_seconds,
-                     "Cap of the exponential retry backoff")
-          ->capture_default_str()
-          ->check(CLI::Range(1, 86400)),
-      "PKGDIST_MAX_BACKOFF_SECONDS");
-  env(app.add_option("--window-bytes", f.window_bytes,
-                     "Unacknowledged bytes in flight per transfer")
-          ->capture_default_str()
-          ->check(CLI::Range(uint64_t{1} << 20, uint64_t{1} << 30)),
-      "PKGDIST_WINDOW_BYTES");
-  env(app.add_option("--max-concurrent-transfers", f.max_concurrent,
-                     "Transfers running at once")
-          ->capture_default_str()
-          ->check(CLI::Range(1, 100000)),
-      "PKGDIST_MAX_CONCURRENT_TRANSFERS");
-  env(app.add_option("--max-bytes-per-second", f.max_bytes_per_second,
-                     "Bandwidth limit per transfer (0: none)")
-          ->capture_default_str(),
-      "PKGDIST_MAX_BYTES_PER_SECOND");
-  env(app.add_option("--job-retention", f.job_retention_seconds,
-                     "Delete finished jobs this long after their last change (e.g. 90d, "
-                     "12h; 0 keeps them forever)")
-          ->capture_default_str()
-          ->transform(CLI::AsNumberWithUnit(
-              std::map<std::string, int64_t>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
-              CLI::AsNumberWithUnit::CASE_SENSITIVE))
-          ->check(CLI::NonNegativeNumber),
-      "PKGDIST_JOB_RETENTION");
-  env(app.add_option("--max-files", f.limits.max_files, "Most entries a package may have")
-          ->capture_default_str()
-          ->check(CLI::PositiveNumber),
-      "PKGDIST_MAX_FILES");
-  env(app.add_option("--max-package-bytes", f.limits.max_total_size,
-                     "Largest package accepted at import (accepts 10GiB...)")
-          ->capture_default_str()
-          ->transform(CLI::AsSizeValue(false))
-          ->check(CLI::PositiveNumber),
-      "PKGDIST_MAX_PACKAGE_BYTES");
-  env(app.add_option("--max-path-length", f.limits.max_path_length,
-                     "Longest path inside a package, in bytes")
-          ->capture_default_str()
-          ->check(CLI::Range(1, 65535)),
-      "PKGDIST_MAX_PATH_LENGTH");
-  env(app.add_option("--max-message-bytes", f.max_message_bytes,
-                     "Largest gRPC message sent or accepted; an Offer carries the whole "
-                     "manifest, so raise it on both sides for packages of many files")
-          ->capture_default_str()
-          ->transform(CLI::AsSizeValue(false))
-          ->check(CLI::Range(pkgdist::kMinMaxMessageBytes, pkgdist::kMaxMaxMessageBytes)),
-      "PKGDIST_MAX_MESSAGE_BYTES");
-  env(app.add_flag("--refuse-case-collisions", f.limits.refuse_case_collisions,
-                   "Refuse at import a package with paths that differ only in letter case "
-                   "(for fleets with case-folding disks)"),
-      "PKGDIST_REFUSE_CASE_COLLISIONS");
-  env(app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
-          ->capture_default_str(),
-      "PKGDIST_LOG_LEVEL");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
-  }
+  auto parsed = pkgdist::ParseControllerFlags(argc, argv);
+  if (!parsed.ok()) return pkgdist::Fail(std::string(parsed.status().message()));
+  if (!parsed->has_value()) return 0;  // --help
+  const pkgdist::Flags& f = **parsed;
   return pkgdist::Run(f);
 }

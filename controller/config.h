@@ -1,0 +1,46 @@
+// The controller's command line: flags, their PKGDIST_* environment
+// variables and the --config file (or $PKGDIST_CONFIG; TOML/INI, keys = long
+// flag names). Precedence (shared/config.h): flags, then the environment,
+// then the config file, then the defaults.
+#ifndef PKGDIST_CONTROLLER_CONFIG_H_
+#define PKGDIST_CONTROLLER_CONFIG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "controller/transfer.h"
+#include "shared/config.h"
+#include "shared/grpc_options.h"
+#include "shared/manifest.h"
+#include "shared/tls.h"
+
+namespace pkgdist {
+
+struct ControllerConfig {
+  std::string listen = "127.0.0.1:7700";
+  std::string state_dir;
+  TlsFiles tls;
+  std::string port_file;
+  std::string log_level = "info";
+  int detect_seconds = kDefaultDetectSeconds;
+  int max_backoff_seconds = 60;
+  uint64_t window_bytes = kDefaultWindowBytes;
+  size_t max_concurrent = 64;
+  uint64_t max_bytes_per_second = 0;
+  int64_t job_retention_seconds = int64_t{90} * 86400;
+  ManifestLimits limits;  // enforced at import
+  int max_message_bytes = kMaxMessageBytes;
+};
+
+// Parses argv, with `env` for the environment. Returns nullopt when --help
+// was printed (exit 0), or INVALID_ARGUMENT with a one-line message for bad
+// flags, variables or config file keys.
+absl::StatusOr<std::optional<ControllerConfig>> ParseControllerFlags(
+    int argc, const char* const* argv, const EnvLookup& env = ProcessEnv());
+
+}  // namespace pkgdist
+
+#endif  // PKGDIST_CONTROLLER_CONFIG_H_
