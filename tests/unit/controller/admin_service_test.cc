@@ -201,6 +201,27 @@ TEST_F(AdminServiceTest, DeleteJobRefusesARunningJobAndDeletesAFinishedOne) {
   EXPECT_EQ(client->GetJob(&c3, get, &status).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(AdminServiceTest, ForceDeletingAPackageStopsItsRunningTransfers) {
+  // The package's targets are cancelled and the transfer that was sending
+  // it ends at once, instead of running on to a package that is gone.
+  FakeAgent& dp1 = AddAgent("dp1", Behaviour::kHang);
+  std::string job = Distribute(ImportPackage("app", "1.0", 3 << 20), {"dp1"});
+  StartAdmin();
+  engine_->Start();
+  ASSERT_TRUE(dp1.WaitForTransfers(1));
+  auto client = Client();
+  grpc::ClientContext ctx;
+  v1::DeletePackageRequest req;
+  req.set_package("app@1.0");
+  req.set_force(true);
+  v1::DeletePackageResponse resp;
+  ASSERT_TRUE(client->DeletePackage(&ctx, req, &resp).ok());
+  EXPECT_TRUE(dp1.WaitForHangsEnded(1)) << "the running transfer was not cancelled";
+  TargetRow t = Target(job, "dp1");
+  EXPECT_EQ(t.state, TargetState::kCancelled);
+  EXPECT_EQ(t.last_error, "package deleted");
+}
+
 TEST_F(AdminServiceTest, AnAgentIdentityIsNotAnAdmin) {
   // A valid certificate of the wrong kind gets PERMISSION_DENIED naming it.
   StartAdmin();

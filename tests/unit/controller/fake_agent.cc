@@ -49,6 +49,12 @@ bool FakeAgent::WaitForRemovalsCancelled(int n, absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
 }
 
+bool FakeAgent::WaitForHangsEnded(int n, absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hangs_ended_ >= n; };
+  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+}
+
 int FakeAgent::transfers() {
   absl::MutexLock l(&mu_);
   return transfers_;
@@ -83,6 +89,10 @@ grpc::Status FakeAgent::Transfer(
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scripted failure");
     case Behaviour::kHang:
       while (stream->Read(&req)) {
+      }
+      {
+        absl::MutexLock l(&mu_);
+        ++hangs_ended_;
       }
       return grpc::Status(grpc::StatusCode::CANCELLED, "hung until cancelled");
     default:

@@ -45,8 +45,10 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   // `timeout` passed; false on timeout.
   bool WaitForTransfers(int n, absl::Duration timeout = absl::Seconds(10));
   bool WaitForRemovals(int n, absl::Duration timeout = absl::Seconds(10));
-  // Likewise for hanging removals that their caller cancelled.
+  // Likewise for hanging removals that their caller cancelled, and hanging
+  // transfers whose stream the caller ended.
   bool WaitForRemovalsCancelled(int n, absl::Duration timeout = absl::Seconds(10));
+  bool WaitForHangsEnded(int n, absl::Duration timeout = absl::Seconds(10));
   int transfers();
   int removals_cancelled();
   uint64_t chunk_bytes_received();
@@ -70,6 +72,7 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   int transfers_ ABSL_GUARDED_BY(mu_) = 0;
   int removals_ ABSL_GUARDED_BY(mu_) = 0;
   int removals_cancelled_ ABSL_GUARDED_BY(mu_) = 0;
+  int hangs_ended_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t chunk_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
