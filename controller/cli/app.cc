@@ -40,13 +40,7 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
   app.require_subcommand(1);
 
   ConnectionFlags flags;
-  app.add_option("--controller", flags.controller, "Controller address HOST:PORT");
-  app.add_option("--ca", flags.ca, "CA certificate (PEM)");
-  app.add_option("--cert", flags.cert, "Admin client certificate (PEM)");
-  app.add_option("--key", flags.key, "Admin client private key (PEM)");
-  app.add_option("-o,--output", flags.output, "Output format: table (default) or json")
-      ->check(CLI::IsMember({"table", "json"}));
-  app.add_option("--config", flags.config, "Config file (TOML)");
+  AddConnectionOptions(app, flags);
 
   Action selected;
   AddAgentCommands(app, selected);
@@ -54,7 +48,7 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
   AddJobCommands(app, selected);
 
   try {
-    app.parse(argc, argv);
+    ParseCommandLine(app, argc, argv, io.env);
   } catch (const CLI::ParseError& e) {
     return app.exit(e, io.out, io.err) == 0 ? kExitOk : kExitUsage;
   }
@@ -63,7 +57,7 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
     io.err << "pkgdistctl: no verb given\n";
     return kExitUsage;
   }
-  auto settings = ResolveSettings(flags, io.env);
+  auto settings = ResolveSettings(flags);
   if (!settings.ok()) {
     io.err << "pkgdistctl: " << settings.status().message() << std::endl;
     return kExitUsage;

@@ -2,29 +2,33 @@
 //
 // Each setting comes from the first of: its command-line flag, its
 // environment variable (PKGDIST_CONTROLLER, PKGDIST_CA, PKGDIST_CERT,
-// PKGDIST_KEY, PKGDIST_OUTPUT), the config file. The config file is
+// PKGDIST_KEY, PKGDIST_OUTPUT), the config file; the same loader as the
+// controller's and the agent's (shared/config.h). The config file is
 // --config FILE, else $PKGDIST_CONFIG, else
 // $XDG_CONFIG_HOME/pkgdist/pkgdistctl.toml, else
 // ~/.config/pkgdist/pkgdistctl.toml. A config file named by flag or
-// environment must exist; the default one may be absent. Relative paths in
-// a config file are relative to the file's directory.
+// environment must exist; the default one may be absent. Its keys are
+// controller, ca, cert, key and output (TOML as CLI11 reads it: quoted or
+// bare values, # comments, no sections); relative paths in it are relative
+// to the file's directory.
 #ifndef PKGDIST_CONTROLLER_CLI_SETTINGS_H_
 #define PKGDIST_CONTROLLER_CLI_SETTINGS_H_
 
-#include <functional>
-#include <map>
-#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "shared/config.h"
 #include "shared/tls.h"
 
 namespace pkgdist::cli {
 
+using ::pkgdist::EnvLookup;
+using ::pkgdist::ProcessEnv;
+
 enum class OutputFormat { kTable, kJson };
 
-// Values given on the command line; an empty string means "not given".
+// The connection options once parsed; an empty string means "given nowhere".
 struct ConnectionFlags {
   std::string controller;
   std::string ca;
@@ -40,22 +44,24 @@ struct Settings {
   OutputFormat output = OutputFormat::kTable;
 };
 
-// Returns the value of an environment variable, nullopt if unset or empty.
-using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+// Adds the global options --controller, --ca, --cert, --key, -o/--output and
+// --config, with their environment variables, to `app`; their values land in
+// `flags`.
+void AddConnectionOptions(CLI::App& app, ConnectionFlags& flags);
 
-// The process environment.
-EnvLookup ProcessEnv();
+// The config file read when neither --config nor PKGDIST_CONFIG names one;
+// "" when neither XDG_CONFIG_HOME nor HOME is set.
+std::string DefaultConfigFile(const EnvLookup& env);
 
-// Resolves every setting (see the file comment). INVALID_ARGUMENT naming
-// the setting and where it may be given when one is missing or bad;
-// NOT_FOUND when a config file named explicitly does not exist.
-absl::StatusOr<Settings> ResolveSettings(const ConnectionFlags& flags, const EnvLookup& env);
+// Parses argv with `app` (which has the connection options) and fills the
+// connection options the command line leaves unset from `env`, then from the
+// config file. Throws CLI::ParseError like CLI::App::parse; config file
+// errors name the file, the line and the key (see ParseWithConfig).
+void ParseCommandLine(CLI::App& app, int argc, const char* const argv[], const EnvLookup& env);
 
-// Parses the config file format: a subset of TOML made of `key = "value"`
-// lines (basic or literal strings), blank lines and # comments. Keys:
-// controller, ca, cert, key, output; any other key or a table header is
-// INVALID_ARGUMENT naming the line.
-absl::StatusOr<std::map<std::string, std::string>> ParseConfigToml(absl::string_view text);
+// The settings from the parsed options. INVALID_ARGUMENT naming the flag, the
+// variable and the config key of a setting given nowhere.
+absl::StatusOr<Settings> ResolveSettings(const ConnectionFlags& flags);
 
 absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
 

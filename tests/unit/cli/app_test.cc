@@ -1,5 +1,6 @@
 #include "controller/cli/app.h"
 
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -7,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "controller/cli/command.h"
+#include "shared/file_util.h"
 
 namespace pkgdist::cli {
 namespace {
@@ -81,6 +83,44 @@ TEST_F(AppTest, MissingTlsFilesFailTheCallWithOneLine) {
   EXPECT_EQ(err_.str().rfind("pkgdistctl: NOT_FOUND: --ca /nonexistent/ca.pem", 0), 0u)
       << err_.str();
   EXPECT_EQ(err_.str().find('\n'), err_.str().size() - 1);
+}
+
+TEST_F(AppTest, ConnectionSettingFlagBeatsEnvironmentBeatsConfigFile) {
+  // --ca three ways; the CA file that does not exist names the one used.
+  auto dir = TempDir::Create("cli-app");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  std::string cfg = dir->path() + "/pkgdistctl.toml";
+  ASSERT_TRUE(WriteFileAtomic(cfg, "ca = \"/file/ca.pem\"\n").ok());
+  const std::map<std::string, std::string> base = {{"PKGDIST_CONTROLLER", "127.0.0.1:1"},
+                                                   {"PKGDIST_CERT", "/nonexistent/admin.pem"},
+                                                   {"PKGDIST_KEY", "/nonexistent/admin.key"},
+                                                   {"PKGDIST_CONFIG", cfg}};
+  auto with_env_ca = base;
+  with_env_ca["PKGDIST_CA"] = "/env/ca.pem";
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::string> env;
+    const char* used;
+  };
+  for (const Case& c : {Case{{"--ca", "/flag/ca.pem", "agent", "list"}, with_env_ca, "/flag/"},
+                        Case{{"agent", "list"}, with_env_ca, "/env/"},
+                        Case{{"agent", "list"}, base, "/file/"}}) {
+    err_.str("");
+    EXPECT_EQ(Run(c.args, c.env), kExitCallFailed) << err_.str();
+    EXPECT_EQ(err_.str().rfind(std::string("pkgdistctl: NOT_FOUND: --ca ") + c.used + "ca.pem", 0),
+              0u)
+        << err_.str();
+  }
+}
+
+TEST_F(AppTest, UnknownConfigKeyIsAUsageErrorNamingIt) {
+  auto dir = TempDir::Create("cli-app");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  std::string cfg = dir->path() + "/pkgdistctl.toml";
+  ASSERT_TRUE(WriteFileAtomic(cfg, "controller = \"c:1\"\ncert-file = \"x\"\n").ok());
+  EXPECT_EQ(Run({"--config", cfg, "agent", "list"}), kExitUsage);
+  EXPECT_NE(err_.str().find(cfg + " line 2: unknown key \"cert-file\""), std::string::npos)
+      << err_.str();
 }
 
 TEST_F(AppTest, GlobalOptionsAreAcceptedAfterTheVerb) {
