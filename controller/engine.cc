@@ -403,7 +403,9 @@ absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> Engine::ManifestFor
 }
 
 void Engine::StartTarget(const TargetRow& t) {
-  auto job = store_->GetJob(t.job_id);
+  // The job's row only: at 10,000 targets, loading every target per start
+  // made starting a job quadratic.
+  auto job = store_->GetJobRow(t.job_id);
   auto agent = store_->GetAgent(t.agent);
   if (!job.ok() || !agent.ok()) {
     spdlog::warn("cannot start {}/{}: {}", t.job_id, t.agent,
@@ -422,7 +424,7 @@ void Engine::StartTarget(const TargetRow& t) {
     active_[t.agent] = Active{t.job_id, agent->address, seq, clock_->NowMs()};
     waiting_.erase(t.agent);
   }
-  if (job->job.kind == JobKind::kRemove) {
+  if (job->kind == JobKind::kRemove) {
     StartRemoval(t, *job, agent->address, seq);
     return;
   }
@@ -431,16 +433,16 @@ void Engine::StartTarget(const TargetRow& t) {
   }
 }
 
-absl::Status Engine::StartTransfer(const TargetRow& t, const JobView& job,
+absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
                                    const std::string& address, uint64_t seq) {
-  auto manifest = ManifestFor(job.job.package_id);
+  auto manifest = ManifestFor(job.package_id);
   if (!manifest.ok()) return manifest.status();
   TransferParams p;
   p.job_id = t.job_id;
   p.agent = t.agent;
   p.manifest = *manifest;
   p.package_id = PackageId(**manifest);
-  p.tree = packages_->TreeOf(job.job.package_id);
+  p.tree = packages_->TreeOf(job.package_id);
   p.window_bytes = options_.window_bytes;
   p.max_bytes_per_second = options_.max_bytes_per_second;
   p.detect_seconds = options_.detect_seconds;
@@ -452,7 +454,7 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobView& job,
   auto on_done = [this, job_id, agent, seq](const TransferResult& r) {
     Finish(job_id, agent, seq, r.published ? absl::OkStatus() : r.status);
   };
-  spdlog::info("job {}: sending {} to {} ({})", job_id, job.job.package, agent, address);
+  spdlog::info("job {}: sending {} to {} ({})", job_id, job.package, agent, address);
   auto call = TransferCall::Start(pool_->Stub(agent, address).get(), std::move(p), clock_,
                                   on_progress, on_done);
   absl::MutexLock l(&mu_);
@@ -461,7 +463,7 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobView& job,
   return absl::OkStatus();
 }
 
-void Engine::StartRemoval(const TargetRow& t, const JobView& job, const std::string& address,
+void Engine::StartRemoval(const TargetRow& t, const JobRow& job, const std::string& address,
                           uint64_t seq) {
   struct Call {
     grpc::ClientContext ctx;
@@ -469,9 +471,9 @@ void Engine::StartRemoval(const TargetRow& t, const JobView& job, const std::str
     pkgdist::v1::RemoveResponse resp;
   };
   auto call = std::make_shared<Call>();
-  auto at = job.job.package.find('@');
-  call->req.set_name(job.job.package.substr(0, at));
-  call->req.set_version(at == std::string::npos ? "" : job.job.package.substr(at + 1));
+  auto at = job.package.find('@');
+  call->req.set_name(job.package.substr(0, at));
+  call->req.set_version(at == std::string::npos ? "" : job.package.substr(at + 1));
   call->ctx.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::seconds(std::max(30, options_.detect_seconds)));
   {

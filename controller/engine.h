@@ -128,9 +128,9 @@ class Engine {
   absl::Status Record(const Outcome& o, bool* wait_for_agent);
   void NoteStore(const absl::Status& s, const char* what);
   void StartTarget(const TargetRow& t);
-  absl::Status StartTransfer(const TargetRow& t, const JobView& job, const std::string& address,
+  absl::Status StartTransfer(const TargetRow& t, const JobRow& job, const std::string& address,
                              uint64_t seq);
-  void StartRemoval(const TargetRow& t, const JobView& job, const std::string& address,
+  void StartRemoval(const TargetRow& t, const JobRow& job, const std::string& address,
                     uint64_t seq);
   // Called from gRPC threads: queue only.
   void OnProgress(const std::string& job_id, const std::string& agent, uint64_t acked,

@@ -526,6 +526,15 @@ absl::StatusOr<JobView> StateStore::GetJob(const std::string& id) {
   return view;
 }
 
+absl::StatusOr<JobRow> StateStore::GetJobRow(const std::string& id) {
+  JobRow row;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    ASSIGN_OR_RETURN(row, LoadJob(db, id));
+    return absl::OkStatus();
+  }));
+  return row;
+}
+
 absl::StatusOr<bool> StateStore::JobEnded(const std::string& id) {
   bool ended = false;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {

@@ -149,6 +149,8 @@ class StateStore {
                                    const std::vector<std::string>& agents,
                                    const JobPolicy& policy, uint64_t bytes_total);
   absl::StatusOr<JobView> GetJob(const std::string& id);
+  // The job alone, without its targets (one row, however many targets).
+  absl::StatusOr<JobRow> GetJobRow(const std::string& id);
   // Whether job `id` has targets and all of them are final: one cheap query,
   // for watchers that must not miss the end while coalescing progress.
   absl::StatusOr<bool> JobEnded(const std::string& id);
