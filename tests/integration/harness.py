@@ -326,16 +326,18 @@ class Cluster:
             raise AssertionError(f"{e}\nlast lines of {name}'s log:\n{proc.tail()}") from None
         return proc, port
 
-    def start_controller(self, extra=(), **opts):
+    def start_controller(self, extra=(), wrapper=(), **opts):
         """Starts pkgdist-controller on 127.0.0.1:0 with the state dir of this
         cluster. Keyword options become flags: detect_seconds=6 gives
-        --detect-seconds 6. Returns its Proc; the address is controller_address."""
+        --detect-seconds 6. `wrapper` is an argv prefix that execs the
+        controller (e.g. fiu-run -x -f FIFO), so the Proc's pid is the
+        controller's. Returns its Proc; the address is controller_address."""
         if self.controller and self.controller.alive():
             raise AssertionError("the controller is already running")
-        self._controller_opts = dict(opts, extra=list(extra))
-        state_dir = os.path.join(self.dir, "controller-state")
+        self._controller_opts = dict(opts, extra=list(extra), wrapper=list(wrapper))
+        state_dir = self.controller_state_dir
         port_file = os.path.join(self.dir, "controller.port")
-        argv = [binary("pkgdist-controller"), "--listen", "127.0.0.1:0",
+        argv = [*wrapper, binary("pkgdist-controller"), "--listen", "127.0.0.1:0",
                 "--port-file", port_file, "--state-dir", state_dir,
                 *self.tls_flags("controller")]
         if LOG_LEVEL and "log_level" not in opts:
@@ -346,12 +348,24 @@ class Cluster:
         self.controller, self.controller_port = self._start("controller", argv, port_file)
         return self.controller
 
-    def restart_controller(self):
+    def restart_controller(self, **changes):
         """Starts the controller again with the options of the last start, on
-        the same state dir (and a new port)."""
+        the same state dir (and a new port). `changes` override those options
+        (extra=, wrapper= or a flag); a flag given as None is dropped, e.g.
+        restart_controller(max_bytes_per_second=None, wrapper=())."""
         opts = dict(self._controller_opts)
+        opts.update(changes)
         extra = opts.pop("extra", [])
+        wrapper = opts.pop("wrapper", [])
+        opts = {k: v for k, v in opts.items() if v is not None}
+        if wrapper:  # (only then: subclasses' start_controller may not take it)
+            opts["wrapper"] = wrapper
         return self.start_controller(extra=extra, **opts)
+
+    @property
+    def controller_state_dir(self):
+        """The controller's --state-dir (state.db and its package store)."""
+        return os.path.join(self.dir, "controller-state")
 
     @property
     def controller_address(self):
@@ -427,10 +441,11 @@ class Cluster:
 
     # --- pkgdistctl ------------------------------------------------------
 
-    def ctl_raw(self, *args, timeout=CTL_TIMEOUT, cert="admin"):
-        """Runs pkgdistctl --output json ARGS; returns (rc, stdout, stderr)."""
+    def ctl_raw(self, *args, timeout=CTL_TIMEOUT, cert="admin", output="json"):
+        """Runs pkgdistctl --output OUTPUT (json unless told) ARGS; returns
+        (rc, stdout, stderr)."""
         argv = [binary("pkgdistctl"), "--controller", self.controller_address,
-                *self.tls_flags(cert), "--output", "json", *map(str, args)]
+                *self.tls_flags(cert), "--output", output, *map(str, args)]
         try:
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                timeout=timeout)
