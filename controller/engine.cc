@@ -189,11 +189,14 @@ void Engine::NoteStore(const absl::Status& s, const char* what) {
   bool log;
   {
     absl::MutexLock l(&mu_);
-    log = health_.error != error || now - health_.since_ms >= kStoreErrorLogIntervalMs;
-    if (health_.error.empty() || log) health_.since_ms = now;
+    if (health_.error.empty()) health_.since_ms = now;  // the run of failures starts
+    log = health_.error != error || now - last_store_log_ms_ >= kStoreErrorLogIntervalMs;
     health_.error = error;
   }
-  if (log) spdlog::error("state store failing: {} (retrying every pass)", error);
+  if (!log) return;
+  last_store_log_ms_ = now;
+  spdlog::error("state store failing since {}: {} (retrying every pass)",
+                FormatRfc3339(store_health().since_ms), error);
 }
 
 void Engine::Pass() {
@@ -214,7 +217,7 @@ void Engine::Pass() {
   std::vector<std::shared_ptr<TransferCall>> calls;
   {
     absl::MutexLock l(&mu_);
-    if (!pass_failed_ && outcomes_.empty() && !health_.error.empty()) {
+    if (!pass_failed_ && !progress_unwritten_ && outcomes_.empty() && !health_.error.empty()) {
       spdlog::info("state store writes succeed again");
       health_ = StoreHealth{};
     }
@@ -263,6 +266,7 @@ void Engine::FlushProgress(bool force) {
   }
   if (batch.empty()) return;
   auto applied = store_->RecordProgressBatch(batch);
+  progress_unwritten_ = !applied.ok();
   if (applied.ok()) return;
   NoteStore(applied.status(), "recording progress");
   // Keep it for the next pass, under whatever arrived meanwhile.

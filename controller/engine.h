@@ -175,6 +175,11 @@ class Engine {
   uint64_t stats_transactions_ = 0;
   int64_t started_ms_ = 0;
   bool pass_failed_ = false;
+  // A progress batch failed and waits in progress_ for the next interval:
+  // the store is not healthy until a flush succeeds, even on the passes
+  // between that write nothing.
+  bool progress_unwritten_ = false;
+  int64_t last_store_log_ms_ = 0;
 };
 
 // "UNAVAILABLE: failed to connect..." — how an attempt's error reads in
