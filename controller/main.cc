@@ -17,6 +17,7 @@
 #include "controller/package_store.h"
 #include "controller/state_store.h"
 #include "shared/manifest.h"
+#include "shared/dir_lock.h"
 #include "shared/file_util.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
@@ -45,6 +46,10 @@ int Run(const Flags& f) {
                              ", not spiffe://", self->trust_domain, "/controller"));
   }
   if (absl::Status s = MakeDirs(f.state_dir); !s.ok()) return Fail(std::string(s.message()));
+  // Held until exit: a second controller on this directory would drive the
+  // same jobs.
+  auto lock = DirLock::Acquire(f.state_dir, "state directory");
+  if (!lock.ok()) return Fail(std::string(lock.status().message()));
 
   SystemClock clock;
   auto store = StateStore::Open(f.state_dir + "/state.db", &clock);
