@@ -217,6 +217,17 @@ absl::Status ConfigureConnection(sqlite3* db) {
   return ExecSql(db, "PRAGMA foreign_keys = ON");
 }
 
+// PRAGMA quick_check: a truncated or damaged database is refused at start,
+// never silently used (or replaced by an empty one).
+absl::Status CheckIntegrity(sqlite3* db) {
+  Statement st(db, "PRAGMA quick_check");
+  absl::StatusOr<bool> row = st.Step();
+  if (!row.ok()) return row.status();
+  std::string result = *row ? st.Text(0) : "no answer";
+  if (result == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("quick_check: ", result));
+}
+
 }  // namespace
 
 StateStore::StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock)
@@ -244,7 +255,14 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
   };
   ASSIGN_OR_RETURN(DbHandle db, open(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
   absl::Status s = ConfigureConnection(db.get());
+  if (s.ok()) s = CheckIntegrity(db.get());
   if (s.ok()) s = ApplyMigrations(db.get(), StateStoreMigrations());
+  if (absl::IsDataLoss(s)) {
+    return absl::DataLossError(absl::StrCat(
+        path, ": the database is damaged (", s.message(), "); restore it from a backup, or "
+        "move it away to start with an empty state (every agent, package and job is then "
+        "forgotten)"));
+  }
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
   DbHandle reader;
   if (path != ":memory:") {

@@ -1,6 +1,8 @@
 #include "controller/state_store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <memory>
 #include <optional>
@@ -11,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "controller/state_store_migrations.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -225,6 +228,29 @@ TEST_F(StateStoreTest, RefusesAFileThatIsNotADatabase) {
   absl::StatusOr<std::unique_ptr<StateStore>> s = StateStore::Open(bad, &clock_);
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(s.status().message(), HasSubstr("garbage.db"));
+}
+
+TEST_F(StateStoreTest, RefusesATruncatedDatabase) {
+  // A database cut short (a bad copy, a full disk during a restore) is
+  // refused as damaged, never opened as if it were whole or empty.
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_OK(store_->AddAgent(absl::StrCat("agent-", i), "10.0.0.1:7000"));
+  }
+  store_.reset();  // the last connection checkpoints the WAL into the file
+  off_t size = 0;
+  {
+    struct stat st;
+    ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+    size = st.st_size;
+  }
+  ASSERT_GT(size, 16 * 4096) << "the database should span many pages";
+  ASSERT_EQ(::truncate(path_.c_str(), size / 2), 0);
+  absl::StatusOr<std::unique_ptr<StateStore>> s = StateStore::Open(path_, &clock_);
+  ASSERT_FALSE(s.ok()) << "a truncated database was opened";
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("damaged"));
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("restore it from a backup"));
+  EXPECT_THAT(s.status().message(), HasSubstr(path_));
 }
 
 // --- Agents and packages.
