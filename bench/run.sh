@@ -36,7 +36,8 @@ if [ -z "$bin_dir" ]; then
   export CCACHE_BASEDIR="$src" CCACHE_NOHASHDIR=true  # shared between clones, as in build.sh
   cmake -S "$src" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$build_dir" --target pkgdist-controller pkgdist-agent pkgdistctl \
-    pkgdist-multi-agent bench_sha256 bench_manifest bench_staging bench_codec >&2
+    pkgdist-multi-agent pkgdist-make-certs bench_sha256 bench_manifest bench_staging \
+    bench_codec >&2
   bin_dir="$build_dir/bin"
 fi
 
