@@ -20,8 +20,10 @@ while:
     turn, pausing --poll-pause between rounds: median / p99 / max latency;
   - /proc is sampled: the controller's threads, RSS, open descriptors, CPU;
     the hosts' RSS, threads and CPU; the machine's available memory.
-Then the controller is stopped with SIGTERM and its log read: every
-`stats:` line (per minute, and the total at shutdown), failed attempts.
+Then, for --idle-seconds, the CPU that the N connected but idle agents cost
+(keepalive pings on every channel). Then the controller is stopped with
+SIGTERM and its log read: every `stats:` line (per minute, and the total at
+shutdown), failed attempts.
 
 --reap deletes each agent's published copy as soon as its target is done
 (after checking its size), for packages whose N copies would not fit on the
@@ -89,6 +91,9 @@ def parse_args():
     p.add_argument("--poll-pause", type=float, default=0.1,
                    help="seconds between the status client's rounds")
     p.add_argument("--timeout", type=float, default=3000, help="bound on the distribution, s")
+    p.add_argument("--idle-seconds", type=float, default=10,
+                   help="after the job: how long to measure the CPU that N connected, idle "
+                   "agents cost (keepalive); 0 skips it")
     p.add_argument("--reap", action="store_true",
                    help="delete each published copy once its target is done")
     p.add_argument("--out", help="write the figures here (JSON)")
@@ -98,7 +103,7 @@ def parse_args():
     p.add_argument("--render", nargs="+", metavar="JSON", help="print a table of saved runs")
     a = p.parse_args()
     if a.smoke:
-        a.agents, a.per_process, a.package_bytes = 100, 50, 64 * KiB
+        a.agents, a.per_process, a.package_bytes, a.idle_seconds = 100, 50, 64 * KiB, 1
     if a.agents < 1 or a.per_process < 1:
         p.error("--agents and --per-process must be positive")
     return a
@@ -463,6 +468,23 @@ def run(a):
             r["min_mem_available_kib"] = sampler.min_mem_available_kib
             r["series"] = sampler.series
             channel.close()
+            if a.idle_seconds > 0:
+                # Nothing runs now but the agents' connections: what they cost by themselves.
+                idle = procstat.CpuMeter([ctl] + host_pids).start()
+                idle_threads = thread_cpu_s(ctl)
+                time.sleep(a.idle_seconds)
+                used_idle = idle.stop()
+                r["idle"] = {
+                    "seconds": a.idle_seconds, "controller_cpu_s": used_idle[ctl],
+                    "hosts_cpu_s": sum(used_idle[p] for p in host_pids),
+                    "controller_thread_cpu_s": {
+                        k: round(v - idle_threads.get(k, 0), 2) for k, v in
+                        sorted(thread_cpu_s(ctl).items(), key=lambda kv: -kv[1])
+                        if v - idle_threads.get(k, 0) > 0}}
+                log(f"idle {a.idle_seconds:.0f} s with {a.agents} agents connected: controller "
+                    f"{used_idle[ctl]:.1f} CPU-s, hosts {r['idle']['hosts_cpu_s']:.1f} CPU-s")
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            r["bench_process_cpu_s"] = own.ru_utime + own.ru_stime
 
             start = time.monotonic()
             c.kill(c.controller, signal.SIGTERM, timeout=300)
