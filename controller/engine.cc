@@ -144,6 +144,11 @@ size_t Engine::ActiveCount() {
   return active_.size();
 }
 
+size_t Engine::AwaitedCount() {
+  absl::MutexLock l(&mu_);
+  return waiting_.size();
+}
+
 Engine::StoreHealth Engine::store_health() {
   absl::MutexLock l(&mu_);
   StoreHealth h = health_;

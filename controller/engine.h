@@ -86,6 +86,9 @@ class Engine {
 
   // How many transfers and removals are running (or await their record).
   size_t ActiveCount();
+  // How many agents the engine watches for their return (after a failed
+  // attempt), dialling each every pass.
+  size_t AwaitedCount();
 
   struct StoreHealth {
     std::string error;     // "" while every write succeeds

@@ -208,5 +208,53 @@ TEST_F(EngineTest, CancelledTargetIsNotRecordedAsAFailure) {
   EXPECT_TRUE(engine_->store_health().error.empty());
 }
 
+TEST_F(EngineTest, ARemovedAgentIsNoLongerWatched) {
+  // A failing agent is watched for its return; once removed it is
+  // forgotten, and the engine dials nobody.
+  AddAgent("dp1", Behaviour::kUnavailable);
+  std::string job = Distribute(ImportPackage("app", "1.0", kSize), {"dp1"});
+  StartEngine();
+  ASSERT_TRUE(WaitForTarget(job, "dp1", WaitingAfter(1)).has_value());
+  // The engine starts watching right after the failure is durable, so the
+  // target's state can be seen a moment before; no event marks it.
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (engine_->AwaitedCount() == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(engine_->AwaitedCount(), 1u) << "the failing agent was not watched";
+  ASSERT_TRUE(store_->RemoveAgent("dp1", "agent removed").ok());
+  engine_->CancelActive("", "dp1", "agent removed");
+  engine_->ForgetAgent("dp1");
+  pool_->Forget("dp1");
+  EXPECT_EQ(engine_->AwaitedCount(), 0u);
+  clock_.AdvanceMs(120'000);  // any retry would be due by now
+  engine_->Kick();
+  EXPECT_FALSE(agents_["dp1"]->WaitForTransfers(2, absl::Milliseconds(300)))
+      << "a removed agent was dialled again";
+  EXPECT_EQ(engine_->AwaitedCount(), 0u);
+  EXPECT_EQ(pool_->State("dp1"), pkgdist::v1::CONNECTION_STATE_IDLE);
+}
+
+TEST_F(EngineTest, FinishedJobsAreDeletedAfterTheRetention) {
+  // With a one-hour retention a complete job stays for the hour after its
+  // last change and is gone once the engine's next prune passes it; a
+  // running job is kept however old.
+  AddAgent("dp1");
+  AddAgent("dp2", Behaviour::kUnavailable);
+  std::string id = ImportPackage("app", "1.0", kSize);
+  std::string done = Distribute(id, {"dp1"});
+  std::string running = Distribute(id, {"dp2"});
+  Engine::Options o = TestOptions();
+  o.job_retention_ms = 3'600'000;
+  StartEngine(o);
+  ASSERT_TRUE(WaitForTarget(done, "dp1", IsDone).has_value());
+  clock_.AdvanceMs(o.job_retention_ms + 61'000);  // past the retention and a prune interval
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (store_->GetJob(done).ok() && absl::Now() < deadline) {
+    store_->WaitForChange(store_->version(), absl::Milliseconds(100));
+  }
+  EXPECT_EQ(store_->GetJob(done).status().code(), absl::StatusCode::kNotFound)
+      << "the finished job was not pruned";
+  EXPECT_TRUE(store_->GetJob(running).ok()) << "an unfinished job was pruned";
+}
+
 }  // namespace
 }  // namespace pkgdist::testing
