@@ -21,7 +21,8 @@ while:
   - /proc is sampled: the controller's threads, RSS, open descriptors, CPU;
     the hosts' RSS, threads and CPU; the machine's available memory.
 Then, for --idle-seconds, the CPU that the N connected but idle agents cost
-(keepalive pings on every channel). Then the controller is stopped with
+(keepalive pings on every channel), and 50 of each status call alone: their
+latency and controller CPU per call. Then the controller is stopped with
 SIGTERM and its log read: every `stats:` line (per minute, and the total at
 shutdown), failed attempts.
 
@@ -467,7 +468,6 @@ def run(a):
             r["hosts_threads"] = sum(procstat.threads(p) for p in host_pids)
             r["min_mem_available_kib"] = sampler.min_mem_available_kib
             r["series"] = sampler.series
-            channel.close()
             if a.idle_seconds > 0:
                 # Nothing runs now but the agents' connections: what they cost by themselves.
                 idle = procstat.CpuMeter([ctl] + host_pids).start()
@@ -483,6 +483,19 @@ def run(a):
                         if v - idle_threads.get(k, 0) > 0}}
                 log(f"idle {a.idle_seconds:.0f} s with {a.agents} agents connected: controller "
                     f"{used_idle[ctl]:.1f} CPU-s, hosts {r['idle']['hosts_cpu_s']:.1f} CPU-s")
+            # Each status call alone on a quiet controller: its latency and CPU cost.
+            r["quiet_calls"] = {}
+            quiet = StatusPoller(channel, pb, job.id, 0)
+            for name, call, request in quiet.calls:
+                meter = procstat.CpuMeter([ctl]).start()
+                took = []
+                for _ in range(50):
+                    start = time.monotonic()
+                    call(request, timeout=60)
+                    took.append(time.monotonic() - start)
+                r["quiet_calls"][name] = dict(latency_summary(took),
+                                              controller_cpu_ms=meter.stop()[ctl] * 1000 / 50)
+            channel.close()
             own = resource.getrusage(resource.RUSAGE_SELF)
             r["bench_process_cpu_s"] = own.ru_utime + own.ru_stime
 
@@ -544,6 +557,9 @@ def summary(r):
             lines.append(f"  {k}: {s['calls']} calls, median {s['median_ms']:.1f} ms, "
                          f"p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms, "
                          f"{s['max_response_bytes']} bytes")
+    for k, q in r.get("quiet_calls", {}).items():
+        lines.append(f"  {k} alone: median {q['median_ms']:.1f} ms, {q['controller_cpu_ms']:.1f} ms "
+                     f"of controller CPU per call")
     if lat.get("errors"):
         lines.append(f"  status call errors: {lat['errors']}")
     if r.get("failure_reasons"):
