@@ -231,7 +231,12 @@ void TransferCall::Tick() {
     }
     HoldForWrite(action);
   }
-  Perform(action);
+  PerformDetached(action);
+}
+
+void TransferCall::PerformDetached(Action a) {
+  if (a == Action::kWrite && p_.before_detached_write) p_.before_detached_write();
+  Perform(a);
 }
 
 void TransferCall::HoldForWrite(Action a) {
@@ -274,7 +279,7 @@ void TransferCall::OnChunkRead(uint32_t index, std::string data, absl::Status st
     }
     HoldForWrite(action);
   }
-  Perform(action);
+  PerformDetached(action);
 }
 
 void TransferCall::Cancel(const std::string& why) {

@@ -59,6 +59,9 @@ struct TransferParams {
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
   int detect_seconds = 15;
   ReadPool* read_pool = nullptr;  // required; must outlive the call
+  // Tests only: runs between deciding a write outside a reaction (Tick, a
+  // finished read) and starting it, the gap the reactor hold covers.
+  std::function<void()> before_detached_write;
 };
 
 struct TransferResult {
@@ -99,6 +102,8 @@ class TransferCall final
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Action Fail(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Perform(Action a) ABSL_LOCKS_EXCLUDED(mu_);
+  // Perform() for an action decided outside a reaction (after HoldForWrite).
+  void PerformDetached(Action a) ABSL_LOCKS_EXCLUDED(mu_);
   // Before a write that starts outside a reaction (see the file comment).
   void HoldForWrite(Action a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Asks the read pool for chunk `index` unless a read is running.

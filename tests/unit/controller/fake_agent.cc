@@ -77,6 +77,20 @@ void FakeAgent::RemovalCancelled() {
 
 grpc::Status FakeAgent::Transfer(
     grpc::ServerContext*, grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream) {
+  grpc::Status s = TransferImpl(stream);
+  absl::MutexLock l(&mu_);
+  ++transfers_ended_;
+  return s;
+}
+
+bool FakeAgent::WaitForTransfersEnded(int n, absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return transfers_ended_ >= n; };
+  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+}
+
+grpc::Status FakeAgent::TransferImpl(
+    grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream) {
   const Behaviour b = Next();
   TransferRequest req;
   if (!stream->Read(&req) || !req.has_offer()) {
@@ -101,6 +115,10 @@ grpc::Status FakeAgent::Transfer(
   TransferResponse need;
   for (int i = 0; i < chunks; ++i) need.mutable_need()->add_indices(static_cast<uint32_t>(i));
   stream->Write(need);
+  if (b == Behaviour::kEndOnSignal) {
+    end_signal_.WaitForNotificationWithTimeout(absl::Seconds(30));
+    return grpc::Status(grpc::StatusCode::ABORTED, "scripted end");
+  }
   while (stream->Read(&req)) {
     if (req.has_chunk()) {
       {

@@ -16,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "pkgdist/v1/agent.grpc.pb.h"
 #include "shared/tls.h"
@@ -27,7 +28,8 @@ enum class Behaviour {
   kUnavailable,   // end the call with UNAVAILABLE after the Offer
   kHang,          // read the Offer, then answer nothing until cancelled
   kWrongId,       // as kPublish, but Published names another package id
-  kDropMidWindow  // Need everything, end with ABORTED after one chunk
+  kDropMidWindow,  // Need everything, end with ABORTED after one chunk
+  kEndOnSignal     // Need everything, then end with ABORTED once EndHeldStreams()
 };
 
 class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkgdist::v1::Agent::Service> {
@@ -49,6 +51,10 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   // transfers whose stream the caller ended.
   bool WaitForRemovalsCancelled(int n, absl::Duration timeout = absl::Seconds(10));
   bool WaitForHangsEnded(int n, absl::Duration timeout = absl::Seconds(10));
+  // Ends the streams of kEndOnSignal calls (now and later).
+  void EndHeldStreams() { end_signal_.Notify(); }
+  // Blocks until `n` Transfer handlers have returned; false on timeout.
+  bool WaitForTransfersEnded(int n, absl::Duration timeout = absl::Seconds(10));
   int transfers();
   int removals_cancelled();
   uint64_t chunk_bytes_received();
@@ -63,6 +69,8 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
 
  private:
   Behaviour Next();
+  grpc::Status TransferImpl(
+      grpc::ServerReaderWriter<pkgdist::v1::TransferResponse, pkgdist::v1::TransferRequest>* stream);
   void RemovalCancelled();
 
   absl::Mutex mu_;
@@ -73,6 +81,8 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   int removals_ ABSL_GUARDED_BY(mu_) = 0;
   int removals_cancelled_ ABSL_GUARDED_BY(mu_) = 0;
   int hangs_ended_ ABSL_GUARDED_BY(mu_) = 0;
+  int transfers_ended_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Notification end_signal_;
   uint64_t chunk_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
