@@ -32,26 +32,24 @@ Behaviour FakeAgent::Next() {
 }
 
 bool FakeAgent::WaitForTransfers(int n, absl::Duration timeout) {
-  absl::MutexLock l(&mu_);
-  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return transfers_ >= n; };
-  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  return WaitFor(&FakeAgent::transfers_, n, timeout);
 }
 
 bool FakeAgent::WaitForRemovals(int n, absl::Duration timeout) {
-  absl::MutexLock l(&mu_);
-  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return removals_ >= n; };
-  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  return WaitFor(&FakeAgent::removals_, n, timeout);
 }
 
 bool FakeAgent::WaitForRemovalsCancelled(int n, absl::Duration timeout) {
-  absl::MutexLock l(&mu_);
-  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return removals_cancelled_ >= n; };
-  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  return WaitFor(&FakeAgent::removals_cancelled_, n, timeout);
 }
 
 bool FakeAgent::WaitForHangsEnded(int n, absl::Duration timeout) {
+  return WaitFor(&FakeAgent::hangs_ended_, n, timeout);
+}
+
+bool FakeAgent::WaitFor(int FakeAgent::*count, int n, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
-  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return hangs_ended_ >= n; };
+  auto enough = [this, count, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return this->*count >= n; };
   return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
 }
 
@@ -84,9 +82,7 @@ grpc::Status FakeAgent::Transfer(
 }
 
 bool FakeAgent::WaitForTransfersEnded(int n, absl::Duration timeout) {
-  absl::MutexLock l(&mu_);
-  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return transfers_ended_ >= n; };
-  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  return WaitFor(&FakeAgent::transfers_ended_, n, timeout);
 }
 
 grpc::Status FakeAgent::TransferImpl(

@@ -69,6 +69,8 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
 
  private:
   Behaviour Next();
+  // Blocks until this->*count >= n or `timeout` passed; false on timeout.
+  bool WaitFor(int FakeAgent::*count, int n, absl::Duration timeout);
   grpc::Status TransferImpl(
       grpc::ServerReaderWriter<pkgdist::v1::TransferResponse, pkgdist::v1::TransferRequest>* stream);
   void RemovalCancelled();
