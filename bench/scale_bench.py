@@ -271,6 +271,29 @@ def thread_cpu_s(pid):
     return out
 
 
+def thread_sched_s(pid):
+    """Per thread name: [seconds on a CPU, seconds runnable but waiting for one]
+    (/proc/PID/task/TID/schedstat), summed over the threads of that name."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run_ns, wait_ns = (int(x) for x in f.read().split()[:2])
+        except (OSError, ValueError):
+            continue
+        acc = out.setdefault(name, [0.0, 0.0])
+        acc[0] += run_ns / 1e9
+        acc[1] += wait_ns / 1e9
+    return out
+
+
+def sched_delta(after, before):
+    return {k: [round(v[0] - before.get(k, [0, 0])[0], 2), round(v[1] - before.get(k, [0, 0])[1], 2)]
+            for k, v in sorted(after.items(), key=lambda kv: -kv[1][0])}
+
+
 def controller_log_since_last_start(c):
     """The lines the controller's current (last) run wrote to its log."""
     with open(c.log_of("controller"), encoding="utf-8", errors="replace") as f:
@@ -396,6 +419,8 @@ def run(a):
             host_pids = [p.pid for p in hosts]
             cpu = procstat.CpuMeter([ctl] + host_pids).start()
             threads_cpu_before = thread_cpu_s(ctl)
+            sched_before = sched_last = thread_sched_s(ctl)
+            r["sched_series"] = []
             sampler = RunSampler(procstat, ctl, host_pids)
             sampler.start()
             reaper = Reaper(c, "scale", "1", "pkg.bin", a.package_bytes) if a.reap else None
@@ -420,6 +445,11 @@ def run(a):
                     if now >= next_log:
                         log(f"  {now - start:.0f} s: {len(done)}/{a.agents} done")
                         next_log = now + 30
+                        # Each thread's time on a CPU and waiting for one, per 30 s.
+                        sched_now = thread_sched_s(ctl)
+                        r["sched_series"].append({"t": round(now - start), "done": len(done),
+                                                  "threads": sched_delta(sched_now, sched_last)})
+                        sched_last = sched_now
                     if now > deadline:
                         break
             except grpc.RpcError as e:
@@ -437,6 +467,9 @@ def run(a):
             # count only in the process's total.
             by_thread["(ended threads)"] = round(used[ctl] - sum(by_thread.values()), 2)
             r["controller_thread_cpu_s"] = by_thread
+            # [on a CPU, runnable but waiting for a CPU] seconds, by thread name: the
+            # rest of a thread's wall time it was blocked (I/O, a lock, a timer).
+            r["controller_thread_sched_s"] = sched_delta(thread_sched_s(ctl), sched_before)
             r["wall_s"] = wall
             r["job_state"] = last.state if last else None
             r["done_targets"] = sum(1 for t in last.targets if t.state == "done") if last else 0
@@ -571,10 +604,10 @@ def render(paths):
     """A Markdown table of saved runs, one row each."""
     def f(x, fmt="{:.0f}"):
         return "-" if x is None else fmt.format(x)
-    head = ["agents x package", "max concurrent", "completes", "wall s", "ctrl max threads",
-            "ctrl RSS before / max MiB", "ctrl KiB / agent", "SQLite tx (tx/s)",
-            "GetJob p50 / p99 ms", "ListAgents p50 / p99 ms", "ListJobs p50 / p99 ms",
-            "hosts MiB", "certs s"]
+    head = ["agents x package", "commit", "max concurrent", "completes", "wall s",
+            "ctrl max threads", "ctrl max fds", "ctrl RSS before / max MiB", "ctrl KiB / agent",
+            "SQLite tx (tx/s)", "GetJob p50 / p99 ms", "ListAgents p50 / p99 ms",
+            "ListJobs p50 / p99 ms", "hosts MiB", "certs s"]
     rows = []
     for p in paths:
         with open(p) as fh:
@@ -582,9 +615,11 @@ def render(paths):
         size = r["package_bytes"]
         size_s = f"{size // MiB} MiB" if size >= MiB else f"{size // KiB} KiB"
         lat = r.get("latency", {})
-        cells = [f"{r['agents']:,} x {size_s}", r.get("max_concurrent") or "64 (default)",
+        cells = [f"{r['agents']:,} x {size_s}", r.get("commit") or "-",
+                 r.get("max_concurrent") or "64 (default)",
                  "yes" if r.get("complete") else f"NO ({r.get('done_targets')} done)",
                  f(r.get("wall_s"), "{:.1f}"), f(r.get("controller_max_threads")),
+                 f(r.get("controller_max_fds")),
                  f"{f(r.get('controller_rss_before_kib', 0) / 1024)} / "
                  f"{f(r.get('controller_max_rss_kib', 0) / 1024)}",
                  f(r.get("controller_kib_per_agent")),
