@@ -40,12 +40,14 @@ python3 running it has no grpc module, it re-executes itself with
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
 import platform
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -328,7 +330,6 @@ class Reaper:
         self.reaped, self.bad = set(), []
 
     def __call__(self, done_agents):
-        import shutil
         for a in done_agents:
             if a in self.reaped:
                 continue
@@ -342,6 +343,18 @@ class Reaper:
                 self.bad.append(f"{a}: {got} bytes, expected {self.size}")
             shutil.rmtree(root, ignore_errors=True)
             self.reaped.add(a)
+
+
+def admin_channel(c):
+    """A mutual-TLS channel to the controller as admin, taking a whole job's status."""
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    creds = grpc.ssl_channel_credentials(read(os.path.join(c.certs, "ca.pem")),
+                                         read(c.key("admin")), read(c.cert("admin")))
+    return grpc.secure_channel(c.controller_address, creds,
+                               options=[("grpc.max_receive_message_length", 256 * MiB),
+                                        ("grpc.max_send_message_length", 64 * MiB)])
 
 
 def run(a):
@@ -380,15 +393,9 @@ def run(a):
             r["hosts_start_s"] = time.monotonic() - start
             log(f"{len(hosts)} hosts listening in {r['hosts_start_s']:.1f} s")
 
-            channel = grpc.secure_channel(
-                c.controller_address, grpc.ssl_channel_credentials(
-                    open(os.path.join(c.certs, "ca.pem"), "rb").read(),
-                    open(c.key("admin"), "rb").read(), open(c.cert("admin"), "rb").read()),
-                options=[("grpc.max_receive_message_length", 256 * MiB),
-                         ("grpc.max_send_message_length", 64 * MiB)])
+            channel = admin_channel(c)
             admin, pb = stubs.admin(channel), stubs.pb
             start = time.monotonic()
-            import concurrent.futures
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda n: admin.AddAgent(pb.AddAgentRequest(
                     name=n, address=c.agents[n].address), timeout=60), names))
@@ -405,12 +412,7 @@ def run(a):
             c.kill(c.controller, signal.SIGTERM, timeout=120)
             c.restart_controller()
             ctl = c.controller.pid
-            channel = grpc.secure_channel(
-                c.controller_address, grpc.ssl_channel_credentials(
-                    open(os.path.join(c.certs, "ca.pem"), "rb").read(),
-                    open(c.key("admin"), "rb").read(), open(c.cert("admin"), "rb").read()),
-                options=[("grpc.max_receive_message_length", 256 * MiB),
-                         ("grpc.max_send_message_length", 64 * MiB)])
+            channel = admin_channel(c)
             admin = stubs.admin(channel)
             admin.ListAgents(pb.ListAgentsRequest(page_size=1), timeout=60)  # connected
             rss_before = procstat.rss_kib(ctl)
