@@ -116,7 +116,7 @@ AgentPool::Info AgentPool::GetInfo(const std::string& name) {
   return Info{it->second->last_contact_ms, it->second->last_error};
 }
 
-void AgentPool::Forget(const std::string& name) {
+void AgentPool::Disconnect(const std::string& name) {
   absl::MutexLock l(&mu_);
   auto it = agents_.find(name);
   if (it == agents_.end()) return;

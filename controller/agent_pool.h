@@ -61,7 +61,13 @@ class AgentPool {
     std::string last_error;
   };
   Info GetInfo(const std::string& name);
-  void Forget(const std::string& name);
+  // Closes the agent's channel (its connection goes once no call uses it)
+  // and keeps what is known of it; the next Stub() dials again. An idle
+  // connection costs the controller about 220 KiB and keepalive pings, so
+  // connections follow the transfers, not the fleet.
+  void Disconnect(const std::string& name);
+  // Disconnect, for an agent that was removed.
+  void Forget(const std::string& name) { Disconnect(name); }
 
  private:
   struct Entry {

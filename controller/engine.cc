@@ -323,6 +323,10 @@ absl::Status Engine::Record(const Outcome& o, bool* wait_for_agent) {
     return absl::OkStatus();
   }
   if (o.result.ok()) {
+    // Nothing runs on the connection now; the agent's next attempt dials
+    // again (one TLS handshake) instead of every agent ever served keeping
+    // a connection open.
+    pool_->Disconnect(o.agent);
     absl::Status s = store_->MarkDone(o.job_id, o.agent);
     if (!s.ok() && !IsPermanent(s)) return s;
     if (s.ok()) {

@@ -42,6 +42,8 @@ TEST_F(EngineTest, AnHonestAgentCompletesTheJob) {
   EXPECT_EQ(t->bytes_acked, kSize);
   EXPECT_EQ(dp1.chunk_bytes_received(), kSize);
   EXPECT_EQ(JobStateOf(job), JobState::kComplete);
+  // Its connection is closed once nothing runs on it.
+  EXPECT_EQ(pool_->State("dp1"), pkgdist::v1::CONNECTION_STATE_IDLE);
 }
 
 TEST_F(EngineTest, FailsNTimesThenSucceedsWithTheBackoffSchedule) {
