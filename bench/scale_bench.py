@@ -258,17 +258,24 @@ class RunSampler(threading.Thread):
         self.sample()
 
 
-def thread_cpu_s(pid):
-    """CPU seconds of each thread of `pid`, summed by thread name."""
-    out = {}
+def _thread_files(pid, filename):
+    """(thread name, contents of /proc/PID/task/TID/FILENAME) for each thread
+    of `pid` that still exists."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 name = f.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/{filename}") as f:
+                yield name, f.read()
         except OSError:
             continue
+
+
+def thread_cpu_s(pid):
+    """CPU seconds of each thread of `pid`, summed by thread name."""
+    out = {}
+    for name, stat in _thread_files(pid, "stat"):
+        rest = stat.rsplit(")", 1)[1].split()
         out[name] = out.get(name, 0) + (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
     return out
 
@@ -277,13 +284,10 @@ def thread_sched_s(pid):
     """Per thread name: [seconds on a CPU, seconds runnable but waiting for one]
     (/proc/PID/task/TID/schedstat), summed over the threads of that name."""
     out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    for name, schedstat in _thread_files(pid, "schedstat"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                name = f.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                run_ns, wait_ns = (int(x) for x in f.read().split()[:2])
-        except (OSError, ValueError):
+            run_ns, wait_ns = (int(x) for x in schedstat.split()[:2])
+        except ValueError:
             continue
         acc = out.setdefault(name, [0.0, 0.0])
         acc[0] += run_ns / 1e9
