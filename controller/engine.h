@@ -57,9 +57,11 @@ class Engine {
     size_t max_concurrent = 64;
     uint64_t max_bytes_per_second = 0;
     int tick_ms = 100;
-    // Progress is written at most this often per pass (one transaction for
-    // every transfer's progress).
-    int progress_interval_ms = 1000;
+    // Progress is written at most this often (one transaction for every
+    // transfer's progress): as often as a transfer reports it, so that
+    // status shows what the transfers report, at 4 transactions a second
+    // however many transfers run.
+    int progress_interval_ms = 250;
     size_t manifest_cache_bytes = size_t{64} << 20;
     // Finished jobs whose last change is older than this are deleted; 0
     // keeps them forever.
