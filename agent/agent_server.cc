@@ -24,6 +24,12 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
   store_options.reserve_bytes = config.reserve_bytes;
   ASSIGN_OR_RETURN(server->store_, PackageStore::Open(config.root, store_options));
 
+  SignaturePolicyOptions signing;
+  signing.trusted_keys_dir = config.trusted_keys;
+  signing.require_signatures = config.require_signatures;
+  signing.allow_rollback = config.allow_rollback;
+  ASSIGN_OR_RETURN(server->signatures_, SignaturePolicy::Open(config.root, std::move(signing)));
+
   spdlog::info("accepting calls only from {}", controller.ToString());
   TransferOptions options;
   options.limits.max_files = config.max_files;
@@ -34,6 +40,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
     ASSIGN_OR_RETURN(options.limits.refuse_case_collisions,
                      FoldsCase(config.root + "/staging"));
   }
+  options.signatures = server->signatures_.get();
   if (options.limits.refuse_case_collisions) {
     spdlog::info("refusing packages whose paths differ only in letter case");
   }

@@ -35,6 +35,7 @@ class AgentServer {
   AgentServer() = default;
 
   std::unique_ptr<PackageStore> store_;
+  std::unique_ptr<SignaturePolicy> signatures_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

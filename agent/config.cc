@@ -34,6 +34,7 @@ absl::Status ValidateListen(const std::string& listen) {
 absl::Status Validate(const AgentConfig& c) {
   RETURN_IF_ERROR(ValidateName(c.name, "--name"));
   RETURN_IF_ERROR(ValidateListen(c.listen));
+  for (const auto& name : c.allow_rollback) RETURN_IF_ERROR(ValidateName(name, "--allow-rollback"));
   if (c.max_files == 0) return absl::InvalidArgumentError("--max-files must be positive");
   if (c.max_package_bytes == 0) {
     return absl::InvalidArgumentError("--max-package-bytes must be positive");
@@ -74,6 +75,16 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
   add("case-collisions", &c.case_collisions,
       "paths differing only in case: auto (refuse if ROOT folds case), refuse or allow")
       ->check(CLI::IsMember({"auto", "refuse", "allow"}));
+  add("trusted-keys", &c.trusted_keys,
+      "directory of release owners' Ed25519 public keys (*.pub): publish only packages one of "
+      "them signed (re-read at every transfer)")
+      ->check(CLI::ExistingDirectory);
+  add("require-signatures", &c.require_signatures,
+      "with --trusted-keys: refuse unsigned packages (default true; false accepts them while "
+      "still refusing bad signatures)");
+  add("allow-rollback", &c.allow_rollback,
+      "package name whose signed sequence may go back (repeatable): accept an older release")
+      ->delimiter(',');
   add("log-level", &c.log_level, "trace, debug, info, warn or error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   add("port-file", &c.port_file, "file to write the bound port to once listening");

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -33,6 +34,11 @@ struct AgentConfig {
   // Paths differing only in letter case: "auto" refuses them when ROOT's
   // filesystem folds case (probed at start), "refuse" always, "allow" never.
   std::string case_collisions = "auto";
+  // Package signatures (agent/signature_policy.h): a directory of trusted
+  // Ed25519 public keys (*.pub); empty checks no signatures.
+  std::string trusted_keys;
+  bool require_signatures = true;       // only with trusted_keys
+  std::vector<std::string> allow_rollback;  // package names
   std::string log_level = "info";
   std::string port_file;  // written with the bound port once listening
 };

@@ -27,20 +27,6 @@ using pkgdist::v1::Manifest;
 
 constexpr uint64_t kCopyFlushBytes = uint64_t{64} << 20;
 
-std::optional<std::string> FromHex(absl::string_view hex) {
-  if (hex.size() != 64) return std::nullopt;
-  std::string out(32, '\0');
-  for (size_t i = 0; i < 32; ++i) {
-    int v = 0;
-    for (char c : {hex[2 * i], hex[2 * i + 1]}) {
-      int d = absl::ascii_isdigit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
-      if (d < 0) return std::nullopt;
-      v = v * 16 + d;
-    }
-    out[i] = static_cast<char>(v);
-  }
-  return out;
-}
 
 // Names of the entries of `dir`; empty if it cannot be listed.
 std::vector<std::string> ListDir(const std::string& dir) {

@@ -84,9 +84,20 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
                                                    ToHex(*published), ", not ",
                                                    ToHex(package_id_)));
     }
+    if (options_.signatures != nullptr) {
+      RETURN_IF_ERROR(options_.signatures->CheckPublished(m, package_id_, offer.signature()));
+    }
     spdlog::info("transfer of {} from {}: already published", label_, peer_);
     return SendPublished();
   }
+  if (options_.signatures != nullptr) {
+    if (absl::Status s = options_.signatures->CheckStage(m, package_id_, offer.signature());
+        !s.ok()) {
+      DropStaging();
+      return s;
+    }
+  }
+  offer_ = &offer;
   auto staging = store_.OpenStaging(m, package_id_);
   if (!staging.ok()) return DiskError(staging.status());
   staging_ = std::move(staging).value();
@@ -192,10 +203,31 @@ absl::Status TransferSession::OnCommit() {
         "commit before all chunks acknowledged (", staging_->chunk_count() -
         staging_->durable_count(), " of ", staging_->chunk_count(), " outstanding)"));
   }
+  if (options_.signatures != nullptr) {
+    // A key removed since the Offer is refused here: revocation reaches
+    // transfers already under way.
+    if (absl::Status s =
+            options_.signatures->CheckAndRecordPublish(offer_->manifest(), package_id_,
+                                                       offer_->signature());
+        !s.ok()) {
+      if (!absl::IsFailedPrecondition(s)) return s;
+      staging_->WaitForFlushes();
+      staging_.reset();
+      DropStaging();
+      return s;
+    }
+  }
   absl::Status s = store_.Publish(*staging_, package_id_);
   if (absl::IsDataLoss(s) || absl::IsAlreadyExists(s)) return s;
   if (!s.ok()) return DiskError(s);
   return SendPublished();
+}
+
+void TransferSession::DropStaging() {
+  // Under this package's lease: no other transfer of it writes there.
+  if (absl::Status rm = RemoveTree(store_.StagingDir(package_id_)); !rm.ok()) {
+    spdlog::warn("transfer of {}: deleting refused staging: {}", label_, rm);
+  }
 }
 
 absl::Status TransferSession::SendNeed(std::vector<uint32_t> indices) {

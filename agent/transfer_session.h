@@ -1,6 +1,7 @@
 // The agent side of one Agent.Transfer stream, below the gRPC layer.
 //
-//   Offer   -> validate the manifest and its id; Published at once if this
+//   Offer   -> validate the manifest and its id; check its signature
+//              (agent/signature_policy.h); Published at once if this
 //              package is already published; else open (resume) staging,
 //              reuse chunks of published versions, check free space, Need
 //   Chunk   -> verify and write; a hash mismatch re-requests the chunk
@@ -13,12 +14,14 @@
 //              The session waits for a flush only when every chunk has
 //              arrived and on the rare paths: a duplicate, a corrupt chunk,
 //              a switch to another file.
-//   Commit  -> only when every chunk is acknowledged; verify, publish,
-//              Published
+//   Commit  -> only when every chunk is acknowledged; check the signature
+//              again, verify, publish, Published
 //
 // Errors end the stream with the status Run() returns: INVALID_ARGUMENT or
 // DATA_LOSS for protocol and manifest violations, ALREADY_EXISTS for another
-// package published under the same name@version, RESOURCE_EXHAUSTED when
+// package published under the same name@version, FAILED_PRECONDITION for a
+// package the signature policy refuses (its staging is deleted: nothing of
+// it is kept), RESOURCE_EXHAUSTED when
 // the disk is (or would be) full, INTERNAL for other local disk failures.
 // Whatever was made durable stays in staging, so a later Transfer resumes.
 #ifndef PKGDIST_AGENT_TRANSFER_SESSION_H_
@@ -34,6 +37,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/package_store.h"
+#include "agent/signature_policy.h"
 #include "agent/staging.h"
 #include "agent/transfer_locks.h"
 #include "pkgdist/v1/agent.pb.h"
@@ -59,6 +63,8 @@ struct TransferOptions {
   absl::Duration lock_wait = absl::Seconds(10);
   // Used when an Offer says window_bytes = 0.
   uint64_t default_window_bytes = uint64_t{4} << 20;
+  // Which signatures to require; null checks none. Must outlive sessions.
+  SignaturePolicy* signatures = nullptr;
 };
 
 // One Transfer call. Not thread-safe; used by the thread serving the call.
@@ -84,6 +90,8 @@ class TransferSession {
   absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
   absl::Status OnCommit();
   absl::Status OnDuplicate(uint32_t index);
+  // Deletes this package's staging after the signature policy refused it.
+  void DropStaging();
   // Starts a flush whose Ack the writer's task thread sends once durable.
   absl::Status StartFlush();
   // Marks finished flushes durable; `await` as in Staging::Collect.
@@ -109,6 +117,8 @@ class TransferSession {
 
   std::string package_id_;  // raw 32 bytes
   std::string label_;       // name@version, for logs
+  // The Offer: Run()'s first request, which lives until Run() returns.
+  const pkgdist::v1::Offer* offer_ = nullptr;
   std::unique_ptr<TransferLocks::Lease> lease_;
   std::unique_ptr<Staging> staging_;
   bool published_ = false;

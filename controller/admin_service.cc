@@ -16,6 +16,8 @@
 #include "shared/manifest.h"
 #include "shared/paths.h"
 #include "shared/sha256.h"
+#include "shared/signing.h"
+#include "shared/status_macros.h"
 #include "shared/tls.h"
 
 namespace pkgdist {
@@ -42,6 +44,27 @@ void FillPackageInfo(const PackageRow& p, v1::PackageInfo* out) {
   out->set_files(p.files);
   out->set_chunks(p.chunks);
   out->set_created_at(FormatRfc3339(p.created_ms));
+  v1::PackageSignature sig;
+  v1::SignatureBody body;
+  if (!p.signature.empty() && sig.ParseFromString(p.signature) && body.ParseFromString(sig.body())) {
+    auto* summary = out->mutable_signature();
+    summary->set_key_id(sig.key_id());
+    summary->set_sequence(body.sequence());
+    summary->set_expires_at(FormatRfc3339(body.expires_unix_seconds() * 1000));
+    summary->set_signed_at(FormatRfc3339(body.signed_unix_seconds() * 1000));
+  }
+}
+
+// The signature a client sent for `id` (hex) of name@version, serialized;
+// INVALID_ARGUMENT if it does not name that package. The controller cannot
+// tell a good signature from a forged one and does not try: agents do.
+absl::StatusOr<std::string> AcceptSignature(const v1::PackageSignature& sig,
+                                            const std::string& id_hex, const std::string& name,
+                                            const std::string& version) {
+  std::optional<std::string> id_raw = FromHex(id_hex);
+  if (!id_raw.has_value()) return absl::InternalError("bad stored package id");
+  RETURN_IF_ERROR(CheckSignatureNamesPackage(sig, *id_raw, name, version).status());
+  return sig.SerializeAsString();
 }
 
 }  // namespace
@@ -184,8 +207,10 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
   auto session = packages_->BeginImport();
   if (!session.ok()) return ToGrpc(session.status());
   v1::ImportPackageRequest msg;
+  v1::PackageSignature signature;
   while (reader->Read(&msg)) {
     if (absl::Status s = (*session)->Add(msg); !s.ok()) return ToGrpc(s);
+    if (msg.has_end() && msg.end().has_signature()) signature = msg.end().signature();
   }
   if (!(*session)->ended()) {
     return Status(grpc::StatusCode::CANCELLED, "upload ended before its end message; nothing kept");
@@ -193,6 +218,16 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
   auto manifest = (*session)->Finish();
   if (!manifest.ok()) return ToGrpc(manifest.status());
   std::string id = PackageIdHex(*manifest);
+  std::string signature_bytes;
+  if (signature.ByteSizeLong() > 0) {
+    auto accepted = AcceptSignature(signature, id, manifest->name(), manifest->version());
+    if (!accepted.ok()) {
+      return ToGrpc(absl::InvalidArgumentError(absl::StrCat(
+          accepted.status().message(),
+          ": the client signed another manifest than the upload built; nothing kept")));
+    }
+    signature_bytes = *std::move(accepted);
+  }
   auto existing = store_->FindPackage(manifest->name(), manifest->version());
   if (existing.ok()) {
     if (existing->id != id) {
@@ -200,6 +235,14 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
                     absl::StrCat(manifest->name(), "@", manifest->version(),
                                  " already exists with other content (id ", existing->id,
                                  "); choose a new version"));
+    }
+    if (!signature_bytes.empty() && signature_bytes != existing->signature) {
+      if (absl::Status s = store_->SetPackageSignature(id, signature_bytes); !s.ok()) {
+        return ToGrpc(s);
+      }
+      existing->signature = signature_bytes;
+      spdlog::info("imported {}@{} again: signature by key {} stored", existing->name,
+                   existing->version, signature.key_id());
     }
     FillPackageInfo(*existing, resp);
     return Status::OK;
@@ -214,11 +257,14 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
   row.files = static_cast<uint32_t>(manifest->files_size());
   row.chunks = static_cast<uint32_t>(manifest->chunks_size());
   row.created_ms = clock_->NowMs();
+  row.signature = signature_bytes;
   if (absl::Status s = store_->AddPackage(row, manifest->SerializeAsString()); !s.ok()) {
     return ToGrpc(s);
   }
-  spdlog::info("imported {}@{}: {} bytes, {} entries, {} chunks, id {}", row.name, row.version,
-               row.size, row.files, row.chunks, row.id);
+  spdlog::info("imported {}@{}: {} bytes, {} entries, {} chunks, id {}{}", row.name, row.version,
+               row.size, row.files, row.chunks, row.id,
+               signature_bytes.empty() ? ", unsigned"
+                                       : absl::StrCat(", signed by key ", signature.key_id()));
   auto stored = store_->GetPackageById(id);
   FillPackageInfo(stored.ok() ? *stored : row, resp);
   return Status::OK;
@@ -266,6 +312,20 @@ absl::StatusOr<PackageRow> AdminService::ResolvePackage(const std::string& label
     return absl::NotFoundError(absl::StrCat("package ", label, " is not imported"));
   }
   return p;
+}
+
+Status AdminService::SignPackage(Ctx* ctx, const v1::SignPackageRequest* req,
+                                 v1::PackageInfo* resp) {
+  if (Status s = Authorize(ctx); !s.ok()) return s;
+  auto p = ResolvePackage(req->package(), "package");
+  if (!p.ok()) return ToGrpc(p.status());
+  auto accepted = AcceptSignature(req->signature(), p->id, p->name, p->version);
+  if (!accepted.ok()) return ToGrpc(accepted.status());
+  if (absl::Status s = store_->SetPackageSignature(p->id, *accepted); !s.ok()) return ToGrpc(s);
+  p->signature = *std::move(accepted);
+  spdlog::info("package {}@{} signed by key {}", p->name, p->version, req->signature().key_id());
+  FillPackageInfo(*p, resp);
+  return Status::OK;
 }
 
 Status AdminService::GetPackage(Ctx* ctx, const v1::GetPackageRequest* req,

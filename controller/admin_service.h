@@ -51,6 +51,7 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   Status ListPackages(Ctx* ctx, const v1::ListPackagesRequest* req,
                       v1::ListPackagesResponse* resp) override;
   Status GetPackage(Ctx* ctx, const v1::GetPackageRequest* req, v1::PackageInfo* resp) override;
+  Status SignPackage(Ctx* ctx, const v1::SignPackageRequest* req, v1::PackageInfo* resp) override;
   Status DeletePackage(Ctx* ctx, const v1::DeletePackageRequest* req,
                        v1::DeletePackageResponse* resp) override;
   Status Distribute(Ctx* ctx, const v1::DistributeRequest* req, v1::JobStatus* resp) override;

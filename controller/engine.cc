@@ -450,7 +450,14 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
                                    const std::string& address, uint64_t seq) {
   auto manifest = ManifestFor(job.package_id);
   if (!manifest.ok()) return manifest.status();
+  // Read for every attempt, not cached with the manifest: a package signed
+  // (again) after the job started is sent with its new signature.
+  auto package = store_->GetPackageById(job.package_id);
+  if (!package.ok()) return package.status();
   TransferParams p;
+  if (!package->signature.empty() && !p.signature.ParseFromString(package->signature)) {
+    return absl::DataLossError("the stored signature does not parse");
+  }
   p.job_id = t.job_id;
   p.agent = t.agent;
   p.manifest = *manifest;

@@ -56,7 +56,9 @@ Statement& Statement::BindText(absl::string_view v) {
 }
 
 Statement& Statement::BindBlob(absl::string_view v) {
-  if (status_.ok()) Check(sqlite3_bind_blob64(stmt_, next_++, v.data(), v.size(), SQLITE_TRANSIENT));
+  // A null pointer would bind NULL, not an empty blob.
+  const char* data = v.data() != nullptr ? v.data() : "";
+  if (status_.ok()) Check(sqlite3_bind_blob64(stmt_, next_++, data, v.size(), SQLITE_TRANSIENT));
   return *this;
 }
 

@@ -23,7 +23,8 @@ constexpr int kBusyTimeoutMs = 5000;
 
 // Column lists, in the order the Read* functions below expect.
 constexpr absl::string_view kAgentCols = "name, address, added_ms";
-constexpr absl::string_view kPackageCols = "id, name, version, size, files, chunks, created_ms";
+constexpr absl::string_view kPackageCols =
+    "id, name, version, size, files, chunks, created_ms, signature";
 constexpr absl::string_view kJobCols =
     "j.id, j.kind, j.package_id, j.package_label, j.max_attempts, j.deadline_ms, j.created_ms, "
     "j.rowid";
@@ -45,6 +46,7 @@ PackageRow ReadPackage(const Statement& st) {
   p.files = static_cast<uint32_t>(st.Int(4));
   p.chunks = static_cast<uint32_t>(st.Int(5));
   p.created_ms = st.Int(6);
+  p.signature = st.Blob(7);
   return p;
 }
 
@@ -380,8 +382,8 @@ absl::Status StateStore::AddPackage(const PackageRow& p, const std::string& mani
                                                    find.Text(0), ")"));
     }
     Statement st(db,
-                 "INSERT INTO packages(id, name, version, size, files, chunks, created_ms, manifest) "
-                 "VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+                 "INSERT INTO packages(id, name, version, size, files, chunks, created_ms, manifest, "
+                 "signature) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)");
     st.BindText(p.id)
         .BindText(p.name)
         .BindText(p.version)
@@ -389,8 +391,21 @@ absl::Status StateStore::AddPackage(const PackageRow& p, const std::string& mani
         .BindInt(p.files)
         .BindInt(p.chunks)
         .BindInt(p.created_ms != 0 ? p.created_ms : now)
-        .BindBlob(manifest_bytes);
+        .BindBlob(manifest_bytes)
+        .BindBlob(p.signature);
     return st.Run();
+  });
+}
+
+absl::Status StateStore::SetPackageSignature(const std::string& id, const std::string& signature) {
+  return Transact([&](sqlite3* db, int64_t) -> absl::Status {
+    Statement st(db, "UPDATE packages SET signature = ? WHERE id = ?");
+    st.BindBlob(signature).BindText(id);
+    RETURN_IF_ERROR(st.Run());
+    if (sqlite3_changes(db) == 0) {
+      return absl::NotFoundError(absl::StrCat("package ", id, " not found"));
+    }
+    return absl::OkStatus();
   });
 }
 

@@ -46,6 +46,8 @@ struct PackageRow {
   uint32_t files = 0;
   uint32_t chunks = 0;
   int64_t created_ms = 0;
+  // A serialized pkgdist.v1.PackageSignature; empty if unsigned.
+  std::string signature;
 };
 
 struct TargetRow {
@@ -127,6 +129,9 @@ class StateStore {
   absl::Status AddPackage(const PackageRow& p, const std::string& manifest_bytes);
   absl::StatusOr<PackageRow> FindPackage(const std::string& name, const std::string& version);
   absl::StatusOr<PackageRow> GetPackageById(const std::string& id);
+  // Replaces the package's signature (serialized PackageSignature).
+  // NOT_FOUND for an unknown id.
+  absl::Status SetPackageSignature(const std::string& id, const std::string& signature);
   absl::StatusOr<std::string> GetManifestBytes(const std::string& id);
   // By name, then version; only `name`'s versions if not empty; only those
   // after (after_name, after_version) if after_name is not empty; at most

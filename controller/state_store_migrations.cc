@@ -63,8 +63,15 @@ CREATE INDEX targets_by_agent ON targets(agent);
 CREATE INDEX targets_by_state ON targets(state, next_attempt_ms);
 )sql";
 
+// A release owner's signature (a serialized pkgdist.v1.PackageSignature;
+// empty for an unsigned package).
+constexpr char kMigration2[] = R"sql(
+ALTER TABLE packages ADD COLUMN signature BLOB NOT NULL DEFAULT x'';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kMigration1},
+    {2, kMigration2},
 };
 
 }  // namespace

@@ -26,6 +26,7 @@ std::shared_ptr<TransferCall> TransferCall::Start(pkgdist::v1::Agent::StubInterf
     *offer->mutable_manifest() = *call->p_.manifest;
     offer->set_package_id(call->p_.package_id);
     offer->set_window_bytes(call->p_.window_bytes);
+    if (call->p_.signature.ByteSizeLong() > 0) *offer->mutable_signature() = call->p_.signature;
     call->write_in_flight_ = true;
     call->last_heard_ms_ = clock->NowMs();
     call->allowance_ms_ = call->last_heard_ms_;

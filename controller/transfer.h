@@ -54,6 +54,8 @@ struct TransferParams {
   std::string agent;
   std::shared_ptr<const pkgdist::v1::Manifest> manifest;
   std::string package_id;  // raw 32 bytes
+  // The release owner's signature, sent in the Offer (empty if unsigned).
+  pkgdist::v1::PackageSignature signature;
   std::string tree;        // where the content is read from
   uint64_t window_bytes = kDefaultWindowBytes;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited

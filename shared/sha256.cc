@@ -1,5 +1,7 @@
 #include "shared/sha256.h"
 
+#include "absl/strings/ascii.h"
+
 #include <openssl/evp.h>
 
 #include <cstdlib>
@@ -40,6 +42,21 @@ Digest Sha256Of(absl::string_view data) {
 
 std::string DigestBytes(const Digest& d) {
   return std::string(reinterpret_cast<const char*>(d.data()), d.size());
+}
+
+std::optional<std::string> FromHex(absl::string_view hex) {
+  if (hex.size() != 64) return std::nullopt;
+  std::string out(32, '\0');
+  for (size_t i = 0; i < 32; ++i) {
+    int v = 0;
+    for (char c : {hex[2 * i], hex[2 * i + 1]}) {
+      int d = absl::ascii_isdigit(c) ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+      if (d < 0) return std::nullopt;
+      v = v * 16 + d;
+    }
+    out[i] = static_cast<char>(v);
+  }
+  return out;
 }
 
 std::string ToHex(absl::string_view bytes) {

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -37,6 +38,8 @@ Digest Sha256Of(absl::string_view data);
 // Raw 32-byte digest as a std::string (the form protobuf `bytes` fields hold).
 std::string DigestBytes(const Digest& d);
 std::string ToHex(absl::string_view bytes);
+// 64 lower-case hex digits as 32 raw bytes; nullopt for anything else.
+std::optional<std::string> FromHex(absl::string_view hex);
 inline std::string ToHex(const Digest& d) {
   return ToHex(absl::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
 }

@@ -146,6 +146,14 @@ absl::StatusOr<v1::PackageInfo> AdminClient::GetPackage(const std::string& packa
   return Unary(&v1::Admin::StubInterface::GetPackage, req);
 }
 
+absl::StatusOr<v1::PackageInfo> AdminClient::SignPackage(const std::string& package,
+                                                         const v1::PackageSignature& signature) {
+  v1::SignPackageRequest req;
+  req.set_package(package);
+  *req.mutable_signature() = signature;
+  return Unary(&v1::Admin::StubInterface::SignPackage, req);
+}
+
 absl::Status AdminClient::DeletePackage(const std::string& package, bool force) {
   v1::DeletePackageRequest req;
   req.set_package(package);

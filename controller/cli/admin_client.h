@@ -74,6 +74,8 @@ class AdminClient {
   absl::StatusOr<v1::ListPackagesResponse> ListPackages();
   absl::StatusOr<v1::PackageInfo> GetPackage(const std::string& package);
   absl::Status DeletePackage(const std::string& package, bool force);
+  absl::StatusOr<v1::PackageInfo> SignPackage(const std::string& package,
+                                              const v1::PackageSignature& signature);
   absl::StatusOr<v1::JobStatus> Distribute(const v1::DistributeRequest& req);
   absl::StatusOr<v1::JobStatus> RemoveFromAgents(const v1::RemoveFromAgentsRequest& req);
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest& req);

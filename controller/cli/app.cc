@@ -5,6 +5,7 @@
 #include "CLI/CLI.hpp"
 #include "controller/cli/admin_client.h"
 #include "controller/cli/command.h"
+#include "controller/cli/signing.h"
 
 namespace pkgdist::cli {
 namespace {
@@ -46,6 +47,8 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
   AddAgentCommands(app, selected);
   AddPackageCommands(app, selected);
   AddJobCommands(app, selected);
+  LocalAction local;
+  AddKeyCommands(app, local);
 
   try {
     ParseCommandLine(app, argc, argv, io.env);
@@ -53,6 +56,7 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
     return app.exit(e, io.out, io.err) == 0 ? kExitOk : kExitUsage;
   }
 
+  if (local) return local(io.out, io.err);
   if (!selected) {  // Unreachable: every leaf verb sets an action.
     io.err << "pkgdistctl: no verb given\n";
     return kExitUsage;

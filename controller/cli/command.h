@@ -40,6 +40,8 @@ struct CommandEnv {
 };
 
 using Action = std::function<int(CommandEnv&)>;
+// A verb that needs no controller (`key generate`).
+using LocalAction = std::function<int(std::ostream& out, std::ostream& err)>;
 
 void AddAgentCommands(CLI::App& app, Action& selected);
 void AddPackageCommands(CLI::App& app, Action& selected);

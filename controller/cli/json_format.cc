@@ -111,6 +111,15 @@ Json PackageToJson(const pkgdist::v1::PackageInfo& pkg) {
   j["files"] = pkg.files();
   j["chunks"] = pkg.chunks();
   j["created_at"] = TimeOrNull(pkg.created_at());
+  if (pkg.has_signature()) {
+    const auto& sig = pkg.signature();
+    j["signature"] = {{"key_id", sig.key_id()},
+                      {"sequence", sig.sequence()},
+                      {"expires_at", TimeOrNull(sig.expires_at())},
+                      {"signed_at", TimeOrNull(sig.signed_at())}};
+  } else {
+    j["signature"] = nullptr;
+  }
   return j;
 }
 

@@ -1,4 +1,5 @@
-// pkgdistctl package import | list | show | delete | remove-from.
+// pkgdistctl package import | list | show | delete | remove-from (sign is in
+// signing.cc).
 #include <memory>
 #include <optional>
 #include <string>
@@ -8,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "controller/cli/command.h"
 #include "controller/cli/package_import.h"
+#include "controller/cli/signing.h"
 #include "controller/cli/table.h"
 
 namespace pkgdist::cli {
@@ -23,6 +25,7 @@ struct PackageOptions {
   bool all = false;
   bool wait = false;
   std::string timeout;
+  SignFlags sign;  // import --sign-key
 };
 
 // "uploading 1.2 GiB/3.4 GiB 35%", redrawn on a terminal at most ten
@@ -42,8 +45,14 @@ int RunImport(CommandEnv& env, const PackageOptions& o) {
   auto items = CollectImportItems(o.path);
   if (!items.ok()) return ReportError(env, items.status());
   const uint64_t total = TotalImportBytes(*items);
+  SignManifestFn sign;
+  if (!o.sign.key.empty()) {
+    auto signer = MakeManifestSigner(o.sign, env.err);
+    if (!signer.ok()) return ReportError(env, signer.status());
+    sign = *std::move(signer);
+  }
   ImportProgressFn progress = UploadProgress(env, total);
-  auto pkg = UploadPackage(env.client, o.name, o.version, *items, progress);
+  auto pkg = UploadPackage(env.client, o.name, o.version, *items, progress, sign);
   if (progress) env.err << "\r\x1b[K" << std::flush;
   if (!pkg.ok()) return ReportError(env, pkg.status());
   Emit(env, PackageToJson(*pkg), RenderPackage(*pkg));
@@ -109,7 +118,15 @@ void AddPackageCommands(CLI::App& app, Action& selected) {
   import->add_option("--version", o->version, "Package version")
       ->required()
       ->check(NameValidator());
+  CLI::Option* sign_key =
+      import->add_option("--sign-key", o->sign.key,
+                         "Sign the manifest built here from the same bytes with this private key "
+                         "(PEM, mode 0600); the key never leaves this machine")
+          ->check(CLI::ExistingFile);
+  AddSignTermFlags(import, o->sign);
+  for (const char* term : {"--sequence", "--expires"}) import->get_option(term)->needs(sign_key);
   OnRun(import, selected, [o](CommandEnv& env) { return RunImport(env, *o); });
+  AddPackageSignCommand(package, selected);
 
   CLI::App* list = package->add_subcommand("list", "List the controller's packages");
   OnRun(list, selected, [](CommandEnv& env) { return RunList(env); });

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "shared/file_util.h"
+#include "shared/manifest.h"
 #include "shared/status_macros.h"
 
 namespace pkgdist::cli {
@@ -68,9 +69,19 @@ absl::Status Walk(const std::string& disk_path, const std::string& rel,
   return absl::OkStatus();
 }
 
+// Adds `entry` to the client's manifest, as the controller does with it.
+absl::Status AddToManifest(ManifestBuilder& builder, const pkgdist::v1::ImportEntry& e) {
+  switch (e.type()) {
+    case pkgdist::v1::ENTRY_TYPE_DIRECTORY: return builder.AddDirectory(e.path(), e.mode());
+    case pkgdist::v1::ENTRY_TYPE_SYMLINK: return builder.AddSymlink(e.path(), e.link_target());
+    default: return builder.BeginFile(e.path(), e.mode(), e.size());
+  }
+}
+
 // Sends the content of one regular file: exactly entry.size bytes.
 absl::Status SendContent(ImportUpload& upload, const ImportItem& item, uint64_t& sent,
-                         const ImportProgressFn& progress, bool& stream_broken) {
+                         const ImportProgressFn& progress, ManifestBuilder* builder,
+                         bool& stream_broken) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(item.disk_path, O_RDONLY));
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   ImportPackageRequest req;
@@ -88,6 +99,7 @@ absl::Status SendContent(ImportUpload& upload, const ImportItem& item, uint64_t&
       }
       filled += static_cast<size_t>(n);
     }
+    if (builder != nullptr) RETURN_IF_ERROR(builder->Append(*buf));
     if (!upload.Write(req)) {
       stream_broken = true;
       return absl::OkStatus();
@@ -131,28 +143,43 @@ absl::StatusOr<pkgdist::v1::PackageInfo> UploadPackage(AdminClient& client,
                                                        const std::string& name,
                                                        const std::string& version,
                                                        const std::vector<ImportItem>& items,
-                                                       const ImportProgressFn& progress) {
+                                                       const ImportProgressFn& progress,
+                                                       const SignManifestFn& sign) {
   std::unique_ptr<ImportUpload> upload = client.StartImport();
+  std::unique_ptr<ManifestBuilder> builder;
+  if (sign) builder = std::make_unique<ManifestBuilder>(name, version);
+  auto fail = [&upload](absl::Status s) {
+    upload->Cancel();
+    return s;
+  };
   ImportPackageRequest req;
   req.mutable_header()->set_name(name);
   req.mutable_header()->set_version(version);
   bool broken = !upload->Write(req);
   uint64_t sent = 0;
   for (size_t i = 0; i < items.size() && !broken; ++i) {
+    if (builder != nullptr) {
+      if (absl::Status s = AddToManifest(*builder, items[i].entry); !s.ok()) return fail(s);
+    }
     *req.mutable_entry() = items[i].entry;
     if (!upload->Write(req)) {
       broken = true;
       break;
     }
     if (items[i].entry.type() != pkgdist::v1::ENTRY_TYPE_FILE) continue;
-    absl::Status s = SendContent(*upload, items[i], sent, progress, broken);
-    if (!s.ok()) {
-      upload->Cancel();
-      return s;
-    }
+    absl::Status s = SendContent(*upload, items[i], sent, progress, builder.get(), broken);
+    if (s.ok() && builder != nullptr && !broken) s = builder->EndFile();
+    if (!s.ok()) return fail(s);
   }
   if (!broken) {
     req.mutable_end();
+    if (builder != nullptr) {
+      auto manifest = builder->Finish();
+      if (!manifest.ok()) return fail(manifest.status());
+      auto signature = sign(*manifest);
+      if (!signature.ok()) return fail(signature.status());
+      *req.mutable_end()->mutable_signature() = *std::move(signature);
+    }
     // A failed write shows in Finish's status.
     upload->Write(req);
   }

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "controller/cli/admin_client.h"
 #include "pkgdist/v1/controller.pb.h"
+#include "pkgdist/v1/manifest.pb.h"
 
 namespace pkgdist::cli {
 
@@ -38,16 +39,26 @@ uint64_t TotalImportBytes(const std::vector<ImportItem>& items);
 // Called after each piece of content is sent with the bytes sent so far.
 using ImportProgressFn = std::function<void(uint64_t bytes_sent)>;
 
+// Signs the manifest built on the client from the bytes it sent
+// (`package import --sign-key`).
+using SignManifestFn =
+    std::function<absl::StatusOr<pkgdist::v1::PackageSignature>(const pkgdist::v1::Manifest&)>;
+
 // Sends header{name, version}, then each item's ImportEntry followed, for
 // a regular file, by its content in pieces of at most kImportPieceBytes,
-// then ImportEnd, and returns the controller's answer. On a local failure
-// (a file that cannot be read or shrank) the upload is cancelled, so the
-// controller keeps nothing, and the failure is returned.
+// then ImportEnd, and returns the controller's answer. With `sign`, the
+// manifest is also built here from the same bytes as they are sent (so
+// content is read once), and ImportEnd carries its signature: the
+// controller refuses the import if it built another manifest. On a local
+// failure (a file that cannot be read or shrank, a signing failure) the
+// upload is cancelled, so the controller keeps nothing, and the failure is
+// returned.
 absl::StatusOr<pkgdist::v1::PackageInfo> UploadPackage(AdminClient& client,
                                                        const std::string& name,
                                                        const std::string& version,
                                                        const std::vector<ImportItem>& items,
-                                                       const ImportProgressFn& progress = nullptr);
+                                                       const ImportProgressFn& progress = nullptr,
+                                                       const SignManifestFn& sign = nullptr);
 
 }  // namespace pkgdist::cli
 

@@ -156,14 +156,20 @@ std::string RenderPackage(const pkgdist::v1::PackageInfo& pkg) {
       {"files", absl::StrCat(pkg.files())},
       {"chunks", absl::StrCat(pkg.chunks())},
       {"created", OrDash(pkg.created_at())},
+      {"signed", !pkg.has_signature()
+                     ? "no"
+                     : absl::StrCat("key ", pkg.signature().key_id(), ", sequence ",
+                                    pkg.signature().sequence(), ", expires ",
+                                    pkg.signature().expires_at())},
   });
 }
 
 std::string RenderPackageList(const pkgdist::v1::ListPackagesResponse& packages) {
-  TextTable t({"NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED"});
+  TextTable t({"NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED", "SIGNED BY"});
   for (const auto& p : packages.packages()) {
     t.AddRow({p.name(), p.version(), ShortId(p.id()), HumanBytes(p.size()),
-              absl::StrCat(p.files()), absl::StrCat(p.chunks()), OrDash(p.created_at())});
+              absl::StrCat(p.files()), absl::StrCat(p.chunks()), OrDash(p.created_at()),
+              p.has_signature() ? p.signature().key_id() : "-"});
   }
   return t.Render();
 }

@@ -85,7 +85,8 @@ TEST(JsonFormatTest, AgentDetailPrintsPackageIdsInHex) {
 }
 
 TEST(JsonFormatTest, PackageHasTheDocumentedShape) {
-  // An imported package prints name, version, id, size, files, chunks, created_at.
+  // An imported package prints name, version, id, size, files, chunks, created_at,
+  // signature.
   pkgdist::v1::PackageInfo p;
   p.set_name("app");
   p.set_version("1.0");
@@ -96,7 +97,16 @@ TEST(JsonFormatTest, PackageHasTheDocumentedShape) {
   p.set_created_at("2026-01-02T03:00:00.000Z");
   EXPECT_EQ(JsonLine(PackageToJson(p)),
             R"({"name":"app","version":"1.0","id":"abcd","size":10,"files":2,"chunks":1,)"
-            R"("created_at":"2026-01-02T03:00:00.000Z"})");
+            R"("created_at":"2026-01-02T03:00:00.000Z","signature":null})");
+  // A signed one adds who signed it and its terms.
+  auto* sig = p.mutable_signature();
+  sig->set_key_id("0123456789abcdef");
+  sig->set_sequence(7);
+  sig->set_expires_at("2027-01-02T03:00:00.000Z");
+  sig->set_signed_at("2026-01-02T03:00:00.000Z");
+  EXPECT_EQ(JsonLine(PackageToJson(p)["signature"]),
+            R"({"expires_at":"2027-01-02T03:00:00.000Z","key_id":"0123456789abcdef",)"
+            R"("sequence":7,"signed_at":"2026-01-02T03:00:00.000Z"})");
 }
 
 TEST(JsonFormatTest, InvalidUtf8DoesNotThrow) {
