@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "shared/clock.h"
 #include "shared/file_util.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
@@ -22,11 +23,6 @@ using pkgdist::v1::PackageSignature;
 using pkgdist::v1::SignatureBody;
 
 constexpr char kHeader[] = "# pkgdist signed-sequences v1: name sequence package-id version";
-
-std::string Rfc3339(int64_t unix_seconds) {
-  return absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(unix_seconds),
-                          absl::UTCTimeZone());
-}
 
 }  // namespace
 
@@ -130,8 +126,8 @@ absl::Status SignaturePolicy::CheckTerms(const SignatureBody& body, const std::s
   int64_t now = absl::ToUnixSeconds(options_.now());
   if (now >= body.expires_unix_seconds()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the signature of ", label, " expired at ", Rfc3339(body.expires_unix_seconds()),
-        " (now ", Rfc3339(now), "); the release owner must sign it again"));
+        "the signature of ", label, " expired at ", FormatRfc3339(1000 * body.expires_unix_seconds()),
+        " (now ", FormatRfc3339(1000 * now), "); the release owner must sign it again"));
   }
   auto it = highest_.find(body.name());
   if (it == highest_.end() || rollback_allowed_.contains(body.name())) return absl::OkStatus();

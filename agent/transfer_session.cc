@@ -142,6 +142,14 @@ absl::Status TransferSession::ReceiveChunks() {
 absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
   auto written = staging_->WriteChunk(chunk.index(), chunk.data());
   if (absl::IsDataLoss(written.status())) {
+    if (++mismatches_[chunk.index()] >= kMaxMismatchesPerChunk) {
+      // The same chunk wrong again and again is not damage in transit but a
+      // damaged (or altered) copy at the sender: asking once more would
+      // loop for ever. The target records this and retries later.
+      return absl::DataLossError(absl::StrCat(
+          "chunk ", chunk.index(), " of ", label_, " failed its sha256 check ",
+          kMaxMismatchesPerChunk, " times: the sender's copy does not match the manifest"));
+    }
     spdlog::warn("transfer of {} from {}: {}; requesting it again", label_, peer_,
                  written.status().message());
     // Acknowledge what is pending first (rare, so waiting is fine): the

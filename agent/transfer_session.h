@@ -5,7 +5,9 @@
 //              package is already published; else open (resume) staging,
 //              reuse chunks of published versions, check free space, Need
 //   Chunk   -> verify and write; a hash mismatch re-requests the chunk
-//              (Need{index}) without ending the stream; Ack{indices} once
+//              (Need{index}) without ending the stream, up to
+//              kMaxMismatchesPerChunk times (then DATA_LOSS: the sender's
+//              copy is damaged); Ack{indices} once
 //              durable. A flush starts every half window, when the
 //              sender's window may be full and when every chunk has been
 //              received; it runs on the writer's task thread while this one
@@ -33,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -55,6 +58,10 @@ class TransferStream {
   // False if the response could not be sent (the call is gone).
   virtual bool Write(const pkgdist::v1::TransferResponse& response) = 0;
 };
+
+// How often one chunk may fail its hash in one stream before the stream
+// ends with DATA_LOSS.
+inline constexpr int kMaxMismatchesPerChunk = 3;
 
 struct TransferOptions {
   ManifestLimits limits;
@@ -126,6 +133,7 @@ class TransferSession {
   uint64_t window_bytes_ = 1;
   uint64_t flush_threshold_ = 1;
   uint64_t max_chunk_bytes_ = 0;
+  absl::flat_hash_map<uint32_t, int> mismatches_;  // chunk index -> hash failures
 };
 
 }  // namespace pkgdist

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "shared/clock.h"
 #include "shared/file_util.h"
 #include "shared/sha256.h"
 #include "shared/status_macros.h"
@@ -66,11 +67,6 @@ absl::StatusOr<std::string> SignWith(EVP_PKEY* key, absl::string_view message) {
     return absl::InternalError(absl::StrCat("Ed25519 signing failed: ", OpensslError()));
   }
   return sig;
-}
-
-std::string Rfc3339(int64_t unix_seconds) {
-  return absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(unix_seconds),
-                          absl::UTCTimeZone());
 }
 
 // Writes `data` to a new file (never an existing one) with `mode`.
@@ -292,7 +288,7 @@ absl::StatusOr<SignatureBody> VerifyPackageSignature(const PackageSignature& sig
 
 std::string DescribeSignature(const SignatureBody& body, const std::string& key_id) {
   return absl::StrCat("key ", key_id, ", sequence ", body.sequence(), ", expires ",
-                      Rfc3339(body.expires_unix_seconds()));
+                      FormatRfc3339(1000 * body.expires_unix_seconds()));
 }
 
 }  // namespace pkgdist

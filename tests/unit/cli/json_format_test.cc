@@ -105,8 +105,8 @@ TEST(JsonFormatTest, PackageHasTheDocumentedShape) {
   sig->set_expires_at("2027-01-02T03:00:00.000Z");
   sig->set_signed_at("2026-01-02T03:00:00.000Z");
   EXPECT_EQ(JsonLine(PackageToJson(p)["signature"]),
-            R"({"expires_at":"2027-01-02T03:00:00.000Z","key_id":"0123456789abcdef",)"
-            R"("sequence":7,"signed_at":"2026-01-02T03:00:00.000Z"})");
+            R"({"key_id":"0123456789abcdef","sequence":7,)"
+            R"("expires_at":"2027-01-02T03:00:00.000Z","signed_at":"2026-01-02T03:00:00.000Z"})");
 }
 
 TEST(JsonFormatTest, InvalidUtf8DoesNotThrow) {
