@@ -7,6 +7,8 @@
 //                                     and chunks other versions can reuse)
 //   ROOT/staging/<id-hex>/            packages being received (agent/staging.h)
 //   ROOT/trash/                       trees being deleted
+//   ROOT/signed-sequences             highest signed sequence published per
+//                                     name (agent/signature_policy.h)
 //
 // A package is published iff its tree exists and its index file names its
 // id. Publishing writes the index file first and then renames the sealed

@@ -165,7 +165,7 @@ std::string RenderPackage(const pkgdist::v1::PackageInfo& pkg) {
 }
 
 std::string RenderPackageList(const pkgdist::v1::ListPackagesResponse& packages) {
-  TextTable t({"NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED", "SIGNED BY"});
+  TextTable t({"NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED", "SIGNED"});
   for (const auto& p : packages.packages()) {
     t.AddRow({p.name(), p.version(), ShortId(p.id()), HumanBytes(p.size()),
               absl::StrCat(p.files()), absl::StrCat(p.chunks()), OrDash(p.created_at()),

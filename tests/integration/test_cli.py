@@ -29,7 +29,8 @@ WINDOW = 4 * MiB
 JOB_TIMEOUT = 30
 
 AGENT_FIELDS = {"name", "address", "connection", "last_contact", "last_error"}
-PACKAGE_FIELDS = {"name", "version", "id", "size", "files", "chunks", "created_at"}
+PACKAGE_FIELDS = {"name", "version", "id", "size", "files", "chunks", "created_at",
+                  "signature"}
 JOB_FIELDS = {"id", "kind", "package", "state", "created_at", "targets"}
 TARGET_FIELDS = {"agent", "state", "attempts", "last_error", "next_attempt_at", "bytes_acked",
                  "bytes_total", "bytes_sent", "updated_at"}
@@ -285,7 +286,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(by_label.get("tree@2.0"), shown, listed)
         out = self.table("package", "list")
         self.assertEqual(out.splitlines()[0].split(),
-                         ["NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED"], out)
+                         ["NAME", "VERSION", "ID", "SIZE", "FILES", "CHUNKS", "CREATED", "SIGNED"], out)
         self.assertRegex(out, rf"(?m)^single\s+1\s+{info['id'][:12]}\s")
         self.assertRegex(out, rf"(?m)^tree\s+2\.0\s+{shown['id'][:12]}\s")
         out = self.table("package", "show", "single@1")
