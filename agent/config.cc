@@ -87,6 +87,12 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
       ->delimiter(',');
   add("log-level", &c.log_level, "trace, debug, info, warn or error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  add("log-format", &c.log_format,
+      "text, or json: one object per line (time, level, message, and the job, agent and "
+      "package where they apply)")
+      ->check(CLI::IsMember({"text", "json"}));
+  add("metrics-listen", &c.metrics_listen,
+      "HOST:PORT to serve Prometheus metrics on (/metrics); off by default");
   add("port-file", &c.port_file, "file to write the bound port to once listening");
   std::string config_file;
   ConfigSources sources{.config = add("config", &config_file,

@@ -40,6 +40,9 @@ struct AgentConfig {
   bool require_signatures = true;       // only with trusted_keys
   std::vector<std::string> allow_rollback;  // package names
   std::string log_level = "info";
+  std::string log_format = "text";  // text or json (one object per line)
+  // HOST:PORT serving Prometheus metrics at /metrics; empty: none.
+  std::string metrics_listen;
   std::string port_file;  // written with the bound port once listening
 };
 

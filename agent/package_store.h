@@ -64,7 +64,7 @@ class PackageStore {
                                                          const std::string& version);
   // Where a published package's tree lives (whether or not it exists).
   std::string PackageDir(const std::string& name, const std::string& version) const;
-  std::string StagingDir(const std::string& package_id) const;
+  std::string StagingDir(const std::string& package_id_hex) const;
 
   // Opens the staging of `manifest` (validated; `package_id` is its id).
   absl::StatusOr<std::unique_ptr<Staging>> OpenStaging(const pkgdist::v1::Manifest& manifest,

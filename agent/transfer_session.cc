@@ -233,7 +233,7 @@ absl::Status TransferSession::OnCommit() {
 
 void TransferSession::DropStaging() {
   // Under this package's lease: no other transfer of it writes there.
-  if (absl::Status rm = RemoveTree(store_.StagingDir(package_id_)); !rm.ok()) {
+  if (absl::Status rm = RemoveTree(store_.StagingDir(ToHex(package_id_))); !rm.ok()) {
     spdlog::warn("transfer of {}: deleting refused staging: {}", label_, rm);
   }
 }

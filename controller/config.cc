@@ -95,6 +95,15 @@ absl::StatusOr<std::optional<ControllerConfig>> ParseControllerFlags(int argc,
   with_env(app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
                ->capture_default_str(),
            "PKGDIST_LOG_LEVEL");
+  with_env(app.add_option("--log-format", c.log_format,
+                          "text, or json: one object per line (time, level, message, and the "
+                          "job, agent and package where they apply)")
+               ->check(CLI::IsMember({"text", "json"}))
+               ->capture_default_str(),
+           "PKGDIST_LOG_FORMAT");
+  with_env(app.add_option("--metrics-listen", c.metrics_listen,
+                          "HOST:PORT to serve Prometheus metrics on (/metrics); off by default"),
+           "PKGDIST_METRICS_LISTEN");
   std::string config_file;
   ConfigSources sources{
       .config = with_env(app.add_option("--config", config_file,

@@ -25,6 +25,9 @@ struct ControllerConfig {
   TlsFiles tls;
   std::string port_file;
   std::string log_level = "info";
+  std::string log_format = "text";  // text or json (one object per line)
+  // HOST:PORT serving Prometheus metrics at /metrics; empty: none.
+  std::string metrics_listen;
   int detect_seconds = kDefaultDetectSeconds;
   int max_backoff_seconds = 60;
   uint64_t window_bytes = kDefaultWindowBytes;

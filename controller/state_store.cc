@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/strings/str_join.h"
 #include "controller/sqlite_util.h"
 #include "controller/state_store_migrations.h"
@@ -276,6 +277,7 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
 
 absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64_t)> fn) {
   absl::MutexLock l(&mu_);
+  const absl::Time began = absl::Now();
   RETURN_IF_ERROR(ExecSql(db_, "BEGIN IMMEDIATE"));
   const sqlite3_int64 before = sqlite3_total_changes64(db_);
   absl::Status s = fn(db_, clock_->NowMs());
@@ -287,6 +289,7 @@ absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64
     return s;
   }
   ++transactions_;
+  if (commit_observer_) commit_observer_(absl::Now() - began);
   if (sqlite3_total_changes64(db_) != before) {
     absl::MutexLock vl(&version_mu_);
     ++version_;

@@ -15,6 +15,7 @@
 #define PKGDIST_CONTROLLER_STATE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -231,6 +232,11 @@ class StateStore {
   // Write transactions committed since Open (changing rows or not), for
   // the controller's periodic statistics line and the scale benchmark.
   uint64_t transactions();
+  // Called after every committed write transaction with how long it took
+  // (BEGIN to COMMIT, fsync included), for the metrics. Set before use.
+  void set_commit_observer(std::function<void(absl::Duration)> observer) {
+    commit_observer_ = std::move(observer);
+  }
 
  private:
   StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock);
@@ -252,6 +258,7 @@ class StateStore {
   absl::Mutex version_mu_;
   uint64_t version_ ABSL_GUARDED_BY(version_mu_) = 0;
   uint64_t transactions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void(absl::Duration)> commit_observer_;
 };
 
 }  // namespace pkgdist

@@ -12,6 +12,10 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev
   python3 python3-grpcio python3-protobuf
   iproute2 procps iptables
+  prometheus-cpp-dev libsystemd-dev
+  # the operations tests: a real Prometheus scrapes both programs (promtool
+  # checks the exposition), the .debs are built, linted and installed
+  prometheus dpkg-dev fakeroot lintian systemd
 )
 
 # bench/run.sh also needs the peer it compares against, and perf.
