@@ -60,7 +60,7 @@ absl::Status SignaturePolicy::Load() {
     std::vector<std::string> f = absl::StrSplit(line, ' ');
     Record r;
     if (f.size() != 4 || !ValidateName(f[0], "name").ok() ||
-        !absl::SimpleAtoi(f[1], &r.sequence) || f[2].size() != 64 ||
+        !absl::SimpleAtoi(f[1], &r.sequence) || !FromHex(f[2]).has_value() ||
         !ValidateName(f[3], "version").ok()) {
       return absl::DataLossError(absl::StrCat(
           path_, " line ", line_no, " is damaged. It holds the highest signed sequence this agent "

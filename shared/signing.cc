@@ -146,8 +146,15 @@ absl::StatusOr<SigningKey> SigningKey::Load(const std::string& path) {
   }
   ASSIGN_OR_RETURN(std::string pem, ReadFileToString(path));
   std::unique_ptr<BIO, BioFree> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (pem.find("ENCRYPTED") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": an encrypted private key; pkgdistctl reads unencrypted keys only (keep the "
+              "key in the pipeline's secret store, mode 0600)"));
+  }
+  // No passphrase callback: OpenSSL must never prompt on a terminal.
+  auto no_passphrase = [](char*, int, int, void*) { return -1; };
   std::shared_ptr<EVP_PKEY> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), PkeyFree());
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr), PkeyFree());
   if (key == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": not a PEM private key (", OpensslError(), ")"));

@@ -1,8 +1,14 @@
 #include "agent/transfer_session.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -12,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/manifest.h"
+#include "shared/signing.h"
 #include "tests/unit/agent/agent_test_util.h"
 
 namespace pkgdist {
@@ -96,7 +103,7 @@ class TransferSessionTest : public ::testing::Test {
   }
 
   absl::Status Run(FakeStream& stream) {
-    TransferSession session(*store_, TransferOptions{}, stream, [] {}, "test-peer");
+    TransferSession session(*store_, options_, stream, [] {}, "test-peer");
     return session.Run();
   }
 
@@ -123,6 +130,7 @@ class TransferSessionTest : public ::testing::Test {
   pkgdist::v1::Manifest manifest_;
   uint64_t free_bytes_ = uint64_t{1} << 40;
   std::unique_ptr<PackageStore> store_;
+  TransferOptions options_;
   int acked_ = 0;
   std::set<uint32_t> outstanding_;
 };
@@ -350,6 +358,341 @@ TEST_F(TransferSessionTest, AnEmptyPackageNeedsNothingAndPublishes) {
   ASSERT_TRUE(Run(stream).ok());
   EXPECT_THAT(Indices(stream.responses.front().need().indices()), IsEmpty());
   EXPECT_TRUE(std::filesystem::exists(tmp_.path() + "/agent-root/packages/blank/0/dir/nothing"));
+}
+
+// With a signature policy trusting one key ("owner"; "stranger" is not in
+// the trusted directory). The policy's clock is `now_`.
+class SignedTransferSessionTest : public TransferSessionTest {
+ protected:
+  SignedTransferSessionTest()
+      : keys_(tmp_.path() + "/trusted"), secrets_(tmp_.path() + "/secrets") {
+    EXPECT_TRUE(MakeDirs(keys_).ok());
+    EXPECT_TRUE(MakeDirs(secrets_).ok());
+    owner_ = NewKey("owner", keys_);
+    stranger_ = NewKey("stranger", secrets_);
+    SignaturePolicyOptions policy_options;
+    policy_options.trusted_keys_dir = keys_;
+    policy_options.now = [this] { return now_; };
+    auto policy = SignaturePolicy::Open(store_->root(), policy_options);
+    EXPECT_TRUE(policy.ok()) << policy.status();
+    if (policy.ok()) policy_ = std::move(policy).value();
+    options_.signatures = policy_.get();
+  }
+
+  std::optional<SigningKey> NewKey(const std::string& name, const std::string& public_dir) {
+    const std::string private_path = secrets_ + "/" + name + ".key";
+    auto pub = GenerateKeyPair(private_path, public_dir + "/" + name + ".pub");
+    EXPECT_TRUE(pub.ok()) << pub.status();
+    auto key = SigningKey::Load(private_path);
+    EXPECT_TRUE(key.ok()) << key.status();
+    if (!key.ok()) return std::nullopt;
+    return std::move(key).value();
+  }
+
+  // An Offer of manifest_ signed by `key`.
+  TransferRequest SignedOffer(const std::optional<SigningKey>& key, uint64_t sequence = 1) {
+    TransferRequest r = Offer();
+    if (!key.has_value()) return r;
+    SignTerms terms;
+    terms.sequence = sequence;
+    terms.now = now_;
+    terms.expires = now_ + absl::Hours(24);
+    auto sig = SignPackage(*key, PackageId(manifest_), manifest_.name(), manifest_.version(),
+                           terms);
+    EXPECT_TRUE(sig.ok()) << sig.status();
+    if (sig.ok()) *r.mutable_offer()->mutable_signature() = *sig;
+    return r;
+  }
+
+  bool Published(const std::string& version = "1.0") {
+    auto id = store_->PublishedId("app", version);
+    EXPECT_TRUE(id.ok()) << id.status();
+    return id.ok() && id->has_value();
+  }
+  bool AnyPublishedResponse(const FakeStream& stream) const {
+    for (const auto& r : stream.responses) {
+      if (r.has_published()) return true;
+    }
+    return false;
+  }
+  std::string StagingDir() const { return store_->StagingDir(PackageIdHex(manifest_)); }
+  std::string StagingRoot() const { return tmp_.path() + "/agent-root/staging"; }
+
+  std::string keys_;
+  std::string secrets_;
+  std::optional<SigningKey> owner_;
+  std::optional<SigningKey> stranger_;
+  absl::Time now_ = absl::FromUnixSeconds(1700000000);
+  std::unique_ptr<SignaturePolicy> policy_;
+};
+
+TEST_F(SignedTransferSessionTest, ACorrectlySignedPackageIsPublished) {
+  // Signed by the trusted key: transferred, published, its sequence recorded.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream stream;
+  ReactLikeAController(stream);
+  stream.requests.push_back(SignedOffer(owner_, 3));
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(stream.responses.back().published().package_id(), PackageId(manifest_));
+  EXPECT_TRUE(Published());
+  EXPECT_EQ(testing::ReadFile(tmp_.path() + "/agent-root/packages/app/1.0/etc/app.conf"),
+            "key = value\n");
+  EXPECT_EQ(policy_->HighestSequence("app"), 3u);
+}
+
+TEST_F(SignedTransferSessionTest, AnUnsignedPackageIsRefusedBeforeAnythingIsStaged) {
+  // FAILED_PRECONDITION at the Offer: no Need, no staging directory, nothing published.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream stream;
+  ReactLikeAController(stream);
+  stream.requests.push_back(Offer());
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("unsigned"));
+  EXPECT_THAT(stream.responses, IsEmpty());
+  EXPECT_FALSE(std::filesystem::exists(StagingDir()));
+  EXPECT_TRUE(std::filesystem::is_empty(StagingRoot()));
+  EXPECT_FALSE(Published());
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() + "/agent-root/packages/app/1.0"));
+}
+
+TEST_F(SignedTransferSessionTest, ARefusedOfferDeletesStagingLeftByAnEarlierAttempt) {
+  // Chunks received while signatures were not checked are not kept for a refused package.
+  FakeStream first;
+  options_.signatures = nullptr;
+  first.requests.push_back(Offer());
+  first.requests.push_back(Chunk(0));
+  EXPECT_TRUE(absl::IsCancelled(Run(first)));
+  ASSERT_TRUE(std::filesystem::exists(StagingDir()));
+  options_.signatures = policy_.get();
+  FakeStream second;
+  second.requests.push_back(SignedOffer(stranger_));
+  absl::Status s = Run(second);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not trust"));
+  EXPECT_THAT(second.responses, IsEmpty());
+  EXPECT_FALSE(std::filesystem::exists(StagingDir()));
+  EXPECT_FALSE(Published());
+}
+
+TEST_F(SignedTransferSessionTest, AKeyRemovedBetweenOfferAndCommitFailsTheCommit) {
+  // Revocation reaches a transfer under way: the Commit is refused, the
+  // staging deleted and nothing published or recorded.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream stream;
+  ReactLikeAController(stream);
+  bool removed = false;
+  auto react = stream.on_write;
+  stream.on_write = [&, react](const TransferResponse& r) {
+    react(r);
+    if (!removed && !stream.requests.empty() && stream.requests.back().has_commit()) {
+      // Before the session can read the Commit (mu is held here).
+      EXPECT_EQ(::unlink((keys_ + "/owner.pub").c_str()), 0);
+      removed = true;
+    }
+  };
+  stream.requests.push_back(SignedOffer(owner_));
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(removed) << "the transfer never reached its Commit: " << s;
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not trust"));
+  EXPECT_EQ(acked_, 5);
+  EXPECT_FALSE(AnyPublishedResponse(stream));
+  EXPECT_FALSE(Published());
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() + "/agent-root/packages/app/1.0"));
+  EXPECT_FALSE(std::filesystem::exists(StagingDir()));
+  EXPECT_TRUE(std::filesystem::is_empty(StagingRoot()));
+  EXPECT_EQ(policy_->HighestSequence("app"), 0u);
+}
+
+TEST_F(SignedTransferSessionTest, ASignatureThatExpiresBeforeTheCommitFailsIt) {
+  // Expiry is checked again at the Commit, with the clock of that moment.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream stream;
+  ReactLikeAController(stream);
+  bool expired = false;
+  auto react = stream.on_write;
+  stream.on_write = [&, react](const TransferResponse& r) {
+    react(r);
+    if (!expired && !stream.requests.empty() && stream.requests.back().has_commit()) {
+      now_ += absl::Hours(25);
+      expired = true;
+    }
+  };
+  stream.requests.push_back(SignedOffer(owner_));
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(expired) << "the transfer never reached its Commit: " << s;
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("expired"));
+  EXPECT_FALSE(Published());
+  EXPECT_FALSE(std::filesystem::exists(StagingDir()));
+}
+
+TEST_F(SignedTransferSessionTest, AnAlreadyPublishedPackageReofferedWithAnUntrustedSignatureIsRefused) {
+  // Published at once only with a trusted signature; the package itself stays.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream first;
+  ReactLikeAController(first);
+  first.requests.push_back(SignedOffer(owner_));
+  ASSERT_TRUE(Run(first).ok());
+  ASSERT_TRUE(Published());
+
+  FakeStream untrusted;
+  untrusted.requests.push_back(SignedOffer(stranger_));
+  absl::Status s = Run(untrusted);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not trust"));
+  EXPECT_THAT(untrusted.responses, IsEmpty());
+
+  FakeStream unsigned_offer;
+  unsigned_offer.requests.push_back(Offer());
+  s = Run(unsigned_offer);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(unsigned_offer.responses, IsEmpty());
+
+  EXPECT_TRUE(Published());
+  FakeStream trusted;
+  trusted.requests.push_back(SignedOffer(owner_));
+  ASSERT_TRUE(Run(trusted).ok());
+  ASSERT_EQ(trusted.responses.size(), 1u);
+  EXPECT_EQ(trusted.responses[0].published().package_id(), PackageId(manifest_));
+}
+
+TEST_F(SignedTransferSessionTest, AnOlderReleaseOfferedAfterANewerOneIsRefusedAsARollback) {
+  // app@1.0 published with sequence 5; app@0.9 signed with 4 is refused at its Offer.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream first;
+  ReactLikeAController(first);
+  first.requests.push_back(SignedOffer(owner_, 5));
+  ASSERT_TRUE(Run(first).ok());
+  manifest_ = testing::ManifestOf(src_, "app", "0.9", kChunk);
+  FakeStream older;
+  older.requests.push_back(SignedOffer(owner_, 4));
+  absl::Status s = Run(older);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("rollback"));
+  EXPECT_THAT(older.responses, IsEmpty());
+  EXPECT_FALSE(Published("0.9"));
+  EXPECT_FALSE(std::filesystem::exists(StagingDir()));
+}
+
+// A package of one empty file whose id is fixed by `version` alone: the
+// versions below were searched for the first bytes of their ids.
+pkgdist::v1::Manifest TinyManifest(const std::string& version) {
+  pkgdist::v1::Manifest m;
+  m.set_name("tiny");
+  m.set_version(version);
+  auto* f = m.add_files();
+  f->set_path("f");
+  f->set_type(pkgdist::v1::ENTRY_TYPE_FILE);
+  f->set_mode(0644);
+  f->set_size(0);
+  f->set_sha256(DigestBytes(Sha256Of("")));
+  return m;
+}
+
+// Caps this process's address space at its current size plus `extra` while
+// alive. DropStaging once passed the raw id where the hex one belongs: for
+// an id starting with NUL or "..\0" RemoveTree recursed without bound
+// (every level listed ROOT/staging or ROOT again) and took all the
+// machine's memory. Under the cap a regression crashes this test binary
+// within a second instead.
+class AddressSpaceCap {
+ public:
+  explicit AddressSpaceCap(uint64_t extra) {
+    ok_ = ::getrlimit(RLIMIT_AS, &old_) == 0;
+    uint64_t pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    ok_ = ok_ && pages > 0;
+    if (!ok_) return;
+    rlimit capped = old_;
+    capped.rlim_cur = std::min<rlim_t>(old_.rlim_max, pages * ::getpagesize() + extra);
+    ok_ = ::setrlimit(RLIMIT_AS, &capped) == 0;
+  }
+  ~AddressSpaceCap() {
+    if (ok_) ::setrlimit(RLIMIT_AS, &old_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit old_{};
+  bool ok_ = false;
+};
+
+constexpr uint64_t kCapBytes = uint64_t{1} << 30;
+
+TEST_F(SignedTransferSessionTest, ARefusedOfferWhoseIdStartsWithNulKeepsTheStagingDirectory) {
+  // The raw id's NUL must not make the refused staging ROOT/staging itself.
+  ASSERT_NE(policy_, nullptr);
+  manifest_ = TinyManifest("1.0-395");
+  ASSERT_EQ(PackageId(manifest_)[0], '\0') << "the search for this version is out of date";
+  ASSERT_TRUE(std::filesystem::is_directory(StagingRoot()));
+  FakeStream refused;
+  refused.requests.push_back(Offer());
+  absl::Status s;
+  {
+    AddressSpaceCap cap(kCapBytes);
+    ASSERT_TRUE(cap.ok());
+    s = Run(refused);
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_TRUE(std::filesystem::is_directory(StagingRoot()))
+      << "refusing tiny@1.0-395 removed " << StagingRoot();
+}
+
+TEST_F(SignedTransferSessionTest, ARefusedOfferNeverTouchesAnotherPackagesStaging) {
+  // Another package's partial transfer survives the refusal of an id starting with NUL.
+  options_.signatures = nullptr;
+  FakeStream partial;
+  partial.requests.push_back(Offer());
+  partial.requests.push_back(Chunk(0));
+  EXPECT_TRUE(absl::IsCancelled(Run(partial)));
+  const std::string app_staging = StagingDir();
+  ASSERT_TRUE(std::filesystem::exists(app_staging));
+
+  options_.signatures = policy_.get();
+  manifest_ = TinyManifest("1.0-395");
+  ASSERT_EQ(PackageId(manifest_)[0], '\0') << "the search for this version is out of date";
+  FakeStream refused;
+  refused.requests.push_back(Offer());
+  absl::Status s;
+  {
+    AddressSpaceCap cap(kCapBytes);
+    ASSERT_TRUE(cap.ok());
+    s = Run(refused);
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_TRUE(std::filesystem::exists(app_staging))
+      << "refusing tiny@1.0-395 deleted the staging of app@1.0";
+}
+
+TEST_F(SignedTransferSessionTest, ARefusedOfferNeverTouchesTheAgentRoot) {
+  // An id starting "..\0" (2^24 tries for a controller) must not name ROOT:
+  // published packages and the sequence record survive its refusal.
+  ASSERT_NE(policy_, nullptr);
+  FakeStream first;
+  ReactLikeAController(first);
+  first.requests.push_back(SignedOffer(owner_, 5));
+  ASSERT_TRUE(Run(first).ok());
+  manifest_ = TinyManifest("1.0-25156107");
+  ASSERT_EQ(PackageId(manifest_).substr(0, 3), std::string("..\0", 3))
+      << "the search for this version is out of date";
+  const mode_t root_mode = testing::ModeOf(tmp_.path() + "/agent-root");
+  FakeStream refused;
+  refused.requests.push_back(Offer());
+  absl::Status s;
+  {
+    AddressSpaceCap cap(kCapBytes);
+    ASSERT_TRUE(cap.ok());
+    s = Run(refused);
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_TRUE(Published()) << "refusing tiny@1.0-25156107 unpublished app@1.0";
+  EXPECT_EQ(testing::ReadFile(tmp_.path() + "/agent-root/packages/app/1.0/etc/app.conf"),
+            "key = value\n");
+  EXPECT_TRUE(std::filesystem::exists(tmp_.path() + "/agent-root/signed-sequences"));
+  EXPECT_EQ(testing::ModeOf(tmp_.path() + "/agent-root"), root_mode);
 }
 
 }  // namespace
