@@ -2,15 +2,27 @@
 //
 // The input is decoded (transfer_program.h) into one or more Transfer
 // streams: offers of small valid packages, mutated or raw manifests, chunks
-// right, wrong or out of range, commits, empty messages, a full disk and
-// agent restarts. Each stream runs through a TransferSession over a fresh
+// right, wrong or out of range, commits, empty messages, a full disk,
+// agent restarts, signature policies, signatures right, wrong and raw, and a
+// clock that moves. Each stream runs through a TransferSession over a fresh
 // temporary ROOT. Invariants: no crash; errors are the documented codes;
 // OK means Published for the offered id; Need and Ack name chunks in range,
 // and Ack only chunks the agent really holds, already in its journal when
 // the Ack is sent; a package is published only
 // after its stream ended OK, and then its tree matches its manifest, its
 // symlinks resolve inside it and it stays intact; nothing is written
-// outside ROOT.
+// outside ROOT, and a stream removes no other package's staging.
+// Under a signature policy (agent/signature_policy.h; the input switches
+// them between streams) its decisions are checked against a model, Judge:
+// a package is newly published only with a signature that verifies under
+// the trusted key, names it, is unexpired at the offer and at the commit,
+// and has a sequence no lower than the highest this run published for the
+// name (nor equal, for other content). A valid offer the model refuses ends
+// FAILED_PRECONDITION before any response, and every FAILED_PRECONDITION
+// has the model's reason; after one, no ROOT/staging/<id-hex> remains and
+// nothing was newly published. ROOT/signed-sequences changes only to the
+// terms of a package accepted at its commit, upwards, and never falls below
+// what was published.
 #include <limits.h>
 #include <stdlib.h>
 
@@ -23,18 +35,27 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "agent/journal.h"
 #include "agent/package_store.h"
+#include "agent/signature_policy.h"
 #include "agent/transfer_session.h"
 #include "shared/file_util.h"
 #include "shared/manifest.h"
 #include "shared/sha256.h"
+#include "shared/signing.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/transfer_program.h"
 
@@ -42,6 +63,8 @@ namespace pkgdist::fuzz {
 namespace {
 
 using pkgdist::v1::Manifest;
+using pkgdist::v1::PackageSignature;
+using pkgdist::v1::SignatureBody;
 using pkgdist::v1::TransferRequest;
 using pkgdist::v1::TransferResponse;
 
@@ -49,6 +72,8 @@ class FakeStream : public TransferStream {
  public:
   bool Read(TransferRequest* request) override {
     if (requests.empty()) return false;
+    if (on_read) on_read(reads);
+    ++reads;
     *request = std::move(requests.front());
     requests.pop_front();
     return true;
@@ -61,6 +86,8 @@ class FakeStream : public TransferStream {
   std::deque<TransferRequest> requests;
   std::vector<TransferResponse> responses;
   std::function<void(const TransferResponse&)> on_write;
+  std::function<void(size_t)> on_read;  // with the index of the message read
+  size_t reads = 0;
 };
 
 // Operand bytes, read from the front; 0 once the input is exhausted.
@@ -85,6 +112,7 @@ struct Offered {
   Manifest manifest;
   std::string id;
   std::map<std::string, std::string> content;
+  PackageSignature signature;
 };
 
 void Mutate(Manifest& m, Reader& r) {
@@ -122,6 +150,177 @@ void Mutate(Manifest& m, Reader& r) {
   }
 }
 
+// The keys of the signature policies, made once per process: the trusted
+// key's PEM public key in a directory of its own, next to a .pub file that
+// is no key and the other key's under a name the policy must ignore.
+struct SigningKeys {
+  SigningKey trusted;
+  SigningKey untrusted;
+  TempDir dir;
+};
+
+std::string PublicKeyPem(absl::string_view raw) {
+  EVP_PKEY* key = EVP_PKEY_new_raw_public_key(
+      EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+  BIO* bio = BIO_new(BIO_s_mem());
+  Check(key != nullptr && bio != nullptr && PEM_write_bio_PUBKEY(bio, key) == 1,
+        "writing a PEM public key");
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<size_t>(n));
+  BIO_free(bio);
+  EVP_PKEY_free(key);
+  return pem;
+}
+
+SigningKey KeyFromSeed(absl::string_view seed) {
+  auto key = SigningKey::FromSeed(seed.substr(0, kEd25519KeyBytes));
+  Check(key.ok(), key.status().ToString());
+  return *std::move(key);
+}
+
+const SigningKeys& Keys() {
+  static const SigningKeys keys = [] {
+    auto dir = TempDir::Create("pkgdist-fuzz-keys");
+    Check(dir.ok(), dir.status().ToString());
+    SigningKeys k{KeyFromSeed(kTrustedSeed), KeyFromSeed(kUntrustedSeed), *std::move(dir)};
+    auto write = [&k](const std::string& name, const std::string& data) {
+      Check(WriteFileAtomic(k.dir.path() + "/" + name, data).ok(), "writing key file " + name);
+    };
+    std::string pem = PublicKeyPem(k.trusted.public_key().raw);
+    auto parsed = ParsePublicKeyPem(pem, "fuzz");
+    Check(parsed.ok() && parsed->id == k.trusted.public_key().id, "the trusted key's PEM");
+    write("release.pub", pem);
+    write("broken.pub", "not a key\n");
+    write("other.pub.revoked", PublicKeyPem(k.untrusted.public_key().raw));
+    return k;
+  }();
+  return keys;
+}
+
+// The signature a kSign operation asks for (transfer_program.h) for the
+// offer `o`; none while nothing was offered.
+PackageSignature MakeSignature(Reader& r, const Offered& o) {
+  const SigningKeys& keys = Keys();
+  auto terms = [&r] {
+    SignTerms t;
+    t.sequence = r.Byte();
+    t.expires = absl::FromUnixSeconds(kFuzzNow + 4 * (int64_t{r.Byte()} - kExpiresNow));
+    t.now = absl::FromUnixSeconds(kFuzzNow);
+    return t;
+  };
+  auto sign = [](const SigningKey& key, const std::string& id, const std::string& name,
+                 const std::string& version, const SignTerms& t) {
+    if (id.size() != 32) return PackageSignature();
+    auto sig = SignPackage(key, id, name, version, t);
+    Check(sig.ok(), sig.status().ToString());
+    return *std::move(sig);
+  };
+  const std::string& name = o.manifest.name();
+  const std::string& version = o.manifest.version();
+  PackageSignature sig;
+  switch (r.Byte() % kSignKindCount) {
+    case kSignNone: break;
+    case kSignTrusted: sig = sign(keys.trusted, o.id, name, version, terms()); break;
+    case kSignUntrusted: sig = sign(keys.untrusted, o.id, name, version, terms()); break;
+    case kSignFlipped: {
+      sig = sign(keys.trusted, o.id, name, version, terms());
+      uint8_t field = r.Byte(), pos = r.Byte(), bit = r.Byte();
+      std::string* f = field % 3 == 0   ? sig.mutable_body()
+                       : field % 3 == 1 ? sig.mutable_signature()
+                                        : sig.mutable_key_id();
+      if (!f->empty()) (*f)[pos % f->size()] ^= static_cast<char>(1 << (bit % 8));
+      break;
+    }
+    case kSignRaw:
+      sig.set_body(r.Bytes(r.Byte()));
+      sig.set_key_id(r.Bytes(r.Byte() % 32));
+      sig.set_signature(r.Bytes(r.Byte()));
+      break;
+    case kSignOther: {
+      uint8_t which = r.Byte();
+      const Package& p = Packages()[r.Byte() % Packages().size()];
+      sig = sign(keys.trusted, which & 1 ? p.id : o.id, which & 2 ? p.manifest.name() : name,
+                 which & 4 ? p.manifest.version() : version, terms());
+      break;
+    }
+    case kSignForgedKeyId:
+      sig = sign(keys.untrusted, o.id, name, version, terms());
+      sig.set_key_id(keys.trusted.public_key().id);
+      break;
+    case kSignBody: {
+      sig.set_body(r.Bytes(r.Byte()));
+      sig.set_key_id(keys.trusted.public_key().id);
+      auto s = keys.trusted.Sign(SignedMessage(sig.body()));
+      Check(s.ok(), s.status().ToString());
+      sig.set_signature(*s);
+      break;
+    }
+  }
+  return sig;
+}
+
+// A line of ROOT/signed-sequences: the highest sequence recorded for a
+// name, with the package that has it.
+struct SeqRecord {
+  uint64_t sequence = 0;
+  std::string id_hex;
+  std::string version;
+  bool operator==(const SeqRecord&) const = default;
+};
+using SeqRecords = std::map<std::string, SeqRecord>;  // by package name
+
+SeqRecords ReadRecords(const std::string& path) {
+  SeqRecords out;
+  auto text = ReadFileToString(path);
+  if (absl::IsNotFound(text.status())) return out;
+  Check(text.ok(), text.status().ToString());
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "#")) continue;
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    SeqRecord rec;
+    Check(f.size() == 4 && absl::SimpleAtoi(f[1], &rec.sequence),
+          absl::StrCat("damaged line in ", path, ": ", line));
+    rec.id_hex = f[2];
+    rec.version = f[3];
+    Check(out.emplace(f[0], rec).second, absl::StrCat(f[0], " is recorded twice in ", path));
+  }
+  return out;
+}
+
+// What the policy must decide for the offer `o`, modelled without it: with
+// `terms`, the expiry at `now` and the sequence against `highest` too.
+struct Verdict {
+  bool accepted = false;
+  std::optional<SignatureBody> body;  // once the signature verifies
+};
+
+Verdict Judge(const Offered& o, bool required, bool terms, int64_t now,
+              const SeqRecords& highest) {
+  const PackageSignature& sig = o.signature;
+  if (sig.body().empty() && sig.key_id().empty() && sig.signature().empty()) {
+    return {!required, std::nullopt};
+  }
+  const PublicKey& key = Keys().trusted.public_key();
+  std::string message = std::string("pkgdist package signature v1") + '\0' + sig.body();
+  SignatureBody body;
+  if (sig.key_id() != key.id || !Ed25519Verify(key.raw, message, sig.signature()) ||
+      !body.ParseFromString(sig.body()) || body.package_id() != o.id ||
+      body.name() != o.manifest.name() || body.version() != o.manifest.version()) {
+    return {};
+  }
+  if (terms) {
+    if (now >= body.expires_unix_seconds()) return {};
+    auto it = highest.find(body.name());
+    if (it != highest.end() &&
+        (body.sequence() < it->second.sequence ||
+         (body.sequence() == it->second.sequence && it->second.id_hex != ToHex(o.id)))) {
+      return {};
+    }
+  }
+  return {true, std::move(body)};
+}
+
 class Harness {
  public:
   explicit Harness(std::string parent)
@@ -142,7 +341,10 @@ class Harness {
   }
 
  private:
+  enum class Policy { kOff, kRequired, kOptional };
+
   void Restart() {
+    policy_.reset();
     store_.reset();
     PackageStoreOptions options;
     options.reserve_bytes = 0;
@@ -152,6 +354,38 @@ class Harness {
     auto store = PackageStore::Open(root_, options);
     Check(store.ok(), store.status().ToString());
     store_ = std::move(store).value();
+    OpenPolicy();
+  }
+
+  // A policy reopened reads its sequences back from ROOT/signed-sequences.
+  void OpenPolicy() {
+    policy_.reset();
+    if (mode_ == Policy::kOff) return;
+    SignaturePolicyOptions options;
+    options.trusted_keys_dir = Keys().dir.path();
+    options.require_signatures = mode_ == Policy::kRequired;
+    options.now = [this] { return absl::FromUnixSeconds(now_); };
+    auto policy = SignaturePolicy::Open(root_, std::move(options));
+    Check(policy.ok(), policy.status().ToString());
+    policy_ = std::move(policy).value();
+  }
+
+  void SetPolicy(Policy mode) {
+    Flush();
+    mode_ = mode;
+    OpenPolicy();
+  }
+
+  // Signs the latest offer of the stream being built, if there is one.
+  void Sign(Reader& r) {
+    PackageSignature sig = MakeSignature(r, current_);
+    for (size_t i = stream_.requests.size(); i-- > 0;) {
+      if (!stream_.requests[i].has_offer()) continue;
+      *stream_.requests[i].mutable_offer()->mutable_signature() = sig;
+      current_.signature = sig;
+      if (i == 0 && offer_.has_value()) offer_->signature = sig;
+      return;
+    }
   }
 
   void Step(Reader& r) {
@@ -200,33 +434,58 @@ class Harness {
         req.mutable_commit();
         break;
       case kControl:
-        switch (r.Byte() % 4) {
+        switch (r.Byte() % kControlCount) {
           case kEndStream: Flush(); return;
           case kEmptyMessage: break;
           case kToggleDiskFull: Flush(); disk_full_ = !disk_full_; return;
           case kRestart: Flush(); Restart(); return;
+          case kPolicyOff: SetPolicy(Policy::kOff); return;
+          case kPolicyRequired: SetPolicy(Policy::kRequired); return;
+          case kPolicyOptional: SetPolicy(Policy::kOptional); return;
+          case kAdvanceClock: pending_advance_ += kClockStepSeconds; return;
         }
         break;
+      case kSign:
+        Sign(r);
+        return;
     }
     if (stream_.requests.empty() && !req.has_offer()) offer_.reset();
     stream_.requests.push_back(std::move(req));
+    advance_.push_back(pending_advance_);
+    pending_advance_ = 0;
   }
 
   // Runs the stream built so far, then checks what it did.
   void Flush() {
     if (stream_.requests.empty()) return;
     std::vector<TransferRequest> sent(stream_.requests.begin(), stream_.requests.end());
+    std::vector<int64_t> clock;  // when each message is read
+    for (int64_t t = now_; int64_t a : advance_) clock.push_back(t += a);
+    advance_.clear();
+    const SeqRecords before = ReadRecords(records_path_);
+    const std::set<std::string> staged = Staged();
+    const std::optional<std::string> prior =
+        offer_.has_value() ? PublishedAs(offer_->manifest) : std::nullopt;
     absl::Status s;
     {
       TransferOptions options;
       options.lock_wait = absl::Milliseconds(10);
+      options.signatures = policy_.get();
       stream_.on_write = [this](const TransferResponse& r) { CheckAckJournaled(r); };
+      stream_.on_read = [this, &clock](size_t i) { now_ = clock[i]; };
       TransferSession session(*store_, options, stream_, [] {}, "fuzz");
       s = session.Run();
     }
+    stream_.on_read = nullptr;
+    stream_.reads = 0;
+    now_ = clock.back();
     size_t consumed = sent.size() - stream_.requests.size();
     stream_.requests.clear();
+    CheckSignatures(s, sent, consumed, clock, before, prior);
+    CheckOtherStagingKept(staged);
     CheckStream(s, sent, consumed);
+    // A refusal deleted the staging: what it held may not be acknowledged again.
+    if (absl::IsFailedPrecondition(s)) good_.erase(offer_->id);
     stream_.responses.clear();
     CheckPublished();
   }
@@ -256,7 +515,8 @@ class Harness {
     StatusCode code = s.code();
     Check(code == StatusCode::kOk || code == StatusCode::kInvalidArgument ||
               code == StatusCode::kDataLoss || code == StatusCode::kCancelled ||
-              code == StatusCode::kAlreadyExists || code == StatusCode::kResourceExhausted,
+              code == StatusCode::kAlreadyExists || code == StatusCode::kResourceExhausted ||
+              (code == StatusCode::kFailedPrecondition && policy_ != nullptr),
           absl::StrCat("unexpected status from a Transfer: ", s.ToString()));
     const auto& out = stream_.responses;
     if (!offer_.has_value()) {
@@ -286,6 +546,114 @@ class Harness {
                 out.back().published().package_id() == o.id,
             "Run returned OK without Published for the offered package");
       published_[o.id] = o;
+    }
+  }
+
+  // The entries of ROOT/staging (id hex).
+  std::set<std::string> Staged() const {
+    std::set<std::string> out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(root_ + "/staging", ec)) {
+      out.insert(e.path().filename().string());
+    }
+    return out;
+  }
+
+  // A stream touches no staging but its own package's.
+  void CheckOtherStagingKept(const std::set<std::string>& before) {
+    Check(std::filesystem::is_directory(root_ + "/staging"), "ROOT/staging vanished");
+    const std::string own = offer_.has_value() ? ToHex(offer_->id) : "";
+    std::set<std::string> after = Staged();
+    for (const std::string& hex : before) {
+      Check(hex == own || after.count(hex) > 0,
+            absl::StrCat("the staging of ", hex, " vanished in a stream of another package"));
+    }
+  }
+
+  // The id name@version of `m` was reported published with, if any.
+  std::optional<std::string> PublishedAs(const Manifest& m) const {
+    for (const auto& [id, p] : published_) {
+      if (p.manifest.name() == m.name() && p.manifest.version() == m.version()) return id;
+    }
+    return std::nullopt;
+  }
+
+  // The policy's decisions for the stream against Judge, what a refusal
+  // leaves behind, and how ROOT/signed-sequences changed (`before` the
+  // stream; `prior` the id the offer's name@version was published with).
+  void CheckSignatures(const absl::Status& s, const std::vector<TransferRequest>& sent,
+                       size_t consumed, const std::vector<int64_t>& clock,
+                       const SeqRecords& before, const std::optional<std::string>& prior) {
+    const SeqRecords after = ReadRecords(records_path_);
+    if (!offer_.has_value() || policy_ == nullptr) {
+      Check(after == before, "signed-sequences changed by a stream no policy checked");
+      return;
+    }
+    const Offered& o = *offer_;
+    const bool required = mode_ == Policy::kRequired;
+    const bool again = prior == o.id;  // checked as published: no terms
+    std::optional<size_t> commit;
+    for (size_t i = 0; i < consumed && !commit.has_value(); ++i) {
+      if (sent[i].has_commit()) commit = i;
+    }
+    const int64_t commit_time = clock[commit.value_or(0)];
+    const Verdict at_offer = Judge(o, required, !again, clock[0], before);
+    const Verdict at_commit = Judge(o, required, true, commit_time, before);
+    const std::string label = absl::StrCat(o.manifest.name(), "@", o.manifest.version());
+    const bool refused = absl::IsFailedPrecondition(s);
+    if (!at_offer.accepted && (!prior.has_value() || again) &&
+        ValidateManifest(o.manifest, TransferOptions().limits).ok()) {
+      Check(refused && stream_.responses.empty(),
+            absl::StrCat("an offer of ", label, " the policy must refuse ended ", s.ToString(),
+                         " after ", stream_.responses.size(), " responses"));
+    }
+    if (refused) {
+      Check(!at_offer.accepted || (commit.has_value() && !at_commit.accepted),
+            absl::StrCat(label, " refused though its signature passes: ", s.ToString()));
+      Check(!std::filesystem::exists(absl::StrCat(root_, "/staging/", ToHex(o.id))),
+            absl::StrCat("staging of ", label, " left after ", s.ToString()));
+      auto id = store_->PublishedId(o.manifest.name(), o.manifest.version());
+      Check(id.ok() && *id == prior, absl::StrCat(label, " published though refused"));
+    }
+    if (s.ok() && !again) {
+      // Judged against this run's own publications, not the agent's record.
+      Verdict v = Judge(o, required, true, clock[0], published_seq_);
+      Verdict vc = Judge(o, required, true, commit_time, published_seq_);
+      Check(v.accepted && vc.accepted,
+            absl::StrCat(label, " published with a signature the policy must refuse"));
+      if (v.body.has_value()) {
+        auto [it, fresh] = published_seq_.try_emplace(o.manifest.name());
+        if (fresh || v.body->sequence() > it->second.sequence) {
+          it->second = {v.body->sequence(), ToHex(o.id), o.manifest.version()};
+        }
+      }
+    }
+    CheckRecordChanges(before, after, o, commit.has_value() ? &at_commit : nullptr);
+  }
+
+  // A record changes only to the terms of the offered package, accepted at
+  // its commit, with a higher sequence; none falls below what was published.
+  void CheckRecordChanges(const SeqRecords& before, const SeqRecords& after, const Offered& o,
+                          const Verdict* at_commit) {
+    std::set<std::string> names;
+    for (const auto& [name, rec] : before) names.insert(name);
+    for (const auto& [name, rec] : after) names.insert(name);
+    for (const std::string& name : names) {
+      auto b = before.find(name), a = after.find(name);
+      if (b != before.end() && a != after.end() && b->second == a->second) continue;
+      const SignatureBody* body =
+          at_commit != nullptr && at_commit->accepted && at_commit->body.has_value()
+              ? &*at_commit->body : nullptr;
+      Check(name == o.manifest.name() && a != after.end() && body != nullptr &&
+                a->second == SeqRecord{body->sequence(), ToHex(o.id), o.manifest.version()} &&
+                (b == before.end() || body->sequence() > b->second.sequence),
+            absl::StrCat("the signed sequence of ", name, " changed without a reason"));
+    }
+    for (const auto& [name, p] : published_seq_) {
+      auto it = after.find(name);
+      Check(it != after.end() && (it->second.sequence > p.sequence || it->second == p),
+            absl::StrCat("the signed sequence of ", name, " fell below sequence ", p.sequence,
+                         " published for ", p.version));
     }
   }
 
@@ -338,7 +706,14 @@ class Harness {
   }
 
   std::string parent_, root_;
+  const std::string records_path_ = root_ + "/signed-sequences";
+  Policy mode_ = Policy::kOff;
+  int64_t now_ = kFuzzNow;  // the policy's clock, moved as messages are read
+  int64_t pending_advance_ = 0;  // for the next message
+  std::vector<int64_t> advance_;  // per message of the stream, before it is read
+  SeqRecords published_seq_;      // name -> highest signed sequence published
   std::unique_ptr<PackageStore> store_;
+  std::unique_ptr<SignaturePolicy> policy_;
   bool disk_full_ = false;
   FakeStream stream_;
   std::optional<Offered> offer_;  // the first message of the stream, if an offer
@@ -353,6 +728,7 @@ class Harness {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   pkgdist::fuzz::QuietLogs();
   (void)pkgdist::fuzz::Packages();
+  (void)pkgdist::fuzz::Keys();
   return 0;
 }
 

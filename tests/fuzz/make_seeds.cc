@@ -6,9 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/journal.h"
 #include "shared/file_util.h"
+#include "shared/manifest.h"
 #include "shared/sha256.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/transfer_program.h"
@@ -71,6 +73,60 @@ Bytes Cat(std::initializer_list<Bytes> parts) {
 }
 const Bytes kCommitOp = {kCommit};
 const Bytes kEnd = {kControl, kEndStream};
+const Bytes kRequire = {kControl, kPolicyRequired};
+// A correct signature by the trusted key; `expires` as in transfer_program.h.
+Bytes Signed(uint8_t sequence, uint8_t expires = 200) {
+  return {kSign, kSignTrusted, sequence, expires};
+}
+// Offers package `pkg` signed with `sign`, sends it all and commits.
+Bytes SignedPublish(uint8_t pkg, const Bytes& sign) {
+  return Cat({Offer(pkg), sign, AllChunks(pkg), kCommitOp});
+}
+
+// Streams under a signature policy (kSign in transfer_program.h).
+void SignatureSeeds(const std::string& dir) {
+  Write(dir, "signed-publish", Str(Cat({kRequire, SignedPublish(0, Signed(1))})));
+  Write(dir, "unsigned-required", Str(Cat({kRequire, Offer(0), AllChunks(0), kCommitOp})));
+  Write(dir, "unsigned-optional",
+        Str(Cat({{kControl, kPolicyOptional}, Offer(0), AllChunks(0), kCommitOp})));
+  Write(dir, "untrusted-key",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignUntrusted, 1, 200})})));
+  Write(dir, "forged-key-id",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignForgedKeyId, 1, 200})})));
+  Write(dir, "flipped-signature",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignFlipped, 1, 200, 1, 5, 0})})));
+  Write(dir, "flipped-body",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignFlipped, 1, 200, 0, 40, 3})})));
+  Write(dir, "raw-signature",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignRaw, 3, 'a', 'b', 'c', 2, 'k', 'i', 1,
+                                             's'})})));
+  Write(dir, "signed-raw-body",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignBody, 4, 0x20, 7, 'x', 'y'})})));
+  Write(dir, "other-package-signature",
+        Str(Cat({kRequire, SignedPublish(0, {kSign, kSignOther, 1, 1, 1, 200})})));
+  Write(dir, "expired-signature", Str(Cat({kRequire, SignedPublish(0, Signed(1, 10))})));
+  Write(dir, "expires-now", Str(Cat({kRequire, SignedPublish(0, Signed(1, kExpiresNow))})));
+  // Unexpired at the offer, expired at the commit: refused then, staging dropped.
+  Write(dir, "expires-during-transfer",
+        Str(Cat({kRequire, Offer(4), Signed(1, kExpiresNow + 4), AllChunks(4),
+                 {kControl, kAdvanceClock}, kCommitOp})));
+  Write(dir, "rollback",
+        Str(Cat({kRequire, SignedPublish(0, Signed(5)), kEnd, SignedPublish(1, Signed(3))})));
+  Write(dir, "rollback-after-restart",
+        Str(Cat({kRequire, SignedPublish(0, Signed(5)), {kControl, kRestart},
+                 SignedPublish(1, Signed(3))})));
+  Write(dir, "same-sequence-other-content",
+        Str(Cat({kRequire, SignedPublish(0, Signed(5)), kEnd, SignedPublish(1, Signed(5))})));
+  Write(dir, "signed-upgrade",
+        Str(Cat({kRequire, SignedPublish(0, Signed(5)), kEnd, Offer(1, 2), Signed(6),
+                 AllChunks(1), kCommitOp})));
+  Write(dir, "published-then-signed-required",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, kRequire, Offer(0), kEnd, Offer(0),
+                 Signed(1)})));
+  Write(dir, "unsigned-staging-then-refused",
+        Str(Cat({Offer(0), {kChunk, 0, kChunk, 1}, kRequire, Offer(0), {kSign, kSignUntrusted,
+                 1, 200}})));
+}
 
 void TransferSeeds(const std::string& dir) {
   for (uint8_t p = 0; p < Packages().size(); ++p) {
@@ -100,6 +156,39 @@ void TransferSeeds(const std::string& dir) {
   Write(dir, "mutated-path",
         Str(Cat({{kOfferMut, 0, 0, 2, 0, 3, 'e', 't', 'c'}, AllChunks(0), kCommitOp})));
   Write(dir, "raw-offer", Str(Cat({{kOfferRaw, 4, 10, 2, 'a', 'b'}})));
+  SignatureSeeds(dir);
+}
+
+// An offer of package 4 with version `version`, whose raw id must start
+// with `id_prefix`: versions found by trying many.
+Bytes OfferWithIdPrefix(const std::string& version, absl::string_view id_prefix) {
+  pkgdist::v1::Manifest m = Packages()[4].manifest;
+  m.set_version(version);
+  Check(absl::StartsWith(PackageId(m), id_prefix),
+        "package 4 changed: find new versions for the regression inputs");
+  Bytes b = {kOfferMut, 4, 3, 0, 0, static_cast<uint8_t>(version.size())};
+  b.insert(b.end(), version.begin(), version.end());
+  return b;
+}
+
+// A refusal by the signature policy deleted ROOT/staging/<raw id bytes>
+// instead of ROOT/staging/<id hex>: the refused package's staging stayed,
+// and a raw id starting with NUL (or "..", NUL) named ROOT/staging (ROOT)
+// to the system calls (fixed in 3c82437).
+void SignatureRegressionInputs(const std::string& dir) {
+  const Bytes untrusted = {kSign, kSignUntrusted, 1, 200};
+  Write(dir, "refused-offer-keeps-staging",
+        Str(Cat({Offer(0), {kChunk, 0, kChunk, 1}, kRequire, Offer(0), untrusted})));
+  Write(dir, "refused-commit-keeps-staging",
+        Str(Cat({kRequire, Offer(4), Signed(1, kExpiresNow + 4), AllChunks(4),
+                 {kControl, kAdvanceClock}, kCommitOp})));
+  const Bytes nul_id = OfferWithIdPrefix("vni", absl::string_view("\0", 1));
+  Write(dir, "refused-nul-id-removes-all-staging", Str(Cat({kRequire, nul_id})));
+  Write(dir, "refused-nul-id-recurses-forever",
+        Str(Cat({Offer(0), {kChunk, 0}, kRequire, nul_id})));
+  Write(dir, "refused-dotdot-nul-id-recurses-forever",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, kRequire,
+                 OfferWithIdPrefix("vxj4rj", absl::string_view("..\0", 3))})));
 }
 
 // Inputs that once broke an invariant (regressions/<target>/), rebuilt
@@ -116,6 +205,7 @@ void RegressionInputs(const std::string& dir) {
   Bytes offer = {kOfferMut, 0, 2, 4, 0, static_cast<uint8_t>(target.size())};
   offer.insert(offer.end(), target.begin(), target.end());
   Write(dir + "/transfer", "symlink-chain-escape", Str(Cat({offer, AllChunks(0), kCommitOp})));
+  SignatureRegressionInputs(dir + "/transfer");
 }
 
 }  // namespace
