@@ -16,6 +16,7 @@ PACKAGES=(
   # the operations tests: a real Prometheus scrapes both programs (promtool
   # checks the exposition), the .debs are built, linted and installed
   prometheus dpkg-dev fakeroot lintian systemd
+  adduser man-db  # the .debs' postinst makes the pkgdist user; verify checks man pages
 )
 
 # bench/run.sh also needs the peer it compares against, and perf.
