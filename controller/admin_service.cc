@@ -67,7 +67,64 @@ absl::StatusOr<std::string> AcceptSignature(const v1::PackageSignature& sig,
   return sig.SerializeAsString();
 }
 
+// `s` made one line without spaces and at most 256 bytes, for an audit
+// record's key=value request.
+std::string OneLineBounded(absl::string_view s) {
+  constexpr size_t kMax = 256;
+  std::string out(s.substr(0, kMax));
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == ' ') c = '_';
+  }
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
+// "key K sequence N" (with sep "=": "key=K sequence=N"): what a signature
+// says of itself, for events and the audit trail.
+std::string SignatureDetail(const v1::PackageSignature& sig, absl::string_view sep = " ") {
+  v1::SignatureBody body;
+  std::string out = absl::StrCat("key", sep, OneLineBounded(sig.key_id()));
+  if (body.ParseFromString(sig.body())) absl::StrAppend(&out, " sequence", sep, body.sequence());
+  return out;
+}
+
+// "package=N@V agents=A,B" (or agents=all): a job request's essentials; at
+// most 50 agents are named, then how many there were.
+std::string JobRequest(const std::string& package,
+                       const google::protobuf::RepeatedPtrField<std::string>& agents, bool all) {
+  constexpr int kMaxNamed = 50;
+  std::string out = absl::StrCat("package=", OneLineBounded(package), " agents=");
+  if (all) absl::StrAppend(&out, "all", agents.empty() ? "" : "+");
+  for (int i = 0; i < agents.size() && i < kMaxNamed; ++i) {
+    absl::StrAppend(&out, i > 0 ? "," : "", OneLineBounded(agents[i]));
+  }
+  if (agents.size() > kMaxNamed) absl::StrAppend(&out, ",... (", agents.size(), " agents)");
+  return out;
+}
+
+// "job=ID" or "job=ID agent=A".
+std::string TargetRequest(const std::string& job, const std::string& agent) {
+  std::string out = absl::StrCat("job=", OneLineBounded(job));
+  if (!agent.empty()) absl::StrAppend(&out, " agent=", OneLineBounded(agent));
+  return out;
+}
+
+// A deadline beyond this (100 years) would overflow the millisecond clock.
+constexpr uint64_t kMaxDeadlineSeconds = uint64_t{100} * 365 * 86400;
+
 }  // namespace
+
+void TargetToProto(const TargetRow& t, v1::TargetStatus* o) {
+  o->set_agent(t.agent);
+  o->set_state(std::string(TargetStateName(t.state)));
+  o->set_attempts(t.attempts);
+  o->set_last_error(t.last_error);
+  if (t.state == TargetState::kRetryWait) o->set_next_attempt_at(FormatRfc3339(t.next_attempt_ms));
+  o->set_bytes_acked(t.bytes_acked);
+  o->set_bytes_total(t.bytes_total);
+  o->set_bytes_sent(t.bytes_sent);
+  o->set_updated_at(FormatRfc3339(t.updated_ms));
+}
 
 v1::JobStatus JobToProto(const JobView& job) {
   v1::JobStatus out;
@@ -76,18 +133,7 @@ v1::JobStatus JobToProto(const JobView& job) {
   out.set_package(job.job.package);
   out.set_state(std::string(JobStateName(job.state)));
   out.set_created_at(FormatRfc3339(job.job.created_ms));
-  for (const TargetRow& t : job.targets) {
-    auto* o = out.add_targets();
-    o->set_agent(t.agent);
-    o->set_state(std::string(TargetStateName(t.state)));
-    o->set_attempts(t.attempts);
-    o->set_last_error(t.last_error);
-    if (t.state == TargetState::kRetryWait) o->set_next_attempt_at(FormatRfc3339(t.next_attempt_ms));
-    o->set_bytes_acked(t.bytes_acked);
-    o->set_bytes_total(t.bytes_total);
-    o->set_bytes_sent(t.bytes_sent);
-    o->set_updated_at(FormatRfc3339(t.updated_ms));
-  }
+  for (const TargetRow& t : job.targets) TargetToProto(t, out.add_targets());
   return out;
 }
 
@@ -101,10 +147,6 @@ v1::JobStatus AdminService::JobStatusOf(const JobView& job) {
   return out;
 }
 
-Status AdminService::Authorize(Ctx* ctx) const {
-  return AuthorizePeer(*ctx, trust_domain_, "admin");
-}
-
 void AdminService::FillAgentInfo(const AgentRow& row, v1::AgentInfo* out) {
   out->set_name(row.name);
   out->set_address(row.address);
@@ -115,16 +157,20 @@ void AdminService::FillAgentInfo(const AgentRow& row, v1::AgentInfo* out) {
 }
 
 Status AdminService::AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::AgentInfo* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  if (auto s = ValidateName(req->name(), "name"); !s.ok()) return ToGrpc(s);
-  if (auto s = ValidateAddress(req->address()); !s.ok()) return ToGrpc(s);
-  if (auto s = store_->AddAgent(req->name(), req->address()); !s.ok()) return ToGrpc(s);
-  auto row = store_->GetAgent(req->name());
-  if (!row.ok()) return ToGrpc(row.status());
-  spdlog::info("agent {} registered at {}", req->name(), req->address());
-  engine_->Kick();
-  FillAgentInfo(*row, resp);
-  return Status::OK;
+  return Audited(ctx, "AddAgent",
+                 absl::StrCat("agent=", OneLineBounded(req->name()),
+                              " address=", OneLineBounded(req->address())),
+                 [&](AuditEntry& audit) -> Status {
+    if (auto s = ValidateName(req->name(), "name"); !s.ok()) return ToGrpc(s);
+    if (auto s = ValidateAddress(req->address()); !s.ok()) return ToGrpc(s);
+    if (auto s = store_->AddAgent(req->name(), req->address(), &audit); !s.ok()) return ToGrpc(s);
+    auto row = store_->GetAgent(req->name());
+    if (!row.ok()) return ToGrpc(row.status());
+    spdlog::info("agent {} registered at {}", req->name(), req->address());
+    engine_->Kick();
+    FillAgentInfo(*row, resp);
+    return Status::OK;
+  });
 }
 
 namespace {
@@ -152,7 +198,7 @@ class PageBudget {
 
 Status AdminService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest* req,
                                 v1::ListAgentsResponse* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "ListAgents"); !s.ok()) return s;
   auto after = DecodePageToken("agents", req->page_token());
   if (!after.ok()) return ToGrpc(after.status());
   size_t size = PageSize(req->page_size(), kDefaultPage, kMaxPage);
@@ -172,7 +218,7 @@ Status AdminService::ListAgents(Ctx* ctx, const v1::ListAgentsRequest* req,
 }
 
 Status AdminService::GetAgent(Ctx* ctx, const v1::GetAgentRequest* req, v1::AgentDetail* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "GetAgent"); !s.ok()) return s;
   auto row = store_->GetAgent(req->name());
   if (!row.ok()) return ToGrpc(row.status());
   grpc::ClientContext cctx;
@@ -190,27 +236,49 @@ Status AdminService::GetAgent(Ctx* ctx, const v1::GetAgentRequest* req, v1::Agen
 
 Status AdminService::RemoveAgent(Ctx* ctx, const v1::RemoveAgentRequest* req,
                                  v1::RemoveAgentResponse* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto n = store_->RemoveAgent(req->name(), "agent removed");
-  if (!n.ok()) return ToGrpc(n.status());
-  engine_->CancelActive("", req->name(), "agent removed");
-  engine_->ForgetAgent(req->name());
-  pool_->Forget(req->name());
-  spdlog::info("agent {} removed; {} unfinished target(s) cancelled", req->name(), *n);
-  resp->set_cancelled_targets(static_cast<uint32_t>(*n));
-  return Status::OK;
+  return Audited(ctx, "RemoveAgent", absl::StrCat("agent=", OneLineBounded(req->name())),
+                 [&](AuditEntry& audit) -> Status {
+    auto n = store_->RemoveAgent(req->name(), "agent removed", &audit);
+    if (!n.ok()) return ToGrpc(n.status());
+    engine_->CancelActive("", req->name(), "agent removed");
+    engine_->ForgetAgent(req->name());
+    pool_->Forget(req->name());
+    spdlog::info("agent {} removed; {} unfinished target(s) cancelled", req->name(), *n);
+    resp->set_cancelled_targets(static_cast<uint32_t>(*n));
+    return Status::OK;
+  });
 }
 
 Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackageRequest>* reader,
                                    v1::PackageInfo* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  return Audited(ctx, "ImportPackage", "", [&](AuditEntry& audit) {
+    return ReceivePackage(reader, resp, audit);
+  });
+}
+
+Status AdminService::ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>* reader,
+                                    v1::PackageInfo* resp, AuditEntry& audit) {
   auto session = packages_->BeginImport();
   if (!session.ok()) return ToGrpc(session.status());
   v1::ImportPackageRequest msg;
   v1::PackageSignature signature;
+  uint64_t entries = 0, bytes = 0;
   while (reader->Read(&msg)) {
-    if (absl::Status s = (*session)->Add(msg); !s.ok()) return ToGrpc(s);
+    if (msg.has_header() && audit.request.empty()) {
+      audit.request = absl::StrCat("package=", OneLineBounded(msg.header().name()), "@",
+                                   OneLineBounded(msg.header().version()));
+    }
+    entries += msg.has_entry() ? 1 : 0;
+    bytes += msg.has_data() ? msg.data().data().size() : 0;
+    if (absl::Status s = (*session)->Add(msg); !s.ok()) {
+      absl::StrAppend(&audit.request, " entries=", entries, " bytes=", bytes);
+      return ToGrpc(s);
+    }
     if (msg.has_end() && msg.end().has_signature()) signature = msg.end().signature();
+  }
+  absl::StrAppend(&audit.request, " entries=", entries, " bytes=", bytes);
+  if (signature.ByteSizeLong() > 0) {
+    absl::StrAppend(&audit.request, " key=", OneLineBounded(signature.key_id()));
   }
   if (!(*session)->ended()) {
     return Status(grpc::StatusCode::CANCELLED, "upload ended before its end message; nothing kept");
@@ -236,8 +304,12 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
                                  " already exists with other content (id ", existing->id,
                                  "); choose a new version"));
     }
+    audit.result = absl::StrCat("id ", id, ": already imported");
     if (!signature_bytes.empty() && signature_bytes != existing->signature) {
-      if (absl::Status s = store_->SetPackageSignature(id, signature_bytes); !s.ok()) {
+      audit.result = absl::StrCat("id ", id, ": already imported; signature stored");
+      if (absl::Status s = store_->SetPackageSignature(id, signature_bytes,
+                                                       SignatureDetail(signature), &audit);
+          !s.ok()) {
         return ToGrpc(s);
       }
       existing->signature = signature_bytes;
@@ -258,7 +330,8 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
   row.chunks = static_cast<uint32_t>(manifest->chunks_size());
   row.created_ms = clock_->NowMs();
   row.signature = signature_bytes;
-  if (absl::Status s = store_->AddPackage(row, manifest->SerializeAsString()); !s.ok()) {
+  audit.result = absl::StrCat("id ", id, " imported");
+  if (absl::Status s = store_->AddPackage(row, manifest->SerializeAsString(), &audit); !s.ok()) {
     return ToGrpc(s);
   }
   spdlog::info("imported {}@{}: {} bytes, {} entries, {} chunks, id {}{}", row.name, row.version,
@@ -272,7 +345,7 @@ Status AdminService::ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackag
 
 Status AdminService::ListPackages(Ctx* ctx, const v1::ListPackagesRequest* req,
                                   v1::ListPackagesResponse* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "ListPackages"); !s.ok()) return s;
   auto after = DecodePageToken("packages", req->page_token());
   if (!after.ok()) return ToGrpc(after.status());
   std::string after_name = *after, after_version;
@@ -316,21 +389,29 @@ absl::StatusOr<PackageRow> AdminService::ResolvePackage(const std::string& label
 
 Status AdminService::SignPackage(Ctx* ctx, const v1::SignPackageRequest* req,
                                  v1::PackageInfo* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto p = ResolvePackage(req->package(), "package");
-  if (!p.ok()) return ToGrpc(p.status());
-  auto accepted = AcceptSignature(req->signature(), p->id, p->name, p->version);
-  if (!accepted.ok()) return ToGrpc(accepted.status());
-  if (absl::Status s = store_->SetPackageSignature(p->id, *accepted); !s.ok()) return ToGrpc(s);
-  p->signature = *std::move(accepted);
-  spdlog::info("package {}@{} signed by key {}", p->name, p->version, req->signature().key_id());
-  FillPackageInfo(*p, resp);
-  return Status::OK;
+  return Audited(ctx, "SignPackage",
+                 absl::StrCat("package=", OneLineBounded(req->package()), " ",
+                              SignatureDetail(req->signature(), "=")),
+                 [&](AuditEntry& audit) -> Status {
+    auto p = ResolvePackage(req->package(), "package");
+    if (!p.ok()) return ToGrpc(p.status());
+    auto accepted = AcceptSignature(req->signature(), p->id, p->name, p->version);
+    if (!accepted.ok()) return ToGrpc(accepted.status());
+    if (absl::Status s = store_->SetPackageSignature(p->id, *accepted,
+                                                     SignatureDetail(req->signature()), &audit);
+        !s.ok()) {
+      return ToGrpc(s);
+    }
+    p->signature = *std::move(accepted);
+    spdlog::info("package {}@{} signed by key {}", p->name, p->version, req->signature().key_id());
+    FillPackageInfo(*p, resp);
+    return Status::OK;
+  });
 }
 
 Status AdminService::GetPackage(Ctx* ctx, const v1::GetPackageRequest* req,
                                 v1::PackageInfo* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "GetPackage"); !s.ok()) return s;
   auto p = ResolvePackage(req->package(), "package");
   if (!p.ok()) return ToGrpc(p.status());
   FillPackageInfo(*p, resp);
@@ -339,19 +420,23 @@ Status AdminService::GetPackage(Ctx* ctx, const v1::GetPackageRequest* req,
 
 Status AdminService::DeletePackage(Ctx* ctx, const v1::DeletePackageRequest* req,
                                    v1::DeletePackageResponse*) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto p = ResolvePackage(req->package(), "package");
-  if (!p.ok()) return ToGrpc(p.status());
-  auto cancelled = store_->DeletePackage(p->id, req->force());
-  if (!cancelled.ok()) return ToGrpc(cancelled.status());
-  // Their targets are cancelled in the store; stop what is still sending.
-  for (const std::string& job : *cancelled) engine_->CancelActive(job, "", "package deleted");
-  if (absl::Status s = packages_->Delete(p->id); !s.ok()) {
-    spdlog::warn("deleting content of {}: {}", req->package(), s);
-  }
-  engine_->Kick();
-  spdlog::info("package {} deleted{}", req->package(), req->force() ? " (forced)" : "");
-  return Status::OK;
+  return Audited(ctx, "DeletePackage",
+                 absl::StrCat("package=", OneLineBounded(req->package()),
+                              req->force() ? " force=true" : ""),
+                 [&](AuditEntry& audit) -> Status {
+    auto p = ResolvePackage(req->package(), "package");
+    if (!p.ok()) return ToGrpc(p.status());
+    auto cancelled = store_->DeletePackage(p->id, req->force(), &audit);
+    if (!cancelled.ok()) return ToGrpc(cancelled.status());
+    // Their targets are cancelled in the store; stop what is still sending.
+    for (const std::string& job : *cancelled) engine_->CancelActive(job, "", "package deleted");
+    if (absl::Status s = packages_->Delete(p->id); !s.ok()) {
+      spdlog::warn("deleting content of {}: {}", req->package(), s);
+    }
+    engine_->Kick();
+    spdlog::info("package {} deleted{}", req->package(), req->force() ? " (forced)" : "");
+    return Status::OK;
+  });
 }
 
 absl::StatusOr<std::vector<std::string>> AdminService::ResolveAgents(
@@ -381,15 +466,17 @@ absl::StatusOr<std::vector<std::string>> AdminService::ResolveAgents(
 
 Status AdminService::StartJob(JobKind kind, const std::string& package,
                               const google::protobuf::RepeatedPtrField<std::string>& agents,
-                              bool all, const JobPolicy& policy, v1::JobStatus* resp) {
+                              bool all, const JobPolicy& policy, v1::JobStatus* resp,
+                              AuditEntry& audit) {
   auto p = ResolvePackage(package, "package");
   if (!p.ok()) return ToGrpc(p.status());
   auto names = ResolveAgents(agents, all);
   if (!names.ok()) return ToGrpc(names.status());
   uint64_t total = kind == JobKind::kDistribute ? p->size : 0;
-  auto job = store_->CreateJob(kind, p->id, *names, policy, total);
+  auto job = store_->CreateJob(kind, p->id, *names, policy, total, &audit);
   if (!job.ok()) return ToGrpc(job.status());
-  spdlog::info("job {}: {} {} to {} agent(s)", job->id, JobKindName(kind), package, names->size());
+  LogWith({.job = job->id, .package = package}, spdlog::level::info, "job {}: {} {} to {} agent(s)",
+          job->id, JobKindName(kind), package, names->size());
   engine_->Kick();
   auto view = store_->GetJob(job->id);
   if (!view.ok()) return ToGrpc(view.status());
@@ -398,26 +485,40 @@ Status AdminService::StartJob(JobKind kind, const std::string& package,
 }
 
 Status AdminService::Distribute(Ctx* ctx, const v1::DistributeRequest* req, v1::JobStatus* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  JobPolicy policy;
-  policy.max_attempts = req->max_attempts();
+  std::string request = JobRequest(req->package(), req->agents(), req->all_agents());
+  if (req->max_attempts() > 0) absl::StrAppend(&request, " max_attempts=", req->max_attempts());
   if (req->deadline_seconds() > 0) {
-    policy.deadline_ms = clock_->NowMs() + static_cast<int64_t>(req->deadline_seconds()) * 1000;
+    absl::StrAppend(&request, " deadline_seconds=", req->deadline_seconds());
   }
-  return StartJob(JobKind::kDistribute, req->package(), req->agents(), req->all_agents(), policy,
-                  resp);
+  return Audited(ctx, "Distribute", std::move(request), [&](AuditEntry& audit) -> Status {
+    JobPolicy policy;
+    policy.max_attempts = req->max_attempts();
+    if (req->deadline_seconds() > 0) {
+      if (req->deadline_seconds() > kMaxDeadlineSeconds) {
+        return Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("deadline_seconds ", req->deadline_seconds(),
+                                   " is more than ", kMaxDeadlineSeconds, " (100 years)"));
+      }
+      policy.deadline_ms = clock_->NowMs() + static_cast<int64_t>(req->deadline_seconds()) * 1000;
+    }
+    return StartJob(JobKind::kDistribute, req->package(), req->agents(), req->all_agents(),
+                    policy, resp, audit);
+  });
 }
 
 Status AdminService::RemoveFromAgents(Ctx* ctx, const v1::RemoveFromAgentsRequest* req,
                                       v1::JobStatus* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  return StartJob(JobKind::kRemove, req->package(), req->agents(), req->all_agents(), JobPolicy{},
-                  resp);
+  return Audited(ctx, "RemoveFromAgents",
+                 JobRequest(req->package(), req->agents(), req->all_agents()),
+                 [&](AuditEntry& audit) {
+                   return StartJob(JobKind::kRemove, req->package(), req->agents(),
+                                   req->all_agents(), JobPolicy{}, resp, audit);
+                 });
 }
 
 Status AdminService::ListJobs(Ctx* ctx, const v1::ListJobsRequest* req,
                               v1::ListJobsResponse* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "ListJobs"); !s.ok()) return s;
   JobFilter filter;
   if (!req->state().empty()) {
     auto st = ParseJobState(req->state());
@@ -460,7 +561,7 @@ Status AdminService::ListJobs(Ctx* ctx, const v1::ListJobsRequest* req,
 }
 
 Status AdminService::GetJob(Ctx* ctx, const v1::GetJobRequest* req, v1::JobStatus* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "GetJob"); !s.ok()) return s;
   auto job = store_->GetJob(req->id());
   if (!job.ok()) return ToGrpc(job.status());
   *resp = JobStatusOf(*job);
@@ -469,7 +570,7 @@ Status AdminService::GetJob(Ctx* ctx, const v1::GetJobRequest* req, v1::JobStatu
 
 Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
                               grpc::ServerWriter<v1::JobStatus>* writer) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
+  if (Status s = Authorize(ctx, "WatchJob"); !s.ok()) return s;
   constexpr absl::Duration kMinInterval = absl::Milliseconds(250);
   std::string last;
   uint64_t seen = store_->version();
@@ -491,9 +592,12 @@ Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
     absl::Time next_update = absl::Now() + kMinInterval;
     bool changed = false;
     while (!ctx->IsCancelled()) {
+      if (stopping_.load()) {
+        return Status(grpc::StatusCode::UNAVAILABLE, "the controller is shutting down; watch again");
+      }
       absl::Duration wait = changed ? next_update - absl::Now() : absl::Seconds(1);
       if (changed && wait <= absl::ZeroDuration()) break;
-      uint64_t v = store_->WaitForChange(seen, wait);
+      uint64_t v = store_->WaitForChange(seen, wait, &stopping_);
       if (v == seen) continue;
       seen = v;
       changed = true;
@@ -506,35 +610,41 @@ Status AdminService::WatchJob(Ctx* ctx, const v1::GetJobRequest* req,
 }
 
 Status AdminService::CancelJob(Ctx* ctx, const v1::CancelJobRequest* req, v1::JobStatus* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto n = store_->Cancel(req->id(), req->agent(), "cancelled by operator");
-  if (!n.ok()) return ToGrpc(n.status());
-  engine_->CancelActive(req->id(), req->agent(), "cancelled by operator");
-  spdlog::info("job {}: {} target(s) cancelled by operator", req->id(), *n);
-  auto job = store_->GetJob(req->id());
-  if (!job.ok()) return ToGrpc(job.status());
-  *resp = JobStatusOf(*job);
-  return Status::OK;
+  return Audited(ctx, "CancelJob", TargetRequest(req->id(), req->agent()),
+                 [&](AuditEntry& audit) -> Status {
+    auto n = store_->Cancel(req->id(), req->agent(), "cancelled by operator", &audit);
+    if (!n.ok()) return ToGrpc(n.status());
+    engine_->CancelActive(req->id(), req->agent(), "cancelled by operator");
+    spdlog::info("job {}: {} target(s) cancelled by operator", req->id(), *n);
+    auto job = store_->GetJob(req->id());
+    if (!job.ok()) return ToGrpc(job.status());
+    *resp = JobStatusOf(*job);
+    return Status::OK;
+  });
 }
 
 Status AdminService::RetryJob(Ctx* ctx, const v1::RetryJobRequest* req, v1::JobStatus* resp) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  auto n = store_->RetryNow(req->id(), req->agent());
-  if (!n.ok()) return ToGrpc(n.status());
-  engine_->Kick();
-  spdlog::info("job {}: {} target(s) retried by operator", req->id(), *n);
-  auto job = store_->GetJob(req->id());
-  if (!job.ok()) return ToGrpc(job.status());
-  *resp = JobStatusOf(*job);
-  return Status::OK;
+  return Audited(ctx, "RetryJob", TargetRequest(req->id(), req->agent()),
+                 [&](AuditEntry& audit) -> Status {
+    auto n = store_->RetryNow(req->id(), req->agent(), &audit);
+    if (!n.ok()) return ToGrpc(n.status());
+    engine_->Kick();
+    spdlog::info("job {}: {} target(s) retried by operator", req->id(), *n);
+    auto job = store_->GetJob(req->id());
+    if (!job.ok()) return ToGrpc(job.status());
+    *resp = JobStatusOf(*job);
+    return Status::OK;
+  });
 }
 
 Status AdminService::DeleteJob(Ctx* ctx, const v1::DeleteJobRequest* req,
                                v1::DeleteJobResponse*) {
-  if (Status s = Authorize(ctx); !s.ok()) return s;
-  if (absl::Status s = store_->DeleteJob(req->id()); !s.ok()) return ToGrpc(s);
-  spdlog::info("job {} deleted", req->id());
-  return Status::OK;
+  return Audited(ctx, "DeleteJob", TargetRequest(req->id(), ""),
+                 [&](AuditEntry& audit) -> Status {
+    if (absl::Status s = store_->DeleteJob(req->id(), &audit); !s.ok()) return ToGrpc(s);
+    spdlog::info("job {} deleted", req->id());
+    return Status::OK;
+  });
 }
 
 }  // namespace pkgdist

@@ -2,12 +2,20 @@
 // translation between the API and the state store, package store and
 // engine. Every method first checks that the caller is an admin identity.
 // Errors leave here as grpc::Status (the only place they are converted).
+//
+// The audit trail: every call of a mutating method leaves exactly one
+// record (Audited), written by the store in the transaction of the change
+// it made, or on its own when the call changed nothing (refused, invalid,
+// failed); a refusal (PERMISSION_DENIED) of any method is recorded too.
+// The audit and event methods are in admin_service_log.cc.
 #ifndef PKGDIST_CONTROLLER_ADMIN_SERVICE_H_
 #define PKGDIST_CONTROLLER_ADMIN_SERVICE_H_
 
+#include <atomic>
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "controller/agent_pool.h"
 #include "controller/engine.h"
 #include "controller/package_store.h"
@@ -20,6 +28,9 @@ namespace pkgdist {
 
 // Converts a stored job to its API form (state derived, times RFC 3339).
 pkgdist::v1::JobStatus JobToProto(const JobView& job);
+void TargetToProto(const TargetRow& t, pkgdist::v1::TargetStatus* out);
+pkgdist::v1::Event EventToProto(const EventRow& e);
+pkgdist::v1::AuditRecord AuditToProto(const AuditRow& r);
 
 class AdminService final : public pkgdist::v1::Admin::Service {
  public:
@@ -65,16 +76,36 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   Status RetryJob(Ctx* ctx, const v1::RetryJobRequest* req, v1::JobStatus* resp) override;
   Status DeleteJob(Ctx* ctx, const v1::DeleteJobRequest* req,
                    v1::DeleteJobResponse* resp) override;
+  Status ListAudit(Ctx* ctx, const v1::ListAuditRequest* req,
+                   v1::ListAuditResponse* resp) override;
+  Status WatchEvents(Ctx* ctx, const v1::WatchEventsRequest* req,
+                     grpc::ServerWriter<v1::Event>* writer) override;
+
+  // Ends every WatchEvents and WatchJob stream now (UNAVAILABLE, so that
+  // clients reconnect), and any started later: call before the server's
+  // Shutdown, which would otherwise wait for them until its deadline.
+  void Shutdown();
 
  private:
-  Status Authorize(Ctx* ctx) const;
+  // OK for an admin identity; otherwise PERMISSION_DENIED, recorded in the
+  // audit trail as a refused call of `method`.
+  Status Authorize(Ctx* ctx, absl::string_view method);
+  // Runs a mutating method: authorizes, runs `body` with the call's audit
+  // entry (`request` may be completed by the body; pass the entry to the
+  // store call that makes the change), and records the call with its
+  // outcome unless the store already did. Exactly one record per call.
+  Status Audited(Ctx* ctx, absl::string_view method, std::string request,
+                 absl::FunctionRef<Status(AuditEntry& audit)> body);
   // Resolves "name@version" to a stored package.
   absl::StatusOr<PackageRow> ResolvePackage(const std::string& label, absl::string_view field);
   absl::StatusOr<std::vector<std::string>> ResolveAgents(
       const google::protobuf::RepeatedPtrField<std::string>& names, bool all);
   Status StartJob(JobKind kind, const std::string& package,
                   const google::protobuf::RepeatedPtrField<std::string>& agents, bool all,
-                  const JobPolicy& policy, v1::JobStatus* resp);
+                  const JobPolicy& policy, v1::JobStatus* resp, AuditEntry& audit);
+  // ImportPackage once authorized; completes audit.request as it reads.
+  Status ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>* reader,
+                        v1::PackageInfo* resp, AuditEntry& audit);
   void FillAgentInfo(const AgentRow& row, v1::AgentInfo* out);
   // JobToProto plus what only the running controller knows (store health).
   v1::JobStatus JobStatusOf(const JobView& job);
@@ -86,6 +117,7 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   AgentPool* pool_;
   const Clock* clock_;
   const size_t max_response_bytes_;
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace pkgdist

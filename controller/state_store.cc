@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "absl/strings/str_join.h"
 #include "controller/sqlite_util.h"
+#include "controller/state_store_log.h"
 #include "controller/state_store_migrations.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
@@ -151,16 +152,16 @@ absl::StatusOr<std::vector<TargetRow>> LoadJobTargets(sqlite3* db, const std::st
   return ReadTargets(st);
 }
 
-// Moves `row` (already edited by the caller) to `to` at `now_ms` and stores
-// it, if the state machine has that edge.
-absl::Status Transition(sqlite3* db, TargetRow row, TargetState to, int64_t now_ms) {
+// Moves `row` (already edited by the caller) to `to` and stores it, with
+// its target_changed event, if the state machine has that edge.
+absl::Status Transition(ChangeLog& log, TargetRow row, TargetState to) {
   if (absl::Status s = CheckTransition(row.state, to); !s.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("target ", row.agent, " of job ", row.job_id, ": ", s.message()));
   }
   row.state = to;
-  row.updated_ms = now_ms;
-  Statement st(db,
+  row.updated_ms = log.now();
+  Statement st(log.db(),
                "UPDATE targets SET state = ?, attempts = ?, consecutive_failures = ?, "
                "next_attempt_ms = ?, last_error = ?, bytes_acked = ?, bytes_total = ?, "
                "bytes_sent = ?, updated_ms = ? WHERE job_id = ? AND agent = ?");
@@ -175,18 +176,19 @@ absl::Status Transition(sqlite3* db, TargetRow row, TargetState to, int64_t now_
       .BindInt(row.updated_ms)
       .BindText(row.job_id)
       .BindText(row.agent);
-  return st.Run();
+  RETURN_IF_ERROR(st.Run());
+  return log.Target(row);
 }
 
 // Cancels the non-final targets among `rows` with `reason`; returns how many.
-absl::StatusOr<int> CancelTargets(sqlite3* db, std::vector<TargetRow> rows,
-                                  const std::string& reason, int64_t now_ms) {
+absl::StatusOr<int> CancelTargets(ChangeLog& log, std::vector<TargetRow> rows,
+                                  const std::string& reason) {
   int n = 0;
   for (TargetRow& t : rows) {
     if (IsFinal(t.state)) continue;
     t.last_error = reason;
     t.next_attempt_ms = 0;
-    RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kCancelled, now_ms));
+    RETURN_IF_ERROR(Transition(log, std::move(t), TargetState::kCancelled));
     ++n;
   }
   return n;
@@ -233,8 +235,9 @@ absl::Status CheckIntegrity(sqlite3* db) {
 
 }  // namespace
 
-StateStore::StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock)
-    : db_(db), read_db_(read_db), clock_(clock) {}
+StateStore::StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock, StoreOptions options,
+                       int64_t newest_event)
+    : db_(db), read_db_(read_db), clock_(clock), options_(options), newest_event_(newest_event) {}
 
 StateStore::~StateStore() {
   absl::MutexLock rl(&read_mu_);
@@ -247,7 +250,8 @@ StateStore::~StateStore() {
 }
 
 absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path,
-                                                             const Clock* clock) {
+                                                             const Clock* clock,
+                                                             StoreOptions options) {
   if (clock == nullptr) return absl::InvalidArgumentError("StateStore::Open needs a clock");
   auto open = [&path](int flags) -> absl::StatusOr<DbHandle> {
     sqlite3* raw = nullptr;
@@ -267,20 +271,41 @@ absl::StatusOr<std::unique_ptr<StateStore>> StateStore::Open(const std::string& 
         "forgotten)"));
   }
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  absl::StatusOr<int64_t> newest = NewestEventSeq(db.get());
+  // A smaller --event-history than the last run's takes effect at once.
+  if (newest.ok()) s = PruneEvents(db.get(), *newest, options.event_history);
+  if (!newest.ok() || !s.ok()) {
+    return absl::Status(newest.ok() ? s.code() : newest.status().code(),
+                        absl::StrCat(path, ": reading the event log: ",
+                                     newest.ok() ? s.message() : newest.status().message()));
+  }
   DbHandle reader;
   if (path != ":memory:") {
     ASSIGN_OR_RETURN(reader, open(SQLITE_OPEN_READONLY));
     sqlite3_busy_timeout(reader.get(), kBusyTimeoutMs);
   }
-  return std::unique_ptr<StateStore>(new StateStore(db.release(), reader.release(), clock));
+  return std::unique_ptr<StateStore>(
+      new StateStore(db.release(), reader.release(), clock, options, *newest));
 }
 
-absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64_t)> fn) {
+absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(ChangeLog&)> fn,
+                                  AuditEntry* audit) {
   absl::MutexLock l(&mu_);
   const absl::Time began = absl::Now();
   RETURN_IF_ERROR(ExecSql(db_, "BEGIN IMMEDIATE"));
   const sqlite3_int64 before = sqlite3_total_changes64(db_);
-  absl::Status s = fn(db_, clock_->NowMs());
+  int64_t last_event = 0;
+  absl::Status s;
+  {
+    // Destroyed before COMMIT: it holds prepared statements.
+    ChangeLog log(db_, clock_->NowMs());
+    s = fn(log);
+    if (s.ok()) s = log.Finish(options_.event_history);
+    if (s.ok() && audit != nullptr) {
+      s = log.WriteAudit(*audit, absl::OkStatus(), options_.audit_retention_ms);
+    }
+    last_event = log.last_seq();
+  }
   if (s.ok()) s = ExecSql(db_, "COMMIT");
   if (!s.ok()) {
     if (sqlite3_get_autocommit(db_) == 0) {
@@ -289,10 +314,12 @@ absl::Status StateStore::Transact(absl::FunctionRef<absl::Status(sqlite3*, int64
     return s;
   }
   ++transactions_;
+  if (audit != nullptr) audit->recorded = true;
   if (commit_observer_) commit_observer_(absl::Now() - began);
   if (sqlite3_total_changes64(db_) != before) {
     absl::MutexLock vl(&version_mu_);
     ++version_;
+    if (last_event > 0) newest_event_ = last_event;
   }
   return absl::OkStatus();
 }
@@ -308,17 +335,35 @@ absl::Status StateStore::Read(absl::FunctionRef<absl::Status(sqlite3*, int64_t)>
 
 // --- Agents.
 
-absl::Status StateStore::AddAgent(const std::string& name, const std::string& address) {
+absl::Status StateStore::AddAgent(const std::string& name, const std::string& address,
+                                  AuditEntry* audit) {
   RETURN_IF_ERROR(ValidateName(name, "agent name"));
   if (address.empty()) return absl::InvalidArgumentError(absl::StrCat("agent ", name, ": empty address"));
-  return Transact([&](sqlite3* db, int64_t now) {
-    Statement st(db,
-                 "INSERT INTO agents(name, address, added_ms) VALUES(?, ?, ?) "
-                 "ON CONFLICT(name) DO UPDATE SET address = excluded.address "
-                 "WHERE address != excluded.address");
-    st.BindText(name).BindText(address).BindInt(now);
-    return st.Run();
-  });
+  return Transact(
+      [&](ChangeLog& log) -> absl::Status {
+        Statement find(log.db(), "SELECT address FROM agents WHERE name = ?");
+        find.BindText(name);
+        ASSIGN_OR_RETURN(bool found, find.Step());
+        if (found && find.Text(0) == address) {
+          if (audit != nullptr) audit->result = "already registered at this address";
+          return absl::OkStatus();
+        }
+        Statement st(log.db(),
+                     "INSERT INTO agents(name, address, added_ms) VALUES(?, ?, ?) "
+                     "ON CONFLICT(name) DO UPDATE SET address = excluded.address");
+        st.BindText(name).BindText(address).BindInt(log.now());
+        RETURN_IF_ERROR(st.Run());
+        EventRow e;
+        e.kind = found ? EventKind::kAgentUpdated : EventKind::kAgentAdded;
+        e.agent = name;
+        e.address = address;
+        if (audit != nullptr) {
+          audit->result = found ? absl::StrCat("address changed from ", find.Text(0))
+                                : std::string("registered");
+        }
+        return log.Add(std::move(e));
+      },
+      audit);
 }
 
 absl::StatusOr<AgentRow> StateStore::GetAgent(const std::string& name) {
@@ -352,34 +397,50 @@ absl::StatusOr<std::vector<AgentRow>> StateStore::ListAgents(const std::string& 
   return out;
 }
 
-absl::StatusOr<int> StateStore::RemoveAgent(const std::string& name, const std::string& reason) {
+absl::StatusOr<int> StateStore::RemoveAgent(const std::string& name, const std::string& reason,
+                                            AuditEntry* audit) {
   int cancelled = 0;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
-    RETURN_IF_ERROR(CheckAgentExists(db, name));
-    Statement st(db, absl::StrCat("SELECT ", kTargetCols, " FROM targets t WHERE t.agent = ? AND ",
-                                  kUnfinished));
-    st.BindText(name);
-    ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
-    ASSIGN_OR_RETURN(cancelled, CancelTargets(db, std::move(rows), reason, now));
-    Statement del(db, "DELETE FROM agents WHERE name = ?");
-    del.BindText(name);
-    return del.Run();
-  }));
+  RETURN_IF_ERROR(Transact(
+      [&](ChangeLog& log) -> absl::Status {
+        sqlite3* db = log.db();
+        RETURN_IF_ERROR(CheckAgentExists(db, name));
+        Statement st(db, absl::StrCat("SELECT ", kTargetCols,
+                                      " FROM targets t WHERE t.agent = ? AND ", kUnfinished,
+                                      " ORDER BY t.job_id"));
+        st.BindText(name);
+        ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
+        ASSIGN_OR_RETURN(cancelled, CancelTargets(log, std::move(rows), reason));
+        Statement del(db, "DELETE FROM agents WHERE name = ?");
+        del.BindText(name);
+        RETURN_IF_ERROR(del.Run());
+        EventRow e;
+        e.kind = EventKind::kAgentRemoved;
+        e.agent = name;
+        if (audit != nullptr) audit->result = absl::StrCat(cancelled, " target(s) cancelled");
+        return log.Add(std::move(e));
+      },
+      audit));
   return cancelled;
 }
 
 // --- Packages.
 
-absl::Status StateStore::AddPackage(const PackageRow& p, const std::string& manifest_bytes) {
+absl::Status StateStore::AddPackage(const PackageRow& p, const std::string& manifest_bytes,
+                                    AuditEntry* audit) {
   if (p.id.empty()) return absl::InvalidArgumentError("package without an id");
   RETURN_IF_ERROR(ValidateName(p.name, "package name"));
   RETURN_IF_ERROR(ValidateName(p.version, "package version"));
-  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  return Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     Statement find(db, "SELECT id FROM packages WHERE name = ? AND version = ?");
     find.BindText(p.name).BindText(p.version);
     ASSIGN_OR_RETURN(bool found, find.Step());
     if (found) {
-      if (find.Text(0) == p.id) return absl::OkStatus();
+      if (find.Text(0) == p.id) {
+        if (audit != nullptr) audit->result = absl::StrCat("id ", p.id, ": already imported");
+        return absl::OkStatus();
+      }
       return absl::AlreadyExistsError(absl::StrCat("package ", p.name, "@", p.version,
                                                    " already exists with another content (id ",
                                                    find.Text(0), ")"));
@@ -396,20 +457,35 @@ absl::Status StateStore::AddPackage(const PackageRow& p, const std::string& mani
         .BindInt(p.created_ms != 0 ? p.created_ms : now)
         .BindBlob(manifest_bytes)
         .BindBlob(p.signature);
-    return st.Run();
-  });
+    RETURN_IF_ERROR(st.Run());
+    EventRow e;
+    e.kind = EventKind::kPackageImported;
+    e.package = absl::StrCat(p.name, "@", p.version);
+    e.package_id = p.id;
+    if (audit != nullptr && audit->result.empty()) audit->result = absl::StrCat("id ", p.id);
+    return log.Add(std::move(e));
+  }, audit);
 }
 
-absl::Status StateStore::SetPackageSignature(const std::string& id, const std::string& signature) {
-  return Transact([&](sqlite3* db, int64_t) -> absl::Status {
-    Statement st(db, "UPDATE packages SET signature = ? WHERE id = ?");
-    st.BindBlob(signature).BindText(id);
-    RETURN_IF_ERROR(st.Run());
-    if (sqlite3_changes(db) == 0) {
-      return absl::NotFoundError(absl::StrCat("package ", id, " not found"));
-    }
-    return absl::OkStatus();
-  });
+absl::Status StateStore::SetPackageSignature(const std::string& id, const std::string& signature,
+                                             const std::string& detail, AuditEntry* audit) {
+  return Transact(
+      [&](ChangeLog& log) -> absl::Status {
+        ASSIGN_OR_RETURN(PackageRow p, LoadPackage(log.db(), id));
+        Statement st(log.db(), "UPDATE packages SET signature = ? WHERE id = ?");
+        st.BindBlob(signature).BindText(id);
+        RETURN_IF_ERROR(st.Run());
+        EventRow e;
+        e.kind = EventKind::kPackageSigned;
+        e.package = absl::StrCat(p.name, "@", p.version);
+        e.package_id = id;
+        e.detail = detail;
+        if (audit != nullptr && audit->result.empty()) {
+          audit->result = absl::StrCat("id ", id, ": signature stored");
+        }
+        return log.Add(std::move(e));
+      },
+      audit);
 }
 
 absl::StatusOr<PackageRow> StateStore::FindPackage(const std::string& name,
@@ -471,9 +547,11 @@ absl::StatusOr<std::vector<PackageRow>> StateStore::ListPackages(const std::stri
 }
 
 absl::StatusOr<std::vector<std::string>> StateStore::DeletePackage(const std::string& id,
-                                                                   bool force) {
+                                                                   bool force,
+                                                                   AuditEntry* audit) {
   std::vector<std::string> cancelled_jobs;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
     ASSIGN_OR_RETURN(PackageRow p, LoadPackage(db, id));
     Statement st(db, absl::StrCat("SELECT ", kTargetCols,
                                   " FROM targets t JOIN jobs j ON j.id = t.job_id "
@@ -495,11 +573,21 @@ absl::StatusOr<std::vector<std::string>> StateStore::DeletePackage(const std::st
     for (const TargetRow& t : needed) jobs.insert(t.job_id);
     cancelled_jobs.assign(jobs.begin(), jobs.end());
     std::sort(cancelled_jobs.begin(), cancelled_jobs.end());
-    RETURN_IF_ERROR(CancelTargets(db, std::move(needed), "package deleted", now).status());
+    ASSIGN_OR_RETURN(int n, CancelTargets(log, std::move(needed), "package deleted"));
     Statement del(db, "DELETE FROM packages WHERE id = ?");
     del.BindText(id);
-    return del.Run();
-  }));
+    RETURN_IF_ERROR(del.Run());
+    EventRow e;
+    e.kind = EventKind::kPackageDeleted;
+    e.package = absl::StrCat(p.name, "@", p.version);
+    e.package_id = id;
+    if (audit != nullptr) {
+      audit->result = n == 0 ? absl::StrCat("id ", id, " deleted")
+                             : absl::StrCat("id ", id, " deleted; ", n, " target(s) of job(s) ",
+                                            absl::StrJoin(cancelled_jobs, ","), " cancelled");
+    }
+    return log.Add(std::move(e));
+  }, audit));
   return cancelled_jobs;
 }
 
@@ -507,7 +595,8 @@ absl::StatusOr<std::vector<std::string>> StateStore::DeletePackage(const std::st
 
 absl::StatusOr<JobRow> StateStore::CreateJob(JobKind kind, const std::string& package_id,
                                              const std::vector<std::string>& agents,
-                                             const JobPolicy& policy, uint64_t bytes_total) {
+                                             const JobPolicy& policy, uint64_t bytes_total,
+                                             AuditEntry* audit) {
   if (agents.empty()) return absl::InvalidArgumentError("a job needs at least one target agent");
   absl::flat_hash_set<absl::string_view> unique;
   for (const std::string& a : agents) {
@@ -516,7 +605,9 @@ absl::StatusOr<JobRow> StateStore::CreateJob(JobKind kind, const std::string& pa
     }
   }
   JobRow job;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     ASSIGN_OR_RETURN(PackageRow p, LoadPackage(db, package_id));
     for (const std::string& a : agents) RETURN_IF_ERROR(CheckAgentExists(db, a));
     ASSIGN_OR_RETURN(job.id, UnusedJobId(db));
@@ -539,13 +630,31 @@ absl::StatusOr<JobRow> StateStore::CreateJob(JobKind kind, const std::string& pa
     Statement tgt(db,
                   "INSERT INTO targets(job_id, agent, state, bytes_total, updated_ms) "
                   "VALUES(?, ?, 'pending', ?, ?)");
+    EventRow created;
+    created.kind = EventKind::kJobCreated;
+    created.job_id = job.id;
+    created.job_kind = std::string(JobKindName(kind));
+    created.package = job.package;
+    created.package_id = package_id;
+    created.state = std::string(JobStateName(JobState::kPending));
+    created.detail = absl::StrCat(agents.size(), " target(s)");
+    RETURN_IF_ERROR(log.Add(std::move(created)));
     for (const std::string& a : agents) {
       tgt.Reset();
       tgt.BindText(job.id).BindText(a).BindInt(static_cast<int64_t>(bytes_total)).BindInt(now);
       RETURN_IF_ERROR(tgt.Run());
+      TargetRow t;
+      t.job_id = job.id;
+      t.agent = a;
+      t.bytes_total = bytes_total;
+      t.updated_ms = now;
+      RETURN_IF_ERROR(log.Target(t));
+    }
+    if (audit != nullptr) {
+      audit->result = absl::StrCat("job ", job.id, " created with ", agents.size(), " target(s)");
     }
     return absl::OkStatus();
-  }));
+  }, audit));
   return job;
 }
 
@@ -621,8 +730,10 @@ absl::StatusOr<std::vector<JobView>> StateStore::ListJobs(const JobFilter& filte
   return out;
 }
 
-absl::Status StateStore::DeleteJob(const std::string& id) {
-  return Transact([&](sqlite3* db, int64_t) -> absl::Status {
+absl::Status StateStore::DeleteJob(const std::string& id, AuditEntry* audit) {
+  return Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    ASSIGN_OR_RETURN(JobRow job, LoadJob(db, id));
     ASSIGN_OR_RETURN(std::vector<TargetRow> targets, LoadJobTargets(db, id, ""));
     std::vector<std::string> unfinished;
     for (const TargetRow& t : targets) {
@@ -635,20 +746,43 @@ absl::Status StateStore::DeleteJob(const std::string& id) {
     }
     Statement del(db, "DELETE FROM jobs WHERE id = ?");
     del.BindText(id);
-    return del.Run();  // its targets go with it (ON DELETE CASCADE)
-  });
+    RETURN_IF_ERROR(del.Run());  // its targets go with it (ON DELETE CASCADE)
+    EventRow e;
+    e.kind = EventKind::kJobDeleted;
+    e.job_id = id;
+    e.package = job.package;
+    e.detail = "by operator";
+    if (audit != nullptr) audit->result = absl::StrCat("job ", id, " deleted");
+    return log.Add(std::move(e));
+  }, audit);
 }
 
 absl::StatusOr<int> StateStore::PruneFinishedJobs(int64_t before_ms) {
   int n = 0;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t) -> absl::Status {
-    Statement del(db, absl::StrCat(
-                          "DELETE FROM jobs WHERE id IN (SELECT t.job_id FROM targets t "
-                          "GROUP BY t.job_id HAVING SUM(", kUnfinished, ") = 0 "
-                          "AND MAX(t.updated_ms) <= ?)"));
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const std::string expired = absl::StrCat(
+        "SELECT t.job_id FROM targets t GROUP BY t.job_id HAVING SUM(", kUnfinished,
+        ") = 0 AND MAX(t.updated_ms) <= ?");
+    Statement find(db, absl::StrCat("SELECT id, package_label FROM jobs WHERE id IN (", expired,
+                                    ") ORDER BY created_ms, rowid"));
+    find.BindInt(before_ms);
+    std::vector<EventRow> deleted;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, find.Step());
+      if (!row) break;
+      EventRow e;
+      e.kind = EventKind::kJobDeleted;
+      e.job_id = find.Text(0);
+      e.package = find.Text(1);
+      e.detail = "retention";
+      deleted.push_back(std::move(e));
+    }
+    Statement del(db, absl::StrCat("DELETE FROM jobs WHERE id IN (", expired, ")"));
     del.BindInt(before_ms);
     RETURN_IF_ERROR(del.Run());
     n = sqlite3_changes(db);
+    for (EventRow& e : deleted) RETURN_IF_ERROR(log.Add(std::move(e)));
     return absl::OkStatus();
   }));
   return n;
@@ -657,7 +791,8 @@ absl::StatusOr<int> StateStore::PruneFinishedJobs(int64_t before_ms) {
 // --- Target transitions.
 
 absl::Status StateStore::StartAttempt(const std::string& job, const std::string& agent) {
-  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  return Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
     ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
     if (t.state != TargetState::kPending && t.state != TargetState::kRetryWait) {
       return absl::FailedPreconditionError(
@@ -666,14 +801,16 @@ absl::Status StateStore::StartAttempt(const std::string& job, const std::string&
     }
     t.attempts += 1;
     t.next_attempt_ms = 0;
-    return Transition(db, std::move(t), TargetState::kTransferring, now);
+    return Transition(log, std::move(t), TargetState::kTransferring);
   });
 }
 
 absl::Status StateStore::RecordProgress(const std::string& job, const std::string& agent,
                                         uint64_t bytes_acked, uint64_t bytes_sent_delta,
                                         bool made_progress) {
-  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  return Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
     if (t.state != TargetState::kTransferring) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -696,7 +833,9 @@ absl::Status StateStore::RecordProgress(const std::string& job, const std::strin
 absl::StatusOr<int> StateStore::RecordProgressBatch(const std::vector<ProgressUpdate>& updates) {
   int applied = 0;
   if (updates.empty()) return applied;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     applied = 0;
     Statement st(db,
                  "UPDATE targets SET bytes_acked = ?, bytes_sent = bytes_sent + ?, "
@@ -719,13 +858,14 @@ absl::StatusOr<int> StateStore::RecordProgressBatch(const std::vector<ProgressUp
 }
 
 absl::Status StateStore::MarkDone(const std::string& job, const std::string& agent) {
-  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  return Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
     ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
     t.bytes_acked = t.bytes_total;
     t.last_error.clear();
     t.next_attempt_ms = 0;
     t.consecutive_failures = 0;
-    return Transition(db, std::move(t), TargetState::kDone, now);
+    return Transition(log, std::move(t), TargetState::kDone);
   });
 }
 
@@ -735,7 +875,9 @@ absl::StatusOr<TargetRow> StateStore::MarkFailedAttempt(const std::string& job,
                                                         const BackoffPolicy& backoff,
                                                         double unit_random) {
   TargetRow out;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     ASSIGN_OR_RETURN(TargetRow t, LoadTarget(db, job, agent));
     if (t.state != TargetState::kTransferring) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -755,48 +897,56 @@ absl::StatusOr<TargetRow> StateStore::MarkFailedAttempt(const std::string& job,
     out = t;
     out.state = to;
     out.updated_ms = now;
-    return Transition(db, std::move(t), to, now);
+    return Transition(log, std::move(t), to);
   }));
   return out;
 }
 
 absl::StatusOr<int> StateStore::Cancel(const std::string& job, const std::string& agent,
-                                       const std::string& reason) {
+                                       const std::string& reason, AuditEntry* audit) {
   int n = 0;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
     ASSIGN_OR_RETURN(std::vector<TargetRow> rows, LoadJobTargets(db, job, agent));
-    ASSIGN_OR_RETURN(n, CancelTargets(db, std::move(rows), reason, now));
+    ASSIGN_OR_RETURN(n, CancelTargets(log, std::move(rows), reason));
+    if (audit != nullptr) audit->result = absl::StrCat(n, " target(s) cancelled");
     return absl::OkStatus();
-  }));
+  }, audit));
   return n;
 }
 
-absl::StatusOr<int> StateStore::RetryNow(const std::string& job, const std::string& agent) {
+absl::StatusOr<int> StateStore::RetryNow(const std::string& job, const std::string& agent,
+                                         AuditEntry* audit) {
   int n = 0;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     ASSIGN_OR_RETURN(std::vector<TargetRow> rows, LoadJobTargets(db, job, agent));
     for (TargetRow& t : rows) {
       if (t.state != TargetState::kRetryWait && t.state != TargetState::kFailed) continue;
       t.next_attempt_ms = now;
       t.consecutive_failures = 0;
-      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kRetryWait, now));
+      RETURN_IF_ERROR(Transition(log, std::move(t), TargetState::kRetryWait));
       ++n;
     }
+    if (audit != nullptr) audit->result = absl::StrCat(n, " target(s) retried");
     return absl::OkStatus();
-  }));
+  }, audit));
   return n;
 }
 
 absl::Status StateStore::WakeAgent(const std::string& agent) {
-  return Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  return Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     Statement st(db, absl::StrCat("SELECT ", kTargetCols,
                                   " FROM targets t WHERE t.agent = ? AND t.state = 'retry_wait' "
-                                  "AND t.next_attempt_ms > ?"));
+                                  "AND t.next_attempt_ms > ? ORDER BY t.job_id"));
     st.BindText(agent).BindInt(now);
     ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
     for (TargetRow& t : rows) {
       t.next_attempt_ms = now;
-      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kRetryWait, now));
+      RETURN_IF_ERROR(Transition(log, std::move(t), TargetState::kRetryWait));
     }
     return absl::OkStatus();
   });
@@ -804,18 +954,21 @@ absl::Status StateStore::WakeAgent(const std::string& agent) {
 
 absl::StatusOr<int> StateStore::FailExpired() {
   int n = 0;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     Statement st(db, absl::StrCat("SELECT ", kTargetCols,
                                   " FROM targets t JOIN jobs j ON j.id = t.job_id "
                                   "WHERE j.deadline_ms > 0 AND j.deadline_ms <= ? "
-                                  "AND t.state IN ('pending', 'retry_wait')"));
+                                  "AND t.state IN ('pending', 'retry_wait') "
+                                  "ORDER BY t.job_id, t.agent"));
     st.BindInt(now);
     ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
     for (TargetRow& t : rows) {
       t.last_error = t.last_error.empty() ? std::string("deadline exceeded")
                                           : absl::StrCat("deadline exceeded: ", t.last_error);
       t.next_attempt_ms = 0;
-      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kFailed, now));
+      RETURN_IF_ERROR(Transition(log, std::move(t), TargetState::kFailed));
       ++n;
     }
     return absl::OkStatus();
@@ -863,19 +1016,107 @@ absl::StatusOr<std::optional<int64_t>> StateStore::NextWakeupMs() {
 
 absl::StatusOr<int> StateStore::RecoverInterrupted() {
   int n = 0;
-  RETURN_IF_ERROR(Transact([&](sqlite3* db, int64_t now) -> absl::Status {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) -> absl::Status {
+    sqlite3* db = log.db();
+    const int64_t now = log.now();
     Statement st(db, absl::StrCat("SELECT ", kTargetCols,
-                                  " FROM targets t WHERE t.state = 'transferring'"));
+                                  " FROM targets t WHERE t.state = 'transferring' "
+                                  "ORDER BY t.job_id, t.agent"));
     ASSIGN_OR_RETURN(std::vector<TargetRow> rows, ReadTargets(st));
     for (TargetRow& t : rows) {
       t.last_error = "interrupted: the controller stopped during the transfer";
       t.next_attempt_ms = now;
-      RETURN_IF_ERROR(Transition(db, std::move(t), TargetState::kRetryWait, now));
+      RETURN_IF_ERROR(Transition(log, std::move(t), TargetState::kRetryWait));
       ++n;
     }
     return absl::OkStatus();
   }));
   return n;
+}
+
+// --- Audit trail and events.
+
+absl::Status StateStore::RecordAudit(AuditEntry& entry, const absl::Status& outcome) {
+  RETURN_IF_ERROR(Transact([&](ChangeLog& log) {
+    return log.WriteAudit(entry, outcome, options_.audit_retention_ms);
+  }));
+  entry.recorded = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<AuditRow>> StateStore::ListAudit(const AuditFilter& filter,
+                                                            int64_t after, size_t limit) {
+  std::vector<AuditRow> out;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    ASSIGN_OR_RETURN(out, ReadAudit(db, filter, after, limit));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<EventBatch> StateStore::ReadEvents(int64_t after, size_t limit, bool progress) {
+  EventBatch batch;
+  RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
+    // One snapshot: the progress rows are as of the last event read.
+    RETURN_IF_ERROR(ExecSql(db, "BEGIN"));
+    absl::Status s = ReadEventBatch(db, after, limit, &batch);
+    if (s.ok() && progress && (limit == 0 || batch.events.size() < limit)) {
+      Statement st(db, absl::StrCat("SELECT ", kTargetCols, ", j.package_label FROM targets t "
+                                    "JOIN jobs j ON j.id = t.job_id "
+                                    "WHERE t.state = 'transferring' ORDER BY t.job_id, t.agent"));
+      while (s.ok()) {
+        absl::StatusOr<bool> row = st.Step();
+        if (!row.ok() || !*row) {
+          s = row.status();
+          break;
+        }
+        absl::StatusOr<TargetRow> t = ReadTarget(st);
+        if (!t.ok()) {
+          s = t.status();
+          break;
+        }
+        EventRow e;
+        e.seq = batch.events.empty() ? after : batch.events.back().seq;
+        e.time_ms = t->updated_ms;
+        e.kind = EventKind::kTargetProgress;
+        e.job_id = t->job_id;
+        e.agent = t->agent;
+        e.package = st.Text(11);
+        e.state = std::string(TargetStateName(t->state));
+        e.target = *std::move(t);
+        batch.progress.push_back(std::move(e));
+      }
+    }
+    absl::Status end = ExecSql(db, "COMMIT");
+    return s.ok() ? end : s;
+  }));
+  return batch;
+}
+
+int64_t StateStore::newest_event() {
+  absl::MutexLock l(&version_mu_);
+  return newest_event_;
+}
+
+int64_t StateStore::WaitForEvent(int64_t after, absl::Duration timeout,
+                                 const std::atomic<bool>* stop) {
+  struct Waiting {
+    StateStore* store;
+    int64_t after;
+    const std::atomic<bool>* stop;
+  } w{this, after, stop};
+  absl::MutexLock l(&version_mu_);
+  version_mu_.AwaitWithTimeout(
+      absl::Condition(+[](Waiting* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return w->store->newest_event_ > w->after || (w->stop != nullptr && w->stop->load());
+      }, &w),
+      timeout);
+  return newest_event_;
+}
+
+void StateStore::WakeWaiters() {
+  // Releasing the mutex re-evaluates every waiter's condition.
+  absl::MutexLock l(&version_mu_);
 }
 
 // --- Change notification.
@@ -890,15 +1131,17 @@ uint64_t StateStore::transactions() {
   return transactions_;
 }
 
-uint64_t StateStore::WaitForChange(uint64_t seen, absl::Duration timeout) {
+uint64_t StateStore::WaitForChange(uint64_t seen, absl::Duration timeout,
+                                   const std::atomic<bool>* stop) {
   struct Waiting {
     StateStore* store;
     uint64_t seen;
-  } w{this, seen};
+    const std::atomic<bool>* stop;
+  } w{this, seen, stop};
   absl::MutexLock l(&version_mu_);
   version_mu_.AwaitWithTimeout(
       absl::Condition(+[](Waiting* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        return w->store->version_ > w->seen;
+        return w->store->version_ > w->seen || (w->stop != nullptr && w->stop->load());
       }, &w),
       timeout);
   return version_;

@@ -6,6 +6,15 @@
 // Job state is never stored: it is derived from the job's targets on every
 // read (DeriveJobState).
 //
+// Two logs are written inside the same transactions as the changes they
+// describe, so no change commits without them (state_store_log.h):
+//  - events: every change of a job, target, agent or package, numbered by
+//    an increasing sequence without gaps (WatchEvents); the newest
+//    `event_history` are kept.
+//  - the audit trail: a mutating method given an AuditEntry writes it with
+//    its change; a call that changed nothing is recorded by RecordAudit.
+//    Records older than `audit_retention_ms` are deleted.
+//
 // Thread-safe. Writes go through one connection under `mu_`, held across the
 // commit's fsync; reads use a second connection under their own lock, so
 // with WAL a status read never waits behind a writer's fsync (a database at
@@ -14,6 +23,7 @@
 #ifndef PKGDIST_CONTROLLER_STATE_STORE_H_
 #define PKGDIST_CONTROLLER_STATE_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,6 +34,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "controller/target_state.h"
@@ -32,6 +43,8 @@
 struct sqlite3;
 
 namespace pkgdist {
+
+class ChangeLog;
 
 struct AgentRow {
   std::string name;
@@ -102,18 +115,109 @@ struct JobFilter {
   std::string agent;    // "" for any
 };
 
+// --- The logs.
+
+enum class EventKind {
+  kJobCreated,
+  kJobFinished,
+  kJobDeleted,
+  kTargetChanged,
+  kTargetProgress,  // never stored: WatchEvents makes them
+  kAgentAdded,
+  kAgentUpdated,
+  kAgentRemoved,
+  kPackageImported,
+  kPackageSigned,
+  kPackageDeleted,
+  kCaughtUp,  // never stored: WatchEvents' marker
+};
+// "job_created", "target_changed", ... (controller.proto, Event).
+absl::string_view EventKindName(EventKind kind);
+absl::StatusOr<EventKind> ParseEventKind(absl::string_view name);
+
+// One change, as stored in the events table. Which fields are set depends
+// on the kind (controller.proto, Event).
+struct EventRow {
+  int64_t seq = 0;
+  int64_t time_ms = 0;
+  EventKind kind = EventKind::kJobCreated;
+  std::string job_id;
+  std::string job_kind;
+  std::string package;  // name@version
+  std::string package_id;
+  std::string agent;
+  std::string address;
+  std::string state;  // the job's (job_*) or the target's (target_*)
+  std::optional<TargetRow> target;  // target_*: the row after the change
+  std::string detail;
+};
+
+// What ReadEvents saw in one read transaction.
+struct EventBatch {
+  std::vector<EventRow> events;  // after the requested sequence, in order
+  // With progress, every transferring target as a kTargetProgress row
+  // (seq: the newest event's), read in the same snapshot as `events`.
+  std::vector<EventRow> progress;
+  int64_t oldest = 0;  // the oldest event kept; 0 if none
+  int64_t newest = 0;  // the newest event ever written; 0 if none
+};
+
+// What an admin call asked for. A mutating method given one writes it with
+// its change, as an OK record whose message is `result` (which the method
+// may fill in), and sets `recorded`; if the method fails it writes
+// nothing, and the caller records the failure with RecordAudit.
+struct AuditEntry {
+  std::string identity;  // the caller's SPIFFE ID, as presented
+  std::string peer;      // the caller's address
+  std::string method;    // "AddAgent", ...
+  std::string request;   // key=value essentials
+  std::string result;    // what an OK call did
+  bool recorded = false;
+};
+
+struct AuditRow {
+  int64_t seq = 0;
+  int64_t time_ms = 0;
+  std::string identity;
+  std::string peer;
+  std::string method;
+  std::string request;
+  std::string code;  // "OK", "NOT_FOUND", ...
+  std::string message;
+};
+
+struct AuditFilter {
+  int64_t since_ms = 0;  // only records at or after this time
+  // Only this caller: an admin name ("alice"), KIND/NAME ("agent/dp1") or
+  // a full SPIFFE ID; "" for any.
+  std::string who;
+};
+
+struct StoreOptions {
+  // Events kept (the newest); older ones are deleted as new ones come.
+  int64_t event_history = 100'000;
+  // Audit records older than this are deleted as new ones come; 0 keeps
+  // them forever.
+  int64_t audit_retention_ms = int64_t{365} * 86'400'000;
+};
+
 class StateStore {
  public:
   // Opens (creating if needed) the database at `path`, applies migrations up
   // to the current schema version (PRAGMA user_version), sets WAL mode.
   static absl::StatusOr<std::unique_ptr<StateStore>> Open(const std::string& path,
-                                                          const Clock* clock);
+                                                          const Clock* clock,
+                                                          StoreOptions options = {});
   ~StateStore();
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
 
   // --- Agents. AddAgent inserts or updates the address.
-  absl::Status AddAgent(const std::string& name, const std::string& address);
+  //
+  // Every mutating method below that takes an `audit` entry (null: none)
+  // writes it in the transaction of its change (see AuditEntry).
+  absl::Status AddAgent(const std::string& name, const std::string& address,
+                        AuditEntry* audit = nullptr);
   absl::StatusOr<AgentRow> GetAgent(const std::string& name);
   // By name; only names starting with `name_prefix`; only names after
   // `after`; at most `limit` (0: all).
@@ -122,17 +226,21 @@ class StateStore {
                                                    size_t limit = 0);
   // Deletes the agent and cancels its non-final targets with `reason`;
   // returns how many were cancelled. NOT_FOUND if unknown.
-  absl::StatusOr<int> RemoveAgent(const std::string& name, const std::string& reason);
+  absl::StatusOr<int> RemoveAgent(const std::string& name, const std::string& reason,
+                                  AuditEntry* audit = nullptr);
 
   // --- Packages. The manifest is stored as its serialized bytes.
   // ALREADY_EXISTS if name@version exists with another id; adding the same
   // package again is OK and changes nothing. created_ms 0 means now.
-  absl::Status AddPackage(const PackageRow& p, const std::string& manifest_bytes);
+  absl::Status AddPackage(const PackageRow& p, const std::string& manifest_bytes,
+                          AuditEntry* audit = nullptr);
   absl::StatusOr<PackageRow> FindPackage(const std::string& name, const std::string& version);
   absl::StatusOr<PackageRow> GetPackageById(const std::string& id);
   // Replaces the package's signature (serialized PackageSignature).
   // NOT_FOUND for an unknown id.
-  absl::Status SetPackageSignature(const std::string& id, const std::string& signature);
+  // `detail` goes into the package_signed event ("key K sequence N").
+  absl::Status SetPackageSignature(const std::string& id, const std::string& signature,
+                                   const std::string& detail = "", AuditEntry* audit = nullptr);
   absl::StatusOr<std::string> GetManifestBytes(const std::string& id);
   // By name, then version; only `name`'s versions if not empty; only those
   // after (after_name, after_version) if after_name is not empty; at most
@@ -145,7 +253,8 @@ class StateStore {
   // `force`, which cancels those targets ("package deleted"). Returns the
   // ids of the jobs whose targets it cancelled, so that their running
   // attempts can be stopped too.
-  absl::StatusOr<std::vector<std::string>> DeletePackage(const std::string& id, bool force);
+  absl::StatusOr<std::vector<std::string>> DeletePackage(const std::string& id, bool force,
+                                                         AuditEntry* audit = nullptr);
 
   // --- Jobs. Creates the job and one pending target per agent in one
   // transaction. bytes_total of each target is `bytes_total`.
@@ -153,7 +262,8 @@ class StateStore {
   // agents or an agent listed twice. The id is 16 random hex digits.
   absl::StatusOr<JobRow> CreateJob(JobKind kind, const std::string& package_id,
                                    const std::vector<std::string>& agents,
-                                   const JobPolicy& policy, uint64_t bytes_total);
+                                   const JobPolicy& policy, uint64_t bytes_total,
+                                   AuditEntry* audit = nullptr);
   absl::StatusOr<JobView> GetJob(const std::string& id);
   // The job alone, without its targets (one row, however many targets).
   absl::StatusOr<JobRow> GetJobRow(const std::string& id);
@@ -168,7 +278,7 @@ class StateStore {
   // Deletes a job whose targets are all final, with its targets.
   // FAILED_PRECONDITION naming the unfinished targets otherwise; NOT_FOUND
   // for an unknown job.
-  absl::Status DeleteJob(const std::string& id);
+  absl::Status DeleteJob(const std::string& id, AuditEntry* audit = nullptr);
   // Deletes every job whose targets are all final and whose last target
   // changed at or before `before_ms` (job retention). Returns how many.
   absl::StatusOr<int> PruneFinishedJobs(int64_t before_ms);
@@ -199,10 +309,11 @@ class StateStore {
   // with `reason`. Returns how many changed. NOT_FOUND if `agent` is not a
   // target of the job.
   absl::StatusOr<int> Cancel(const std::string& job, const std::string& agent,
-                             const std::string& reason);
+                             const std::string& reason, AuditEntry* audit = nullptr);
   // retry_wait|failed targets of the job (only `agent`'s if not empty) ->
   // retry_wait due now, consecutive_failures = 0. Returns how many changed.
-  absl::StatusOr<int> RetryNow(const std::string& job, const std::string& agent);
+  absl::StatusOr<int> RetryNow(const std::string& job, const std::string& agent,
+                               AuditEntry* audit = nullptr);
   // Every retry_wait target of `agent` due later -> due now (its channel
   // came back).
   absl::Status WakeAgent(const std::string& agent);
@@ -223,12 +334,37 @@ class StateStore {
   // previous process) -> retry_wait due now, with last_error saying so.
   absl::StatusOr<int> RecoverInterrupted();
 
+  // --- Audit trail and events.
+  // Writes `entry` with `outcome` (its code and message; for OK, the
+  // entry's result) in a transaction of its own: for a call that changed
+  // nothing. Sets entry.recorded.
+  absl::Status RecordAudit(AuditEntry& entry, const absl::Status& outcome);
+  // Oldest first; only records after sequence `after`; at most `limit` (0:
+  // all) that match the filter.
+  absl::StatusOr<std::vector<AuditRow>> ListAudit(const AuditFilter& filter, int64_t after = 0,
+                                                  size_t limit = 0);
+  // The events after sequence `after` (at most `limit`, 0: all) and the
+  // range kept, in one read transaction; with `progress`, also every
+  // transferring target (only if the events did not fill the limit).
+  absl::StatusOr<EventBatch> ReadEvents(int64_t after, size_t limit, bool progress = false);
+  // The sequence of the newest event committed (0 if none).
+  int64_t newest_event();
+  // Blocks until an event after `after` is committed, `*stop` (if given)
+  // is true, or `timeout` passes; returns newest_event().
+  int64_t WaitForEvent(int64_t after, absl::Duration timeout,
+                       const std::atomic<bool>* stop = nullptr);
+  // Wakes every WaitForChange and WaitForEvent to look at its `stop` flag
+  // (a server shutting down sets the flag, then calls this).
+  void WakeWaiters();
+
   // --- Change notification. version() grows with every committed
   // transaction that changed a row (not with reads or no-op mutations); it
   // starts at 0 on every Open.
   uint64_t version();
-  // Blocks until version() > `seen` or `timeout` passes; returns version().
-  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout);
+  // Blocks until version() > `seen`, `*stop` (if given) is true, or
+  // `timeout` passes; returns version().
+  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout,
+                         const std::atomic<bool>* stop = nullptr);
   // Write transactions committed since Open (changing rows or not), for
   // the controller's periodic statistics line and the scale benchmark.
   uint64_t transactions();
@@ -239,13 +375,16 @@ class StateStore {
   }
 
  private:
-  StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock);
+  StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock, StoreOptions options,
+             int64_t newest_event);
 
-  // Runs `fn` inside one BEGIN IMMEDIATE ... COMMIT transaction with the
-  // connection and the clock's time; rolls back if `fn` or the commit fails.
-  // Bumps the version (waking waiters) if the transaction changed any row.
-  absl::Status Transact(absl::FunctionRef<absl::Status(sqlite3* db, int64_t now_ms)> fn)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `fn` inside one BEGIN IMMEDIATE ... COMMIT transaction with a
+  // ChangeLog over the connection and the clock's time, then completes the
+  // log (job_finished events, event pruning) and writes `audit` (if given)
+  // as an OK record; rolls back if any of it or the commit fails. Bumps the
+  // version (waking waiters) if the transaction changed any row.
+  absl::Status Transact(absl::FunctionRef<absl::Status(ChangeLog& log)> fn,
+                        AuditEntry* audit = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
   // Runs the read-only `fn` on the reader connection under its lock.
   absl::Status Read(absl::FunctionRef<absl::Status(sqlite3* db, int64_t now_ms)> fn)
       ABSL_LOCKS_EXCLUDED(mu_, read_mu_);
@@ -255,8 +394,10 @@ class StateStore {
   absl::Mutex read_mu_;
   sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_);  // null: reads share db_
   const Clock* clock_;
+  const StoreOptions options_;
   absl::Mutex version_mu_;
   uint64_t version_ ABSL_GUARDED_BY(version_mu_) = 0;
+  int64_t newest_event_ ABSL_GUARDED_BY(version_mu_) = 0;
   uint64_t transactions_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void(absl::Duration)> commit_observer_;
 };

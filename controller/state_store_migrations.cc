@@ -69,9 +69,50 @@ constexpr char kMigration2[] = R"sql(
 ALTER TABLE packages ADD COLUMN signature BLOB NOT NULL DEFAULT x'';
 )sql";
 
+// The audit trail and the event log (state_store_log.h). AUTOINCREMENT: a
+// sequence number is never used twice, even after the oldest rows are
+// deleted, so a follower's last sequence always means the same event.
+// targets_by_job_state answers "did this job just finish?" after each final
+// transition with index probes, not a scan of a large job's targets.
+constexpr char kMigration3[] = R"sql(
+CREATE INDEX targets_by_job_state ON targets(job_id, state);
+CREATE TABLE audit(
+  seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_ms  INTEGER NOT NULL,
+  identity TEXT NOT NULL,
+  peer     TEXT NOT NULL DEFAULT '',
+  method   TEXT NOT NULL,
+  request  TEXT NOT NULL DEFAULT '',
+  code     TEXT NOT NULL,
+  message  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_by_time ON audit(time_ms);
+CREATE TABLE events(
+  seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_ms         INTEGER NOT NULL,
+  kind            TEXT NOT NULL,
+  job_id          TEXT NOT NULL DEFAULT '',
+  job_kind        TEXT NOT NULL DEFAULT '',
+  package         TEXT NOT NULL DEFAULT '',
+  package_id      TEXT NOT NULL DEFAULT '',
+  agent           TEXT NOT NULL DEFAULT '',
+  address         TEXT NOT NULL DEFAULT '',
+  state           TEXT NOT NULL DEFAULT '',
+  has_target      INTEGER NOT NULL DEFAULT 0,
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  last_error      TEXT NOT NULL DEFAULT '',
+  next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+  bytes_acked     INTEGER NOT NULL DEFAULT 0,
+  bytes_total     INTEGER NOT NULL DEFAULT 0,
+  bytes_sent      INTEGER NOT NULL DEFAULT 0,
+  detail          TEXT NOT NULL DEFAULT ''
+);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kMigration1},
     {2, kMigration2},
+    {3, kMigration3},
 };
 
 }  // namespace

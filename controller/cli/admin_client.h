@@ -83,6 +83,15 @@ class AdminClient {
   absl::StatusOr<v1::JobStatus> CancelJob(const std::string& id, const std::string& agent);
   absl::StatusOr<v1::JobStatus> RetryJob(const std::string& id, const std::string& agent);
   absl::Status DeleteJob(const std::string& id);
+  // Every page of the audit trail that matches `req`'s filters.
+  absl::StatusOr<v1::ListAuditResponse> ListAudit(const v1::ListAuditRequest& req);
+
+  // Follows WatchEvents, handing every event to `on_event` until it returns
+  // false (the call is then cancelled and OK returned) or the stream ends
+  // or fails. With `wait_for_ready` the call waits for an unreachable
+  // controller instead of failing.
+  absl::Status WatchEvents(const v1::WatchEventsRequest& req, bool wait_for_ready,
+                           const std::function<bool(const v1::Event&)>& on_event);
 
   // Follows WatchJob, handing every status to `on_update`, until the
   // stream ends (OK after a final state) or fails. `deadline` bounds the

@@ -30,7 +30,8 @@ Exit status:
 }  // namespace
 
 int RunCli(int argc, const char* const argv[], const CliIo& io) {
-  CLI::App app("pkgdistctl: drive a pkgdist controller (agents, packages, distribution jobs)",
+  CLI::App app("pkgdistctl: drive a pkgdist controller (agents, packages, distribution jobs, "
+               "audit trail, events)",
                "pkgdistctl");
   app.footer(kFooter);
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -47,6 +48,8 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
   AddAgentCommands(app, selected);
   AddPackageCommands(app, selected);
   AddJobCommands(app, selected);
+  AddAuditCommands(app, selected);
+  AddEventCommands(app, selected);
   LocalAction local;
   AddKeyCommands(app, local);
 

@@ -1,6 +1,7 @@
 // What every verb of pkgdistctl shares: the environment it runs in, exit
 // codes, argument validators and output helpers. Verbs live in
-// agent_cmds.cc, package_cmds.cc and job_cmds.cc; each Add*Commands adds
+// agent_cmds.cc, package_cmds.cc, job_cmds.cc, audit_cmds.cc and
+// events_cmds.cc; each Add*Commands adds
 // its verbs to the app, and the parsed verb stores its action in
 // `selected`, which the caller runs once the connection is set up.
 #ifndef PKGDIST_CONTROLLER_CLI_COMMAND_H_
@@ -47,6 +48,10 @@ void AddAgentCommands(CLI::App& app, Action& selected);
 void AddPackageCommands(CLI::App& app, Action& selected);
 // `job ...` and `distribute`.
 void AddJobCommands(CLI::App& app, Action& selected);
+// `audit list`.
+void AddAuditCommands(CLI::App& app, Action& selected);
+// `events`.
+void AddEventCommands(CLI::App& app, Action& selected);
 
 // Makes `action` the one to run when `cmd` is the verb parsed.
 void OnRun(CLI::App* cmd, Action& selected, Action action);

@@ -131,4 +131,42 @@ Json PackageListToJson(const pkgdist::v1::ListPackagesResponse& packages) {
   return j;
 }
 
+Json AuditRecordToJson(const pkgdist::v1::AuditRecord& r) {
+  Json j;
+  j["sequence"] = r.sequence();
+  j["time"] = TimeOrNull(r.time());
+  j["identity"] = r.identity();
+  j["peer"] = r.peer();
+  j["method"] = r.method();
+  j["request"] = r.request();
+  j["code"] = r.code();
+  j["message"] = r.message();
+  return j;
+}
+
+Json AuditListToJson(const pkgdist::v1::ListAuditResponse& audit) {
+  Json list = Json::array();
+  for (const auto& r : audit.records()) list.push_back(AuditRecordToJson(r));
+  Json j;
+  j["records"] = std::move(list);
+  return j;
+}
+
+Json EventToJson(const pkgdist::v1::Event& e) {
+  Json j;
+  j["sequence"] = e.sequence();
+  j["time"] = TimeOrNull(e.time());
+  j["kind"] = e.kind();
+  j["job_id"] = e.job_id();
+  j["job_kind"] = e.job_kind();
+  j["package"] = e.package();
+  j["package_id"] = e.package_id();
+  j["agent"] = e.agent();
+  j["address"] = e.address();
+  j["state"] = e.state();
+  j["target"] = e.has_target() ? TargetToJson(e.target()) : Json(nullptr);
+  j["detail"] = e.detail();
+  return j;
+}
+
 }  // namespace pkgdist::cli

@@ -40,6 +40,15 @@ Json PackageToJson(const pkgdist::v1::PackageInfo& pkg);
 // {"packages":[...]}
 Json PackageListToJson(const pkgdist::v1::ListPackagesResponse& packages);
 
+// {"sequence","time","identity","peer","method","request","code","message"}
+Json AuditRecordToJson(const pkgdist::v1::AuditRecord& r);
+// {"records":[...]}
+Json AuditListToJson(const pkgdist::v1::ListAuditResponse& audit);
+
+// {"sequence","time","kind","job_id","job_kind","package","package_id",
+//  "agent","address","state","target": target or null,"detail"}
+Json EventToJson(const pkgdist::v1::Event& e);
+
 }  // namespace pkgdist::cli
 
 #endif  // PKGDIST_CONTROLLER_CLI_JSON_FORMAT_H_

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "controller/cli/display.h"
 #include "shared/sha256.h"
@@ -172,6 +173,88 @@ std::string RenderPackageList(const pkgdist::v1::ListPackagesResponse& packages)
               p.has_signature() ? p.signature().key_id() : "-"});
   }
   return t.Render();
+}
+
+namespace {
+
+// "admin/alice" for spiffe://TD/admin/alice; anything else as it is.
+std::string ShortIdentity(const std::string& identity) {
+  constexpr absl::string_view kScheme = "spiffe://";
+  if (!absl::StartsWith(identity, kScheme)) return identity;
+  size_t slash = identity.find('/', kScheme.size());
+  return slash == std::string::npos ? identity : identity.substr(slash + 1);
+}
+
+// What changed, for the STATE/DETAIL column.
+std::string EventDetail(const pkgdist::v1::Event& e) {
+  const absl::string_view kind = e.kind();
+  if (kind == "job_created") {
+    return absl::StrCat(e.state(), ": ", e.job_kind(), " ", e.package(), ", ", e.detail());
+  }
+  if (kind == "job_finished") return absl::StrCat(e.state(), " (", e.package(), ")");
+  if (kind == "job_deleted") return absl::StrCat(e.detail(), " (", e.package(), ")");
+  if (kind == "target_changed" || kind == "target_progress") {
+    const auto& t = e.target();
+    std::string out = t.state();
+    if (kind == "target_progress") {
+      absl::StrAppend(&out, " ", ProgressCell(t.bytes_acked(), t.bytes_total()));
+    }
+    if (t.attempts() > 0) absl::StrAppend(&out, " (attempt ", t.attempts(), ")");
+    if (!t.next_attempt_at().empty()) absl::StrAppend(&out, " next ", t.next_attempt_at());
+    if (!t.last_error().empty()) absl::StrAppend(&out, ": ", t.last_error());
+    return out;
+  }
+  if (kind == "agent_added" || kind == "agent_updated") return e.address();
+  if (absl::StartsWith(kind, "package_")) {
+    return absl::StrCat("id ", ShortId(e.package_id()), e.detail().empty() ? "" : ", ",
+                        e.detail());
+  }
+  return e.detail();
+}
+
+std::string EventSubject(const pkgdist::v1::Event& e) {
+  if (!e.job_id().empty()) {
+    return e.agent().empty() ? absl::StrCat("job ", e.job_id())
+                             : absl::StrCat("job ", e.job_id(), " ", e.agent());
+  }
+  if (!e.agent().empty()) return absl::StrCat("agent ", e.agent());
+  if (!e.package().empty()) return absl::StrCat("package ", e.package());
+  return "-";
+}
+
+std::string PadTo(std::string s, size_t width) {
+  size_t w = DisplayWidth(s);
+  if (w < width) s.append(width - w, ' ');
+  return s;
+}
+
+std::string EventColumns(std::string time, std::string seq, std::string kind,
+                         std::string subject, std::string detail) {
+  std::string line = absl::StrCat(PadTo(OneLine(time), 24), "  ", PadTo(OneLine(seq), 8), "  ",
+                                  PadTo(OneLine(kind), 16), "  ", PadTo(OneLine(subject), 38),
+                                  "  ", OneLine(detail));
+  while (!line.empty() && line.back() == ' ') line.pop_back();
+  return line + "\n";
+}
+
+}  // namespace
+
+std::string RenderAuditList(const pkgdist::v1::ListAuditResponse& audit) {
+  TextTable t({"TIME", "WHO", "METHOD", "REQUEST", "CODE", "MESSAGE"});
+  for (const auto& r : audit.records()) {
+    t.AddRow({OrDash(r.time()), ShortIdentity(r.identity()), r.method(), OrDash(r.request()),
+              r.code(), OrDash(r.message())});
+  }
+  return t.Render();
+}
+
+std::string EventHeaderLine() {
+  return EventColumns("TIME", "SEQ", "KIND", "SUBJECT", "STATE/DETAIL");
+}
+
+std::string RenderEventLine(const pkgdist::v1::Event& e) {
+  return EventColumns(OrDash(e.time()), absl::StrCat(e.sequence()), e.kind(), EventSubject(e),
+                      OrDash(EventDetail(e)));
 }
 
 }  // namespace pkgdist::cli

@@ -37,6 +37,15 @@ std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail);
 std::string RenderPackage(const pkgdist::v1::PackageInfo& pkg);
 std::string RenderPackageList(const pkgdist::v1::ListPackagesResponse& packages);
 
+// One line per record: time, who (the identity without its spiffe://TD/),
+// method, request, code, message.
+std::string RenderAuditList(const pkgdist::v1::ListAuditResponse& audit);
+
+// `events` prints a stream, so its columns have fixed widths: the header,
+// then one line per event (time, sequence, kind, subject, state/detail).
+std::string EventHeaderLine();
+std::string RenderEventLine(const pkgdist::v1::Event& e);
+
 }  // namespace pkgdist::cli
 
 #endif  // PKGDIST_CONTROLLER_CLI_TABLE_H_

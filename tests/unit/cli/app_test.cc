@@ -46,7 +46,8 @@ TEST_F(AppTest, EveryVerbHasHelp) {
   // Each verb answers --help with exit 0.
   for (std::vector<std::string> verb :
        {std::vector<std::string>{"job"}, {"job", "watch"}, {"job", "list"}, {"agent", "add"},
-        {"package", "import"}, {"package", "remove-from"}, {"distribute"}}) {
+        {"package", "import"}, {"package", "remove-from"}, {"distribute"}, {"audit"},
+       {"audit", "list"}, {"events"}}) {
     verb.push_back("--help");
     EXPECT_EQ(Run(verb), kExitOk) << verb[0];
   }
@@ -58,6 +59,9 @@ TEST_F(AppTest, UsageErrorsExitTwo) {
   EXPECT_EQ(Run({}), kExitUsage);
   EXPECT_EQ(Run({"agent"}), kExitUsage);
   EXPECT_EQ(Run({"package", "show", "no-version"}), kExitUsage);
+  EXPECT_EQ(Run({"audit", "list", "--since", "yesterday"}), kExitUsage);
+  EXPECT_EQ(Run({"events", "--after", "3", "--from-now"}), kExitUsage);
+  EXPECT_EQ(Run({"events", "--after", "-1"}), kExitUsage);
   EXPECT_EQ(Run({"distribute", "app@1"}), kExitUsage);
   EXPECT_EQ(Run({"distribute", "app@1", "--all", "--to", "dp1"}), kExitUsage);
   EXPECT_EQ(Run({"distribute", "app@1", "--all", "--wait", "--timeout", "soon"}), kExitUsage);

@@ -109,6 +109,45 @@ TEST(JsonFormatTest, PackageHasTheDocumentedShape) {
             R"("expires_at":"2027-01-02T03:00:00.000Z","signed_at":"2026-01-02T03:00:00.000Z"})");
 }
 
+TEST(JsonFormatTest, EventAndAuditRecordHaveTheDocumentedShape) {
+  // Every field, in the documented order; an event without a target has
+  // "target": null.
+  pkgdist::v1::Event e;
+  e.set_sequence(17);
+  e.set_time("2026-01-02T03:04:05.000Z");
+  e.set_kind("target_changed");
+  e.set_job_id("j-1");
+  e.set_package("app@1.0");
+  e.set_agent("dp2");
+  e.set_state("retry_wait");
+  *e.mutable_target() = TwoTargetJob().targets(1);
+  EXPECT_EQ(JsonLine(EventToJson(e)),
+            R"({"sequence":17,"time":"2026-01-02T03:04:05.000Z","kind":"target_changed",)"
+            R"("job_id":"j-1","job_kind":"","package":"app@1.0","package_id":"","agent":"dp2",)"
+            R"("address":"","state":"retry_wait","target":{"agent":"dp2","state":"retry_wait",)"
+            R"("attempts":3,"last_error":"connection refused",)"
+            R"("next_attempt_at":"2026-01-02T03:04:35.000Z","bytes_acked":1048576,)"
+            R"("bytes_total":3145728,"bytes_sent":2097152,)"
+            R"("updated_at":"2026-01-02T03:04:05.000Z"},"detail":""})");
+  e.clear_target();
+  EXPECT_TRUE(EventToJson(e)["target"].is_null());
+  pkgdist::v1::ListAuditResponse audit;
+  auto* r = audit.add_records();
+  r->set_sequence(3);
+  r->set_time("2026-01-02T03:04:05.000Z");
+  r->set_identity("spiffe://pkgdist.dev/admin/alice");
+  r->set_peer("ipv4:127.0.0.1:5000");
+  r->set_method("CancelJob");
+  r->set_request("job=j-1");
+  r->set_code("OK");
+  r->set_message("1 target(s) cancelled");
+  EXPECT_EQ(JsonLine(AuditListToJson(audit)),
+            R"({"records":[{"sequence":3,"time":"2026-01-02T03:04:05.000Z",)"
+            R"("identity":"spiffe://pkgdist.dev/admin/alice","peer":"ipv4:127.0.0.1:5000",)"
+            R"("method":"CancelJob","request":"job=j-1","code":"OK",)"
+            R"("message":"1 target(s) cancelled"}]})");
+}
+
 TEST(JsonFormatTest, InvalidUtf8DoesNotThrow) {
   // A malformed string from the network is replaced, not fatal.
   pkgdist::v1::TargetStatus t;

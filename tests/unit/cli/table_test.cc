@@ -57,6 +57,47 @@ TEST(TableTest, RendersAJobList) {
             "j-1  distribute  app@1.0  in_progress  1/2   2026-01-02T03:00:00.000Z\n");
 }
 
+TEST(TableTest, RendersAuditRecordsWithShortIdentities) {
+  // WHO drops spiffe://TRUST_DOMAIN/; empty cells are dashes.
+  pkgdist::v1::ListAuditResponse audit;
+  auto* r = audit.add_records();
+  r->set_time("2026-01-02T03:04:05.000Z");
+  r->set_identity("spiffe://pkgdist.dev/agent/dp1");
+  r->set_method("ListAgents");
+  r->set_code("PERMISSION_DENIED");
+  r->set_message("refused");
+  EXPECT_EQ(RenderAuditList(audit),
+            "TIME                      WHO        METHOD      REQUEST  CODE               MESSAGE\n"
+            "2026-01-02T03:04:05.000Z  agent/dp1  ListAgents  -        PERMISSION_DENIED  refused\n");
+}
+
+TEST(TableTest, RendersOneLinePerEventInFixedColumns) {
+  // Time, sequence, kind, subject, then what changed; the columns line up
+  // with the header whatever the event.
+  pkgdist::v1::Event e;
+  e.set_sequence(17);
+  e.set_time("2026-01-02T03:04:05.000Z");
+  e.set_kind("target_changed");
+  e.set_job_id("j-1");
+  e.set_agent("dp2");
+  *e.mutable_target() = TwoTargetJob().targets(1);
+  std::string header = EventHeaderLine();
+  std::string line = RenderEventLine(e);
+  // Columns of 24, 8, 16 and 38 characters, two spaces apart.
+  EXPECT_EQ(line, "2026-01-02T03:04:05.000Z  17" + std::string(6 + 2, ' ') + "target_changed" +
+                      std::string(2 + 2, ' ') + "job j-1 dp2" + std::string(27 + 2, ' ') +
+                      "retry_wait (attempt 3) next 2026-01-02T03:04:35.000Z: connection "
+                      "refused\n");
+  EXPECT_EQ(header.find("STATE/DETAIL"), line.find("retry_wait"));
+  pkgdist::v1::Event agent;
+  agent.set_sequence(2);
+  agent.set_kind("agent_added");
+  agent.set_agent("dp1");
+  agent.set_address("h:7701");
+  EXPECT_NE(RenderEventLine(agent).find("agent dp1"), std::string::npos);
+  EXPECT_EQ(RenderEventLine(agent).find("h:7701"), header.find("STATE/DETAIL"));
+}
+
 TEST(TableTest, ProgressCellWithoutTotalIsADash) {
   // A removal job has no bytes to move.
   EXPECT_EQ(ProgressCell(0, 0), "-");

@@ -181,7 +181,7 @@ TEST_F(StateStoreTest, OpenCreatesTheSchemaAndRecordsItsVersion) {
             std::to_string(StateStoreMigrations().back().version) + "\n");
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal\n");
   EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
-            "agents\njobs\npackages\ntargets\n");
+            "agents\naudit\nevents\njobs\npackages\nsqlite_sequence\ntargets\n");
 }
 
 TEST_F(StateStoreTest, ReopenKeepsEveryRow) {
