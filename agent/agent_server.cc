@@ -29,6 +29,7 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
   signing.require_signatures = config.require_signatures;
   signing.allow_rollback = config.allow_rollback;
   ASSIGN_OR_RETURN(server->signatures_, SignaturePolicy::Open(config.root, std::move(signing)));
+  RETURN_IF_ERROR(server->StartMetrics(config));
 
   spdlog::info("accepting calls only from {}", controller.ToString());
   TransferOptions options;
@@ -41,6 +42,8 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
                      FoldsCase(config.root + "/staging"));
   }
   options.signatures = server->signatures_.get();
+  options.metrics = server->metrics_.get();
+  options.agent_name = config.name;
   if (options.limits.refuse_case_collisions) {
     spdlog::info("refusing packages whose paths differ only in letter case");
   }
@@ -58,6 +61,23 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen));
   }
   return server;
+}
+
+absl::Status AgentServer::StartMetrics(const AgentConfig& config) {
+  if (config.metrics_listen.empty()) return absl::OkStatus();
+  auto metrics_server = MetricsServer::Start(config.metrics_listen);
+  if (!metrics_server.ok()) {
+    // A flag to fix, not a port to wait for (unlike --listen).
+    return absl::FailedPreconditionError(metrics_server.status().message());
+  }
+  metrics_ = std::make_unique<AgentMetrics>();
+  metrics_server_ = std::move(metrics_server).value();
+  metrics_server_->Register(metrics_->registry());
+  metrics_server_->Register(MakeFreeBytesCollectable(config.root));
+  spdlog::info("serving metrics on http://{}:{}/metrics",
+               config.metrics_listen.substr(0, config.metrics_listen.rfind(':')),
+               metrics_server_->port());
+  return absl::OkStatus();
 }
 
 AgentServer::~AgentServer() { Shutdown(absl::ZeroDuration()); }

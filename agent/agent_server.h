@@ -11,21 +11,26 @@
 #include "absl/time/time.h"
 #include "agent/agent_service.h"
 #include "agent/config.h"
+#include "agent/metrics.h"
 #include "agent/package_store.h"
+#include "shared/metrics.h"
 
 namespace pkgdist {
 
 class AgentServer {
  public:
-  // Checks the TLS files, opens the package root, binds and starts serving.
-  // UNAVAILABLE if the address cannot be bound; other errors mean unusable
-  // flags or files.
+  // Checks the TLS files, opens the package root, starts serving metrics
+  // if --metrics-listen says so, binds and starts serving. UNAVAILABLE if
+  // the address cannot be bound; other errors (a metrics address that
+  // cannot be bound included) mean unusable flags or files.
   static absl::StatusOr<std::unique_ptr<AgentServer>> Start(const AgentConfig& config);
   ~AgentServer();
   AgentServer(const AgentServer&) = delete;
   AgentServer& operator=(const AgentServer&) = delete;
 
   int port() const { return port_; }
+  // The port metrics are served on; 0 without --metrics-listen.
+  int metrics_port() const { return metrics_server_ != nullptr ? metrics_server_->port() : 0; }
 
   // Stops accepting calls, lets running calls finish for up to `grace`,
   // then cancels them, and waits for the server to stop.
@@ -33,7 +38,11 @@ class AgentServer {
 
  private:
   AgentServer() = default;
+  absl::Status StartMetrics(const AgentConfig& config);
 
+  // First: transfers count into it until the server below has stopped.
+  std::unique_ptr<AgentMetrics> metrics_;
+  std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<PackageStore> store_;
   std::unique_ptr<SignaturePolicy> signatures_;
   std::unique_ptr<AgentService> service_;

@@ -1,5 +1,9 @@
 #include "agent/agent_service.h"
 
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
@@ -22,6 +26,15 @@ class GrpcTransferStream final : public TransferStream {
   grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream_;
 };
 
+// The job id the controller sent with the call (kJobIdMetadataKey), for
+// log lines; bounded, since it goes into each of them.
+std::string JobOf(const grpc::ServerContext& ctx) {
+  constexpr size_t kMaxJobIdLength = 64;
+  auto it = ctx.client_metadata().find(kJobIdMetadataKey);
+  if (it == ctx.client_metadata().end()) return "";
+  return std::string(it->second.data(), std::min(it->second.size(), kMaxJobIdLength));
+}
+
 }  // namespace
 
 AgentService::AgentService(PackageStore& store, TransferOptions options, SpiffeId controller)
@@ -35,9 +48,13 @@ grpc::Status AgentService::Transfer(
     grpc::ServerContext* ctx, grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream) {
   if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
   GrpcTransferStream adapter(stream);
-  TransferSession session(store_, options_, adapter, [ctx] { ctx->TryCancel(); }, ctx->peer());
+  TransferSession session(store_, options_, adapter, [ctx] { ctx->TryCancel(); }, ctx->peer(),
+                          JobOf(*ctx));
   absl::Status s = session.Run();
-  if (!s.ok()) spdlog::warn("transfer from {} failed: {}", ctx->peer(), s);
+  if (!s.ok()) {
+    LogWith(session.log_fields(), spdlog::level::warn, "transfer from {} failed: {}", ctx->peer(),
+            s);
+  }
   return ToGrpc(s);
 }
 
@@ -62,6 +79,8 @@ grpc::Status AgentService::Remove(grpc::ServerContext* ctx,
                                     std::pair{&request->version(), "package version"}}) {
     if (absl::Status s = ValidateName(*value, what); !s.ok()) return ToGrpc(s);
   }
+  ScopedLogFields fields({JobOf(*ctx), options_.agent_name,
+                          absl::StrCat(request->name(), "@", request->version())});
   auto removed = store_.Remove(request->name(), request->version(), options_.lock_wait);
   if (!removed.ok()) {
     spdlog::warn("remove {}@{} failed: {}", request->name(), request->version(), removed.status());

@@ -93,6 +93,8 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
       ->check(CLI::IsMember({"text", "json"}));
   add("metrics-listen", &c.metrics_listen,
       "HOST:PORT to serve Prometheus metrics on (/metrics); off by default");
+  add("metrics-port-file", &c.metrics_port_file,
+      "file to write the metrics port to once serving (for port 0)");
   add("port-file", &c.port_file, "file to write the bound port to once listening");
   std::string config_file;
   ConfigSources sources{.config = add("config", &config_file,

@@ -43,6 +43,7 @@ struct AgentConfig {
   std::string log_format = "text";  // text or json (one object per line)
   // HOST:PORT serving Prometheus metrics at /metrics; empty: none.
   std::string metrics_listen;
+  std::string metrics_port_file;  // written with the metrics port once serving
   std::string port_file;  // written with the bound port once listening
 };
 

@@ -1,5 +1,6 @@
 // pkgdist-agent: serves the Agent API on one distribution server.
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 
 #include <cstdio>
 #include <string>
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
   if (!parsed.ok()) return Fail(2, parsed.status().message());
   if (!parsed->has_value()) return 0;
   const pkgdist::AgentConfig& config = **parsed;
-  pkgdist::InitLogging(config.log_level);
+  pkgdist::InitLogging(config.log_level, config.log_format);
 
   auto server = pkgdist::AgentServer::Start(config);
   if (!server.ok()) {
@@ -45,12 +46,21 @@ int main(int argc, char** argv) {
         pkgdist::WriteFileAtomic(config.port_file, absl::StrCat((*server)->port(), "\n"));
     if (!s.ok()) return Fail(2, s.message());
   }
+  if (!config.metrics_port_file.empty()) {
+    absl::Status s = pkgdist::WriteFileAtomic(config.metrics_port_file,
+                                              absl::StrCat((*server)->metrics_port(), "\n"));
+    if (!s.ok()) return Fail(2, s.message());
+  }
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
   spdlog::info("pkgdist-agent {} listening on {}:{}", config.name, host, (*server)->port());
+  // systemd (Type=notify) counts the service as started from here; a no-op
+  // without $NOTIFY_SOCKET.
+  sd_notify(0, "READY=1");
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("signal {} received, shutting down", signal_number);
+  sd_notify(0, "STOPPING=1");
   (*server)->Shutdown(absl::Seconds(5));
   spdlog::info("pkgdist-agent {} stopped", config.name);
   return 0;

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "agent/disk_util.h"
 #include "shared/file_util.h"
 #include "shared/logging.h"
@@ -261,9 +262,16 @@ absl::Status Staging::StartFlush(OnDurable on_durable) {
   // std::function needs a copyable task: the descriptors are shared.
   auto files = std::make_shared<std::vector<FdCache::Dirty>>(std::move(dirty).value());
   uint64_t ticket = direct_.Then([this, files, entries = std::move(entries),
-                                  on_durable = std::move(on_durable)]() -> absl::Status {
+                                  on_durable = std::move(on_durable),
+                                  metrics = metrics_]() -> absl::Status {
+    absl::Time start = absl::Now();
     for (const FdCache::Dirty& f : *files) RETURN_IF_ERROR(Fsync(f.fd.get(), f.path));
+    absl::Time synced = absl::Now();
     RETURN_IF_ERROR(journal_->Append(entries));
+    if (metrics != nullptr) {
+      metrics->DataSynced(synced - start);
+      metrics->JournalSynced(absl::Now() - synced);
+    }
     if (on_durable) {
       std::vector<uint32_t> indices;
       indices.reserve(entries.size());

@@ -37,6 +37,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/fd_cache.h"
 #include "agent/journal.h"
+#include "agent/metrics.h"
 #include "pkgdist/v1/manifest.pb.h"
 #include "shared/direct_writer.h"
 #include "shared/manifest.h"
@@ -70,6 +71,10 @@ class Staging {
   uint64_t missing_bytes() const;
   // Bytes received since the last StartFlush.
   uint64_t unflushed_bytes() const { return unflushed_bytes_; }
+
+  // Flushes started from now on observe their fsyncs in `metrics` (null:
+  // none), which must outlive this Staging.
+  void set_metrics(AgentMetrics* metrics) { metrics_ = metrics; }
 
   enum class WriteResult { kWritten, kAlreadyReceived };
   // Verifies and writes chunk `index`. INVALID_ARGUMENT for an index out of
@@ -140,6 +145,7 @@ class Staging {
   absl::Status broken_;
   std::unique_ptr<Journal> journal_;
   FdCache files_;
+  AgentMetrics* metrics_ = nullptr;
 
   // Whole-block chunks bypass the page cache (shared/direct_writer.h); its
   // thread also runs the flushes, which use journal_. Declared last so that

@@ -34,16 +34,27 @@ const char* Describe(const TransferRequest& r) {
 
 TransferSession::TransferSession(PackageStore& store, const TransferOptions& options,
                                  TransferStream& stream, std::function<void()> cancel,
-                                 std::string peer)
+                                 std::string peer, std::string job_id)
     : store_(store),
       options_(options),
       stream_(stream),
       cancel_(std::move(cancel)),
-      peer_(std::move(peer)) {}
+      peer_(std::move(peer)),
+      job_id_(std::move(job_id)) {}
 
 TransferSession::~TransferSession() = default;
 
 absl::Status TransferSession::Run() {
+  ScopedLogFields scope(log_fields());
+  log_scope_ = &scope;
+  if (options_.metrics != nullptr) options_.metrics->TransferStarted();
+  absl::Status s = Serve();
+  if (options_.metrics != nullptr) options_.metrics->TransferEnded(s);
+  log_scope_ = nullptr;
+  return s;
+}
+
+absl::Status TransferSession::Serve() {
   TransferRequest request;
   if (!stream_.Read(&request)) return absl::CancelledError("stream ended before an offer");
   if (!request.has_offer()) {
@@ -71,6 +82,7 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
   }
   package_id_ = PackageId(m);
   label_ = absl::StrCat(m.name(), "@", m.version());
+  if (log_scope_ != nullptr) log_scope_->Set({.package = label_});
   if (package_id_ != offer.package_id()) {
     return absl::DataLossError(absl::StrCat("package id ", ToHex(offer.package_id()),
                                             " does not match the manifest of ", label_,
@@ -101,8 +113,13 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
   auto staging = store_.OpenStaging(m, package_id_);
   if (!staging.ok()) return DiskError(staging.status());
   staging_ = std::move(staging).value();
+  staging_->set_metrics(options_.metrics);
+  const uint64_t missing_before_copy = options_.metrics != nullptr ? staging_->missing_bytes() : 0;
   auto copied = store_.CopyKnownChunks(*staging_);
   if (!copied.ok()) return DiskError(copied.status());
+  if (options_.metrics != nullptr && *copied > 0) {
+    options_.metrics->Reused(missing_before_copy - staging_->missing_bytes());
+  }
   if (absl::Status s = store_.CheckFreeSpace(staging_->missing_bytes()); !s.ok()) {
     if (staging_->durable_count() == 0) {
       // Nothing received yet: a refused offer leaves no staging behind.
@@ -140,8 +157,10 @@ absl::Status TransferSession::ReceiveChunks() {
 }
 
 absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
+  if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
   auto written = staging_->WriteChunk(chunk.index(), chunk.data());
   if (absl::IsDataLoss(written.status())) {
+    if (options_.metrics != nullptr) options_.metrics->HashMismatch();
     if (++mismatches_[chunk.index()] >= kMaxMismatchesPerChunk) {
       // The same chunk wrong again and again is not damage in transit but a
       // damaged (or altered) copy at the sender: asking once more would

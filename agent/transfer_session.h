@@ -39,11 +39,13 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/metrics.h"
 #include "agent/package_store.h"
 #include "agent/signature_policy.h"
 #include "agent/staging.h"
 #include "agent/transfer_locks.h"
 #include "pkgdist/v1/agent.pb.h"
+#include "shared/logging.h"
 #include "shared/manifest.h"
 
 namespace pkgdist {
@@ -72,6 +74,11 @@ struct TransferOptions {
   uint64_t default_window_bytes = uint64_t{4} << 20;
   // Which signatures to require; null checks none. Must outlive sessions.
   SignaturePolicy* signatures = nullptr;
+  // Counts what sessions receive, reuse and reject; null counts nothing.
+  // Must outlive sessions.
+  AgentMetrics* metrics = nullptr;
+  // This agent's name, for the `agent` field of log lines ("": none).
+  std::string agent_name;
 };
 
 // One Transfer call. Not thread-safe; used by the thread serving the call.
@@ -82,16 +89,22 @@ class TransferSession {
  public:
   // `cancel` stops this call from another thread (ServerContext::TryCancel);
   // a newer Transfer of the same package uses it. `store` must outlive this.
+  // `job_id` (the controller's, if it said) is for log lines only.
   TransferSession(PackageStore& store, const TransferOptions& options, TransferStream& stream,
-                  std::function<void()> cancel, std::string peer);
+                  std::function<void()> cancel, std::string peer, std::string job_id = "");
   ~TransferSession();
   TransferSession(const TransferSession&) = delete;
   TransferSession& operator=(const TransferSession&) = delete;
 
   // Runs the protocol until the stream ends. OK once Published was sent.
+  // Every line logged meanwhile on this thread carries log_fields().
   absl::Status Run();
 
+  // The job, this agent and (once offered) the package, for log lines.
+  LogFields log_fields() const { return LogFields{job_id_, options_.agent_name, label_}; }
+
  private:
+  absl::Status Serve();
   absl::Status AcceptOffer(const pkgdist::v1::Offer& offer);
   absl::Status ReceiveChunks();
   absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
@@ -118,6 +131,8 @@ class TransferSession {
   TransferStream& stream_;
   std::function<void()> cancel_;
   const std::string peer_;
+  const std::string job_id_;
+  ScopedLogFields* log_scope_ = nullptr;  // Run()'s, while it runs
   // Serializes Write: Acks go out from the writer's task thread. Declared
   // before staging_, whose flushes use it.
   absl::Mutex send_mu_;

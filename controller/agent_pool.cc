@@ -1,9 +1,28 @@
 #include "controller/agent_pool.h"
 
+#include <vector>
+
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 
 namespace pkgdist {
+namespace {
+
+pkgdist::v1::ConnectionState StateOf(grpc::Channel& ch) {
+  switch (ch.GetState(false)) {
+    case GRPC_CHANNEL_READY:
+      return pkgdist::v1::CONNECTION_STATE_READY;
+    case GRPC_CHANNEL_CONNECTING:
+      return pkgdist::v1::CONNECTION_STATE_CONNECTING;
+    case GRPC_CHANNEL_TRANSIENT_FAILURE:
+    case GRPC_CHANNEL_SHUTDOWN:
+      return pkgdist::v1::CONNECTION_STATE_UNREACHABLE;
+    default:
+      return pkgdist::v1::CONNECTION_STATE_IDLE;
+  }
+}
+
+}  // namespace
 
 AgentPool::AgentPool(Options options,
                      std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider,
@@ -73,17 +92,20 @@ pkgdist::v1::ConnectionState AgentPool::State(const std::string& name) {
     }
     ch = it->second->channel;
   }
-  switch (ch->GetState(false)) {
-    case GRPC_CHANNEL_READY:
-      return pkgdist::v1::CONNECTION_STATE_READY;
-    case GRPC_CHANNEL_CONNECTING:
-      return pkgdist::v1::CONNECTION_STATE_CONNECTING;
-    case GRPC_CHANNEL_TRANSIENT_FAILURE:
-    case GRPC_CHANNEL_SHUTDOWN:
-      return pkgdist::v1::CONNECTION_STATE_UNREACHABLE;
-    default:
-      return pkgdist::v1::CONNECTION_STATE_IDLE;
+  return StateOf(*ch);
+}
+
+absl::flat_hash_map<pkgdist::v1::ConnectionState, int> AgentPool::CountOpenConnections() {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [name, e] : agents_) {
+      if (e->channel != nullptr) channels.push_back(e->channel);
+    }
   }
+  absl::flat_hash_map<pkgdist::v1::ConnectionState, int> counts;
+  for (const auto& ch : channels) ++counts[StateOf(*ch)];
+  return counts;
 }
 
 bool AgentPool::ConnectAndCheckReady(const std::string& name, const std::string& address) {

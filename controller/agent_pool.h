@@ -48,6 +48,10 @@ class AgentPool {
 
   // Connection state without starting a connection; UNSPECIFIED if unknown.
   pkgdist::v1::ConnectionState State(const std::string& name);
+  // How many of the agents with a channel are in each connection state
+  // (State()'s values); agents without one are idle and not counted. One
+  // GetState per open channel, for the metrics.
+  absl::flat_hash_map<pkgdist::v1::ConnectionState, int> CountOpenConnections();
   // Asks the channel to connect if idle; true if it is READY now.
   bool ConnectAndCheckReady(const std::string& name, const std::string& address);
 

@@ -66,6 +66,21 @@ absl::StatusOr<std::optional<ControllerConfig>> ParseControllerFlags(int argc,
                    CLI::AsNumberWithUnit::CASE_SENSITIVE))
                ->check(CLI::NonNegativeNumber),
            "PKGDIST_JOB_RETENTION");
+  with_env(app.add_option("--audit-retention", c.audit_retention_seconds,
+                          "Delete audit records this long after they were written (e.g. 365d; "
+                          "0 keeps them forever); --job-retention does not touch them")
+               ->capture_default_str()
+               ->transform(CLI::AsNumberWithUnit(
+                   std::map<std::string, int64_t>{{"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}},
+                   CLI::AsNumberWithUnit::CASE_SENSITIVE))
+               ->check(CLI::Range(int64_t{0}, int64_t{100} * 365 * 86400)),
+           "PKGDIST_AUDIT_RETENTION");
+  with_env(app.add_option("--event-history", c.event_history,
+                          "Events kept for WatchEvents followers that reconnect (the newest N; "
+                          "about 150 bytes each)")
+               ->capture_default_str()
+               ->check(CLI::Range(int64_t{1}, int64_t{100'000'000})),
+           "PKGDIST_EVENT_HISTORY");
   with_env(app.add_option("--max-files", c.limits.max_files, "Most entries a package may have")
                ->capture_default_str()
                ->check(CLI::PositiveNumber),
@@ -104,6 +119,9 @@ absl::StatusOr<std::optional<ControllerConfig>> ParseControllerFlags(int argc,
   with_env(app.add_option("--metrics-listen", c.metrics_listen,
                           "HOST:PORT to serve Prometheus metrics on (/metrics); off by default"),
            "PKGDIST_METRICS_LISTEN");
+  with_env(app.add_option("--metrics-port-file", c.metrics_port_file,
+                          "File to write the metrics port to once serving (for port 0)"),
+           "PKGDIST_METRICS_PORT_FILE");
   std::string config_file;
   ConfigSources sources{
       .config = with_env(app.add_option("--config", config_file,

@@ -28,12 +28,17 @@ struct ControllerConfig {
   std::string log_format = "text";  // text or json (one object per line)
   // HOST:PORT serving Prometheus metrics at /metrics; empty: none.
   std::string metrics_listen;
+  std::string metrics_port_file;  // written with the metrics port once serving
   int detect_seconds = kDefaultDetectSeconds;
   int max_backoff_seconds = 60;
   uint64_t window_bytes = kDefaultWindowBytes;
   size_t max_concurrent = 64;
   uint64_t max_bytes_per_second = 0;
   int64_t job_retention_seconds = int64_t{90} * 86400;
+  // Audit records older than this are deleted (0: kept forever); events
+  // kept (the newest). See StoreOptions.
+  int64_t audit_retention_seconds = int64_t{365} * 86400;
+  int64_t event_history = 100'000;
   ManifestLimits limits;  // enforced at import
   int max_message_bytes = kMaxMessageBytes;
 };

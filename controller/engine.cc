@@ -9,11 +9,13 @@
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/manifest.h"
+#include "shared/metrics.h"
 
 namespace pkgdist {
 namespace {
 
 constexpr int64_t kPruneIntervalMs = 60'000;
+constexpr int64_t kSentChunksIdleMs = 24 * 3'600'000;
 constexpr int64_t kStoreErrorLogIntervalMs = 10'000;
 
 // An outcome the store refuses for these reasons can never be written (the
@@ -128,6 +130,11 @@ void Engine::CancelActive(const std::string& job_id, const std::string& agent,
       if (a.transfer) transfers.push_back(a.transfer);
       if (a.removal) removals.push_back(a.removal);
     }
+    // Cancelled targets are final: nothing is sent to them again.
+    absl::erase_if(sent_, [&](const auto& kv) {
+      return (job_id.empty() || kv.first.first == job_id) &&
+             (agent.empty() || kv.first.second == agent);
+    });
     kicked_ = true;
   }
   for (auto& t : transfers) t->Cancel(why);
@@ -137,6 +144,37 @@ void Engine::CancelActive(const std::string& job_id, const std::string& agent,
 void Engine::ForgetAgent(const std::string& agent) {
   absl::MutexLock l(&mu_);
   waiting_.erase(agent);
+  absl::erase_if(sent_, [&](const auto& kv) { return kv.first.second == agent; });
+}
+
+void Engine::ForgetSent(const std::string& job_id, const std::string& agent) {
+  absl::MutexLock l(&mu_);
+  sent_.erase(TargetKey{job_id, agent});
+}
+
+void Engine::PruneSent() {
+  int64_t now = clock_->NowMs();
+  if (now - last_sent_prune_ms_ < kPruneIntervalMs) return;
+  last_sent_prune_ms_ = now;
+  absl::MutexLock l(&mu_);
+  for (auto it = sent_.begin(); it != sent_.end();) {
+    auto a = active_.find(it->first.second);
+    bool running = a != active_.end() && a->second.job_id == it->first.first;
+    if (!running && now - it->second.used_ms > kSentChunksIdleMs) {
+      sent_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Engine::CountOutcome(const Outcome& o, const std::string& failure_reason) {
+  if (options_.metrics == nullptr) return;
+  if (!o.result.ok()) options_.metrics->AttemptFailed(failure_reason);
+  if (o.kind == JobKind::kDistribute && o.started_ms > 0) {
+    options_.metrics->TransferEnded(o.result.ok(),
+                                    absl::Milliseconds(clock_->NowMs() - o.started_ms));
+  }
 }
 
 size_t Engine::ActiveCount() {
@@ -215,6 +253,7 @@ void Engine::Pass() {
   }
   WakeReturnedAgents();
   PruneJobs();
+  PruneSent();
   LogStats(false);
 
   std::vector<std::string> busy;
@@ -322,6 +361,7 @@ absl::Status Engine::Record(const Outcome& o, bool* wait_for_agent) {
     // recovered at the next start.
     return absl::OkStatus();
   }
+  const LogFields fields{o.job_id, o.agent, o.package};
   if (o.result.ok()) {
     // Nothing runs on the connection now; the agent's next attempt dials
     // again (one TLS handshake) instead of every agent ever served keeping
@@ -330,34 +370,45 @@ absl::Status Engine::Record(const Outcome& o, bool* wait_for_agent) {
     absl::Status s = store_->MarkDone(o.job_id, o.agent);
     if (!s.ok() && !IsPermanent(s)) return s;
     if (s.ok()) {
-      spdlog::info("job {}: {} done", o.job_id, o.agent);
+      LogWith(fields, spdlog::level::info, "job {}: {} done", o.job_id, o.agent);
     } else {
-      spdlog::info("job {}: {} published, but the target is no longer running: {}", o.job_id,
-                   o.agent, s.message());
+      LogWith(fields, spdlog::level::info,
+              "job {}: {} published, but the target is no longer running: {}", o.job_id, o.agent,
+              s.message());
     }
     pool_->RecordContact(o.agent);
+    ForgetSent(o.job_id, o.agent);
+    CountOutcome(o, "");
     return absl::OkStatus();
   }
   std::string error = DescribeError(o.result);
   // A refused certificate shows up as UNAVAILABLE; say what was refused.
   std::string identity = pool_->HandshakeErrorSince(o.agent, o.started_ms);
+  std::string reason = StatusCodeLabel(o.result.code());
   if (!identity.empty() && (o.result.code() == absl::StatusCode::kUnavailable ||
                             o.result.code() == absl::StatusCode::kDeadlineExceeded)) {
     error = identity;
+    reason = kIdentityMismatchReason;
   }
   pool_->RecordError(o.agent, error);
   auto row = store_->MarkFailedAttempt(o.job_id, o.agent, error, options_.backoff, Random());
   if (!row.ok()) {
     if (!IsPermanent(row.status())) return row.status();
     // Cancelled, or its agent removed, while the attempt ran.
-    spdlog::info("job {}: {} attempt ended ({}); the target is no longer running: {}", o.job_id,
-                 o.agent, error, row.status().message());
+    LogWith(fields, spdlog::level::info,
+            "job {}: {} attempt ended ({}); the target is no longer running: {}", o.job_id,
+            o.agent, error, row.status().message());
+    ForgetSent(o.job_id, o.agent);
+    CountOutcome(o, reason);
     return absl::OkStatus();
   }
   *wait_for_agent = true;
-  spdlog::warn("job {}: {} attempt {} failed: {} (next: {})", o.job_id, o.agent, row->attempts,
-               error, row->state == TargetState::kFailed ? "none, failed by policy"
-                                                         : FormatRfc3339(row->next_attempt_ms));
+  LogWith(fields, spdlog::level::warn, "job {}: {} attempt {} failed: {} (next: {})", o.job_id,
+          o.agent, row->attempts, error,
+          row->state == TargetState::kFailed ? "none, failed by policy"
+                                             : FormatRfc3339(row->next_attempt_ms));
+  if (row->state == TargetState::kFailed) ForgetSent(o.job_id, o.agent);
+  CountOutcome(o, reason);
   return absl::OkStatus();
 }
 
@@ -385,7 +436,8 @@ void Engine::WakeReturnedAgents() {
       NoteStore(s, "waking a returned agent's targets");
       continue;  // still waiting: tried again next pass
     }
-    spdlog::info("agent {} is reachable again: retrying its targets now", name);
+    LogWith({.agent = name}, spdlog::level::info,
+            "agent {} is reachable again: retrying its targets now", name);
     absl::MutexLock l(&mu_);
     waiting_.erase(name);
   }
@@ -421,20 +473,23 @@ void Engine::StartTarget(const TargetRow& t) {
   auto job = store_->GetJobRow(t.job_id);
   auto agent = store_->GetAgent(t.agent);
   if (!job.ok() || !agent.ok()) {
-    spdlog::warn("cannot start {}/{}: {}", t.job_id, t.agent,
-                 !job.ok() ? job.status() : agent.status());
+    LogWith({.job = t.job_id, .agent = t.agent}, spdlog::level::warn, "cannot start {}/{}: {}",
+            t.job_id, t.agent, !job.ok() ? job.status() : agent.status());
     return;
   }
   if (absl::Status s = store_->StartAttempt(t.job_id, t.agent); !s.ok()) {
     if (!IsPermanent(s)) NoteStore(s, "starting an attempt");
-    spdlog::warn("cannot start {}/{}: {}", t.job_id, t.agent, s);
+    LogWith({t.job_id, t.agent, job->package}, spdlog::level::warn, "cannot start {}/{}: {}",
+            t.job_id, t.agent, s);
     return;
   }
+  if (options_.metrics != nullptr) options_.metrics->AttemptStarted(job->kind);
   uint64_t seq;
   {
     absl::MutexLock l(&mu_);
     seq = next_seq_++;
-    active_[t.agent] = Active{t.job_id, agent->address, seq, clock_->NowMs()};
+    active_[t.agent] =
+        Active{t.job_id, agent->address, seq, clock_->NowMs(), job->kind, job->package};
     waiting_.erase(t.agent);
   }
   if (job->kind == JobKind::kRemove) {
@@ -467,6 +522,17 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   p.max_bytes_per_second = options_.max_bytes_per_second;
   p.detect_seconds = options_.detect_seconds;
   p.read_pool = &read_pool_;
+  p.metrics = options_.metrics;
+  if (p.metrics != nullptr) {
+    absl::MutexLock l(&mu_);
+    SentChunks& sent = sent_[TargetKey{t.job_id, t.agent}];
+    size_t chunks = static_cast<size_t>((*manifest)->chunks_size());
+    if (sent.chunks == nullptr || sent.chunks->size() != chunks) {
+      sent.chunks = std::make_shared<std::vector<bool>>(chunks, false);
+    }
+    sent.used_ms = clock_->NowMs();
+    p.sent_before = sent.chunks;
+  }
   std::string job_id = t.job_id, agent = t.agent;
   auto on_progress = [this, job_id, agent](uint64_t acked, uint64_t sent, bool ack) {
     OnProgress(job_id, agent, acked, sent, ack);
@@ -474,7 +540,8 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   auto on_done = [this, job_id, agent, seq](const TransferResult& r) {
     Finish(job_id, agent, seq, r.published ? absl::OkStatus() : r.status);
   };
-  spdlog::info("job {}: sending {} to {} ({})", job_id, job.package, agent, address);
+  LogWith({job_id, agent, job.package}, spdlog::level::info, "job {}: sending {} to {} ({})",
+          job_id, job.package, agent, address);
   auto call = TransferCall::Start(pool_->Stub(agent, address).get(), std::move(p), clock_,
                                   on_progress, on_done);
   absl::MutexLock l(&mu_);
@@ -496,6 +563,7 @@ void Engine::StartRemoval(const TargetRow& t, const JobRow& job, const std::stri
   call->req.set_version(at == std::string::npos ? "" : job.package.substr(at + 1));
   call->ctx.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::seconds(std::max(30, options_.detect_seconds)));
+  call->ctx.AddMetadata(kJobIdMetadataKey, t.job_id);
   {
     // Registered before the call starts, so that Stop() and CancelActive()
     // can always reach it.
@@ -518,15 +586,16 @@ void Engine::StartRemoval(const TargetRow& t, const JobRow& job, const std::stri
 void Engine::Finish(const std::string& job_id, const std::string& agent, uint64_t seq,
                     absl::Status result) {
   absl::MutexLock l(&mu_);
-  bool by_stop = false;
-  int64_t started_ms = 0;
+  Outcome o{job_id, agent, seq, 0, std::move(result)};
   auto it = active_.find(agent);
   if (it != active_.end() && it->second.seq == seq) {
     it->second.ended = true;
-    by_stop = it->second.stopping;
-    started_ms = it->second.started_ms;
+    o.by_stop = it->second.stopping;
+    o.started_ms = it->second.started_ms;
+    o.kind = it->second.kind;
+    o.package = it->second.package;
   }
-  outcomes_.push_back(Outcome{job_id, agent, seq, started_ms, std::move(result), by_stop});
+  outcomes_.push_back(std::move(o));
   kicked_ = true;
 }
 

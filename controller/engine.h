@@ -36,11 +36,13 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/agent_pool.h"
 #include "controller/manifest_cache.h"
+#include "controller/metrics.h"
 #include "controller/package_store.h"
 #include "controller/state_store.h"
 #include "controller/transfer.h"
@@ -66,6 +68,9 @@ class Engine {
     // Finished jobs whose last change is older than this are deleted; 0
     // keeps them forever.
     int64_t job_retention_ms = 0;
+    // Counts attempts, their outcomes and their chunks; null counts
+    // nothing. Must outlive the engine.
+    ControllerMetrics* metrics = nullptr;
   };
 
   Engine(Options options, StateStore* store, PackageStore* packages, AgentPool* pool,
@@ -105,6 +110,8 @@ class Engine {
     std::string address;
     uint64_t seq = 0;  // tells this attempt from the agent's next one
     int64_t started_ms = 0;
+    JobKind kind = JobKind::kDistribute;
+    std::string package;  // name@version, for logs
     std::shared_ptr<TransferCall> transfer;          // a distribution
     std::shared_ptr<grpc::ClientContext> removal;    // or a removal
     bool stopping = false;  // cancelled by Stop(): its end is not recorded
@@ -117,6 +124,15 @@ class Engine {
     int64_t started_ms = 0;
     absl::Status result;
     bool by_stop = false;
+    JobKind kind = JobKind::kDistribute;
+    std::string package;
+  };
+  // Which chunks of a target this process has sent it (with metrics only:
+  // pkgdist_controller_resent_bytes_total); one bit per chunk, kept from
+  // the target's first attempt until it is final.
+  struct SentChunks {
+    std::shared_ptr<std::vector<bool>> chunks;
+    int64_t used_ms = 0;
   };
   struct Waiting {
     std::string address;
@@ -144,6 +160,13 @@ class Engine {
               absl::Status result);
   void WakeReturnedAgents();
   void PruneJobs();
+  // The target will not be sent anything again: forget its SentChunks.
+  void ForgetSent(const std::string& job_id, const std::string& agent);
+  // Drops SentChunks of targets unused for a day (failed by a deadline,
+  // say, which the engine does not see).
+  void PruneSent();
+  // Records the end of an attempt in the metrics (after it was written).
+  void CountOutcome(const Outcome& o, const std::string& failure_reason);
   // Every minute (and at Stop): one info line with the store's write
   // transactions and the engine's active and waiting counts.
   void LogStats(bool force);
@@ -169,6 +192,7 @@ class Engine {
   absl::flat_hash_map<std::string, Waiting> waiting_ ABSL_GUARDED_BY(mu_);  // by agent
   std::deque<Outcome> outcomes_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TargetKey, ProgressUpdate> progress_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<TargetKey, SentChunks> sent_ ABSL_GUARDED_BY(mu_);
   StoreHealth health_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
@@ -176,6 +200,7 @@ class Engine {
   // Engine thread only.
   int64_t last_progress_flush_ms_ = 0;
   int64_t last_prune_ms_ = 0;
+  int64_t last_sent_prune_ms_ = 0;
   int64_t stats_ms_ = 0;
   uint64_t stats_transactions_ = 0;
   int64_t started_ms_ = 0;

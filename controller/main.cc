@@ -1,5 +1,6 @@
 // pkgdist-controller: the admin API server and the distribution engine.
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 
 #include <cstdio>
 #include <memory>
@@ -10,11 +11,14 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "controller/admin_call_metrics.h"
 #include "controller/admin_service.h"
 #include "controller/agent_pool.h"
 #include "controller/config.h"
 #include "controller/engine.h"
+#include "controller/metrics.h"
 #include "controller/package_store.h"
+#include "controller/state_metrics.h"
 #include "controller/state_store.h"
 #include "shared/manifest.h"
 #include "shared/dir_lock.h"
@@ -36,7 +40,7 @@ int Fail(const std::string& msg) {
 }
 
 int Run(const Flags& f) {
-  InitLogging(f.log_level);
+  InitLogging(f.log_level, f.log_format);
   auto self = CheckTlsFiles(f.tls);
   if (!self.ok()) return Fail(std::string(self.status().message()));
   if (self->kind != "controller") {
@@ -52,7 +56,9 @@ int Run(const Flags& f) {
   if (!lock.ok()) return Fail(std::string(lock.status().message()));
 
   SystemClock clock;
-  auto store = StateStore::Open(f.state_dir + "/state.db", &clock);
+  auto store = StateStore::Open(
+      f.state_dir + "/state.db", &clock,
+      StoreOptions{f.event_history, f.audit_retention_seconds * 1000});
   if (!store.ok()) return Fail(absl::StrCat("state database: ", store.status().message()));
   auto packages = PackageStore::Open(f.state_dir, f.limits);
   if (!packages.ok()) return Fail(std::string(packages.status().message()));
@@ -63,6 +69,12 @@ int Run(const Flags& f) {
   }
   if (auto n = (*store)->RecoverInterrupted(); n.ok() && *n > 0) {
     spdlog::info("recovered {} interrupted transfer(s); they resume now", *n);
+  }
+  // Null without --metrics-listen; outlives everything that counts into it.
+  std::unique_ptr<ControllerMetrics> metrics;
+  if (!f.metrics_listen.empty()) {
+    metrics = std::make_unique<ControllerMetrics>();
+    (*store)->set_commit_observer([m = metrics.get()](absl::Duration d) { m->StoreCommitted(d); });
   }
 
   auto provider = MakeCertificateProvider(f.tls);
@@ -76,9 +88,23 @@ int Run(const Flags& f) {
   eo.max_concurrent = f.max_concurrent;
   eo.max_bytes_per_second = f.max_bytes_per_second;
   eo.job_retention_ms = f.job_retention_seconds * 1000;
+  eo.metrics = metrics.get();
   Engine engine(eo, store->get(), packages->get(), &pool, &clock);
   AdminService admin(self->trust_domain, store->get(), packages->get(), &engine, &pool, &clock,
                      static_cast<size_t>(f.max_message_bytes));
+  // Scrapes read the engine and the pool: declared after them, stopped first.
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (metrics != nullptr) {
+    auto served = ServeControllerMetrics(f.metrics_listen, f.state_dir + "/state.db",
+                                         metrics.get(), &engine, &pool);
+    if (!served.ok()) return Fail(std::string(served.status().message()));
+    metrics_server = std::move(served).value();
+    if (!f.metrics_port_file.empty()) {
+      absl::Status s =
+          WriteFileAtomic(f.metrics_port_file, absl::StrCat(metrics_server->port(), "\n"));
+      if (!s.ok()) return Fail(std::string(s.message()));
+    }
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -86,6 +112,11 @@ int Run(const Flags& f) {
   int port = 0;
   builder.AddListeningPort(f.listen, MakeServerCredentials(provider, f.tls), &port);
   builder.RegisterService(&admin);
+  if (metrics != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
+    counters.push_back(MakeAdminCallMetrics(metrics.get()));
+    builder.experimental().SetInterceptorCreators(std::move(counters));
+  }
   builder.SetMaxReceiveMessageSize(f.max_message_bytes);
   builder.SetMaxSendMessageSize(f.max_message_bytes);
   // Fixed flow-control windows: an upload to a slow disk buffers at most
@@ -102,6 +133,9 @@ int Run(const Flags& f) {
     }
   }
   engine.Start();
+  // systemd (Type=notify) counts the service as started from here; a no-op
+  // without $NOTIFY_SOCKET.
+  sd_notify(0, "READY=1");
 
   // SIGINT/SIGTERM were blocked before any thread started; wait for one here.
   sigset_t set;
@@ -111,9 +145,11 @@ int Run(const Flags& f) {
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("signal {}: shutting down", sig);
+  sd_notify(0, "STOPPING=1");
   // Admin calls first (they use the engine), then every transfer; Stop()
   // returns once no callback can touch the engine, pool or store, which are
   // destroyed after it in reverse order of construction.
+  admin.Shutdown();  // WatchEvents/WatchJob streams end now, not at the deadline
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   engine.Stop();
   spdlog::info("pkgdist-controller stopped; unfinished transfers resume at the next start");

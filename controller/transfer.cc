@@ -19,6 +19,7 @@ std::shared_ptr<TransferCall> TransferCall::Start(pkgdist::v1::Agent::StubInterf
   std::shared_ptr<TransferCall> call(
       new TransferCall(std::move(params), clock, std::move(on_progress), std::move(on_done)));
   call->self_ = call;
+  call->ctx_.AddMetadata(kJobIdMetadataKey, call->p_.job_id);
   stub->async()->Transfer(&call->ctx_, call.get());
   {
     absl::MutexLock l(&call->mu_);
@@ -123,6 +124,7 @@ TransferCall::Action TransferCall::HandleResponse() {
       return Pump();
     }
     case R::kAck: {
+      uint64_t acked_chunks = 0, acked_bytes = 0;
       for (uint32_t i : resp_.ack().indices()) {
         if (i >= inflight_.size() || !inflight_[i]) continue;
         inflight_[i] = 0;
@@ -130,7 +132,10 @@ TransferCall::Action TransferCall::HandleResponse() {
         inflight_bytes_ -= len;
         --inflight_count_;
         bytes_acked_ += len;
+        ++acked_chunks;
+        acked_bytes += len;
       }
+      if (p_.metrics != nullptr) p_.metrics->ChunksAcked(acked_chunks, acked_bytes);
       unreported_ack_ = true;
       return Pump();
     }
@@ -187,6 +192,14 @@ TransferCall::Action TransferCall::Pump() {
   inflight_bytes_ += len;
   ++inflight_count_;
   unreported_sent_ += len;
+  if (p_.metrics != nullptr) {
+    bool again = false;
+    if (p_.sent_before != nullptr && idx < p_.sent_before->size()) {
+      again = (*p_.sent_before)[idx];
+      (*p_.sent_before)[idx] = true;
+    }
+    p_.metrics->ChunkSent(len, again);
+  }
   write_in_flight_ = true;
   return Action::kWrite;
 }

@@ -36,6 +36,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/chunk_reader.h"
+#include "controller/metrics.h"
 #include "controller/package_store.h"
 #include "controller/read_pool.h"
 #include "pkgdist/v1/agent.grpc.pb.h"
@@ -61,6 +62,14 @@ struct TransferParams {
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
   int detect_seconds = 15;
   ReadPool* read_pool = nullptr;  // required; must outlive the call
+  // Counts the chunks sent and acknowledged; null counts nothing. Must
+  // outlive the call.
+  ControllerMetrics* metrics = nullptr;
+  // One flag per chunk: sent to this target before (set here as chunks go
+  // out; a chunk sent while its flag is set counts as re-sent). Shared with
+  // the engine, which keeps it across attempts; used by one call at a time.
+  // Null: nothing counts as re-sent.
+  std::shared_ptr<std::vector<bool>> sent_before;
   // Tests only: runs between deciding a write outside a reaction (Tick, a
   // finished read) and starting it, the gap the reactor hold covers.
   std::function<void()> before_detached_write;
