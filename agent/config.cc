@@ -32,7 +32,7 @@ absl::Status ValidateListen(const std::string& listen) {
 }
 
 absl::Status Validate(const AgentConfig& c) {
-  RETURN_IF_ERROR(ValidateName(c.name, "--name"));
+  if (!c.name.empty()) RETURN_IF_ERROR(ValidateName(c.name, "--name"));
   RETURN_IF_ERROR(ValidateListen(c.listen));
   for (const auto& name : c.allow_rollback) RETURN_IF_ERROR(ValidateName(name, "--allow-rollback"));
   if (c.max_files == 0) return absl::InvalidArgumentError("--max-files must be positive");
@@ -52,7 +52,9 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
   auto add = [&](const char* flag, auto* value, const char* help) {
     return app.add_option(absl::StrCat("--", flag), *value, help)->envname(EnvName(flag));
   };
-  add("name", &c.name, "agent name (must match the certificate's identity)")->required();
+  add("name", &c.name,
+      "agent name (default: the NAME of the certificate's spiffe://TD/agent/NAME, which it "
+      "must match)");
   add("listen", &c.listen, "HOST:PORT to serve on")->required();
   add("root", &c.root, "directory holding staging/ and packages/")->required();
   add("ca", &c.tls.ca, "CA certificate (PEM)")->required();

@@ -20,7 +20,7 @@
 namespace pkgdist {
 
 struct AgentConfig {
-  std::string name;
+  std::string name;  // empty: the NAME of the certificate's agent identity
   std::string listen;  // HOST:PORT; port 0 picks a free port
   std::string root;
   TlsFiles tls;

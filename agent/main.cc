@@ -11,6 +11,7 @@
 #include "shared/file_util.h"
 #include "shared/logging.h"
 #include "shared/malloc_tuning.h"
+#include "shared/tls.h"
 
 namespace {
 
@@ -34,7 +35,17 @@ int main(int argc, char** argv) {
   auto parsed = pkgdist::ParseAgentFlags(argc, argv);
   if (!parsed.ok()) return Fail(2, parsed.status().message());
   if (!parsed->has_value()) return 0;
-  const pkgdist::AgentConfig& config = **parsed;
+  pkgdist::AgentConfig config = **parsed;
+  if (config.name.empty()) {
+    // The name the certificate proves is the only one the controller accepts.
+    auto self = pkgdist::CheckTlsFiles(config.tls);
+    if (!self.ok()) return Fail(2, self.status().message());
+    if (self->kind != "agent") {
+      return Fail(2, absl::StrCat("no --name given, and ", config.tls.cert, " names ",
+                                  self->ToString(), ", not an agent: set --name"));
+    }
+    config.name = self->name;
+  }
   pkgdist::InitLogging(config.log_level, config.log_format);
 
   auto server = pkgdist::AgentServer::Start(config);

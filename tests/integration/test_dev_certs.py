@@ -141,6 +141,33 @@ class GenDevCertsTest(unittest.TestCase):
         self.assertIn("notBefore=Jan  1 00:00:00 2020 GMT", dates)
         self.assertIn("notAfter=Jan  1 00:00:00 2021 GMT", dates)
 
+    def test_an_agent_without_name_takes_it_from_its_certificate_and_only_an_agent_one(self):
+        # No --name: dp1's certificate names it dp1; the admin's names no agent (exit 2).
+        self.run_ok(self.out, "dp1")
+        root = os.path.join(self.dir, "root")
+        port_file = os.path.join(self.dir, "port")
+
+        def agent(stem):
+            return [harness.binary("pkgdist-agent"), "--listen", "127.0.0.1:0", "--root", root,
+                    "--port-file", port_file, "--ca", os.path.join(self.out, "ca.pem"),
+                    "--cert", os.path.join(self.out, f"{stem}.pem"),
+                    "--key", os.path.join(self.out, f"{stem}.key")]
+
+        r = subprocess.run(agent("admin"), capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("names spiffe://pkgdist.dev/admin/admin, not an agent: set --name",
+                      r.stderr)
+        proc = subprocess.Popen(agent("dp1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            harness.wait_for(lambda: os.path.exists(port_file), timeout=30,
+                             what="the agent's port file")
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("pkgdist-agent dp1 listening", err)
+
     def test_help_prints_usage(self):
         # -h documents the command line and exits 0.
         r = self.run_ok("-h")

@@ -422,8 +422,9 @@ class DebPackagesTest(unittest.TestCase):
         self.install_certificates()
         controller, cport = self.start_as_pkgdist(
             "controller", ["/usr/bin/pkgdist-controller", "--config", f"{ETC}/controller.toml"])
+        # No name set anywhere: the agent takes dp1 from its certificate.
         agent, aport = self.start_as_pkgdist(
-            "agent", ["/usr/bin/pkgdist-agent", "--config", f"{ETC}/agent.toml", "--name", "dp1"])
+            "agent", ["/usr/bin/pkgdist-agent", "--config", f"{ETC}/agent.toml"])
         source = os.path.join(self.tmp, "demo")
         os.makedirs(source)
         with open(os.path.join(source, "hello.txt"), "wb") as f:

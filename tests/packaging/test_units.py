@@ -148,11 +148,6 @@ class DefaultConfigTest(unittest.TestCase):
             self.assertGreater(uncommented.count("\n# "), 0)
             for label, text in (("as shipped", shipped), ("uncommented", uncommented)):
                 with self.subTest(config=name, text=label):
-                    if program == "pkgdist-agent" and label == "as shipped":
-                        # The agent's name is the operator's to set.
-                        rc, err = self.run_with_config(program, text)
-                        self.assertIn('config file key "name"', err)
-                        text += '\nname = "dp1"\n'
                     rc, err = self.run_with_config(program, text)
                     self.assertNotEqual(rc, 0)
                     self.assertIn("/etc/pkgdist/tls/ca.pem", err)
