@@ -52,6 +52,11 @@ bool IsDirectory(const std::string& path) {
 }
 
 absl::Status RemoveTree(const std::string& path) {
+  // The system would read such a path only up to the NUL: another,
+  // shorter path, deleted (or walked for ever) instead of this one.
+  if (path.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError("refusing to delete a path containing a NUL byte");
+  }
   if (!PathExists(path)) return absl::OkStatus();
   if (IsDirectory(path)) RETURN_IF_ERROR(MakeTreeWritable(path));
   return RemoveAll(path);

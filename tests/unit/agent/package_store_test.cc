@@ -78,6 +78,15 @@ class PackageStoreTest : public ::testing::Test {
   std::unique_ptr<PackageStore> store_;
 };
 
+TEST_F(PackageStoreTest, RemoveTreeRefusesAPathWithANulAndDeletesNothing) {
+  // "ROOT/staging/\0..." would reach the system as ROOT/staging: refused.
+  const std::string staging = root_ + "/staging";
+  ASSERT_TRUE(MakeDirs(staging + "/other").ok());
+  absl::Status s = RemoveTree(staging + "/" + std::string("\0abc", 4));
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(IsDirectory(staging + "/other"));
+}
+
 TEST_F(PackageStoreTest, PublishesADirectoryTreeWithModesEmptyFileAndSymlink) {
   // Commit verifies and renames the tree into packages/<name>/<version>/ with the manifest's modes.
   std::string src = MakeTree("src");
