@@ -39,7 +39,10 @@ REMOVE = [f"r{i:02d}" for i in range(1, 9)]
 CYCLES = 20
 CYCLE_RATE = 256 * 1024
 CYCLE_BIG_FILE = 32 * MiB
-MIN_REMOVALS_IN_FLIGHT = 4  # of 8, when the controller is stopped
+# Of 8, when the controller is stopped. Each removal attempt waits about 0.5 s
+# on its frozen agent, then backs off for up to 1 s, so after a few cycles the
+# attempts' phases spread out: once under ASan, no poll in 60 s saw 4 at once.
+MIN_REMOVALS_IN_FLIGHT = 2
 # How the engine logs an attempt it recorded as failed.
 FAILED_ATTEMPT = re.compile(r"job (\S+): (\S+) attempt (\d+) failed: (.*)")
 
