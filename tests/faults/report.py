@@ -226,6 +226,24 @@ def render(entries, tests, now):
     return "\n".join(out) + "\n"
 
 
+CHAOS_BEGIN = "<!-- chaos:begin"
+CHAOS_END = "<!-- chaos:end -->"
+
+
+def keep_chaos_section(path, text):
+    """`text` with the chaos campaign's section of the page at `path` (written
+    by scripts/chaos.sh, tests/chaos/report.py) appended, if it has one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+    except FileNotFoundError:
+        return text
+    start, end = old.find(CHAOS_BEGIN), old.find(CHAOS_END)
+    if start < 0 or end < start:
+        return text
+    return text.rstrip("\n") + "\n\n" + old[start:end + len(CHAOS_END)] + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", required=True, help="results.jsonl written by the tests")
@@ -236,6 +254,7 @@ def main(argv=None):
     tests = parse_ctest_logs(args.ctest_log)
     now = datetime.datetime.now(datetime.timezone.utc)
     text = render(entries, tests, now)
+    text = keep_chaos_section(args.output, text)
     tmp = args.output + ".tmp"
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(tmp, "w", encoding="utf-8") as f:

@@ -304,7 +304,7 @@ class Cluster:
             os.unlink(port_file)
         log_path = os.path.join(self.dir, "logs", name + ".log")
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        proc = Proc(name, argv, log_path)
+        proc = self._new_proc(name, argv, log_path)
         self.procs.append(proc)
 
         def read_port():
@@ -325,6 +325,12 @@ class Cluster:
         except WaitTimeout as e:
             raise AssertionError(f"{e}\nlast lines of {name}'s log:\n{proc.tail()}") from None
         return proc, port
+
+    def _new_proc(self, name, argv, log_path):
+        """Starts the process. (A subclass that starts processes from short-lived
+        threads overrides this: PR_SET_PDEATHSIG fires when the *thread* that
+        forked the child ends.)"""
+        return Proc(name, argv, log_path)
 
     def start_controller(self, extra=(), wrapper=(), **opts):
         """Starts pkgdist-controller on 127.0.0.1:0 with the state dir of this
