@@ -116,6 +116,7 @@ class History:
     def __init__(self, path):
         self.path = path
         self.t0 = time.monotonic()
+        self.wall_t0 = time.time()
         self._lock = threading.Lock()
         self._file = open(path, "a", encoding="utf-8")
 
@@ -840,7 +841,7 @@ class Campaign:
                  else "") + f", history {history_path}", flush=True)
         print(f"chaos: replay with: python3 tests/chaos/campaign.py --seed {a.seed} "
               f"--seconds {a.seconds} --round-seconds {a.round_seconds}", flush=True)
-        h.write("campaign", t=0.0, seed=a.seed, mode=self.mode, agents=AGENTS,
+        h.write("campaign", t=0.0, wall_t0=h.wall_t0, seed=a.seed, mode=self.mode, agents=AGENTS,
                 window_bytes=WINDOW_BYTES, settle_bound_s=self.settle_bound,
                 scan_interval_s=SCAN_INTERVAL, fault_kinds=self.kinds, sanitized=self.slow)
         net = Network(self.mode == "netns", AGENTS)

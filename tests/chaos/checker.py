@@ -16,7 +16,9 @@ order the runner wrote them, which is not always t order (threads): the
 checker sorts by t wherever order matters.
 
   campaign       t=0, first: seed, mode "netns"|"loopback", agents [...],
-                 window_bytes, settle_bound_s, scan_interval_s, fault_kinds.
+                 window_bytes, settle_bound_s, scan_interval_s, fault_kinds,
+                 wall_t0 (time.time() at t=0: event times, wall clock, map
+                 onto the history's clock as time - wall_t0).
   round_start    round k (1, 2, ...).
   faults_healed  round k: every fault of the round has ended; the settle bound
                  runs from here.
@@ -93,6 +95,7 @@ recovery_median_s, recovery_p99_s, violations, published_verified (see figures()
 
 import argparse
 import bisect
+import datetime
 import json
 import math
 import sys
@@ -106,6 +109,8 @@ CONTROLLER_FAULTS = frozenset({"controller_kill", "controller_term"})
 # A verify that saw a tree vanish is explained by a removal on that agent that
 # was under way then or had finished at most this long before.
 VANISH_GRACE_S = 5.0
+# Event times have millisecond resolution and the two clocks are read apart.
+COMMIT_SLACK_S = 0.01
 # At most this many paths of each sort are named in one message.
 LIST_LIMIT = 10
 INF = math.inf
@@ -194,7 +199,7 @@ class Job:
     kind: str = ""
     package: str = ""
     package_id: str = ""
-    created_t: float = None   # receipt of job_created
+    created_t: float = None   # commit of job_created (its event's time), else its receipt
     first_t: float = INF      # receipt of its first event of any kind
     targets: dict = field(default_factory=dict)   # agent -> Target
     finished: list = field(default_factory=list)  # job_finished Evs in sequence order
@@ -238,6 +243,15 @@ class Target:
                 last = e
         return (last.state, last.t) if last and last.state in FINAL_TARGET_STATES else None
 
+    def final_seq(self, until=INF):
+        """Sequence of its final event received by `until` (commit order, which
+        receipt times can blur: a follower catching up receives a burst), or None."""
+        last = None
+        for e in self.events:
+            if e.t <= until:
+                last = e
+        return last.seq if last and last.state in FINAL_TARGET_STATES else None
+
     def end(self, until=INF):
         """End of its lifetime as seen at `until`: the final event's receipt, or INF."""
         o = self.outcome(until)
@@ -277,6 +291,7 @@ class History:
         self.campaign = next((r for r in ordered if r["type"] == "campaign"), {})
         self.window = self.campaign.get("window_bytes")
         self.settle = self.campaign.get("settle_bound_s")
+        self.wall_t0 = self.campaign.get("wall_t0")
         self.end_t = ordered[-1]["t"] if ordered else 0.0
         self.rounds = {}        # k -> {"start": t, "healed": t, "end": t}
         self.sources = {}       # package -> source record (the last)
@@ -336,6 +351,22 @@ class History:
             self.jobs[jid] = Job(jid)
         return self.jobs[jid]
 
+    def commit_t(self, ev, default):
+        """When the controller committed event `ev`, on the history's clock:
+        its `time` (wall clock, ms) less the campaign's wall_t0. A follower
+        that reconnects after a controller restart receives events seconds
+        after their commit, and an operator's call can return (its job
+        created) before the follower has seen the jobs finished just before
+        it, so lifetimes start at the commit, not the receipt. `default`
+        when the campaign has no wall_t0 or the event no parsable time."""
+        if self.wall_t0 is None or not isinstance(ev.get("time"), str):
+            return default
+        try:
+            wall = datetime.datetime.fromisoformat(ev["time"].replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return default
+        return wall - self.wall_t0 - COMMIT_SLACK_S
+
     def _replay(self, rec):
         ev, t = rec["event"], rec["t"]
         kind, jid = ev["kind"], ev.get("job_id")
@@ -348,7 +379,7 @@ class History:
             job.package = ev.get("package") or job.package
             job.package_id = ev.get("package_id") or job.package_id
             if job.created_t is None:
-                job.created_t = t
+                job.created_t = min(t, self.commit_t(ev, t))
         elif kind == "target_changed":
             doc = ev.get("target") or {}
             agent = ev.get("agent") or doc.get("agent")
@@ -624,8 +655,8 @@ def unknown_package(h):
 def unexpected_end_state(h):
     """The end state follows the last done target: for each agent A and
     package P any job targeted on A, among P's targets on A final by A's
-    round-k final_agent snapshot (and round_end), the one whose final event was
-    received last among the done ones decides -- distribute: P published;
+    round-k final_agent snapshot (and round_end), the done one whose final
+    event was committed last (highest sequence) decides -- distribute: P published;
     remove: P absent. Cancelled and failed targets decide nothing. No verdict
     when a target of the opposite kind lived at some time from the deciding
     target's start up to the snapshot (overlapping, or cancelled/unfinished
@@ -640,7 +671,7 @@ def unexpected_end_state(h):
         cut = h.round_cut(k, snap["t"])
         published = snap.get("published") or {}
         for package, tgts in sorted(pairs.get(agent, {}).items()):
-            dones = [(o[1], i) for i, tgt in enumerate(tgts)
+            dones = [(tgt.final_seq(cut), i) for i, tgt in enumerate(tgts)
                      if (o := tgt.outcome(cut)) and o[0] == "done"]
             if not dones:
                 continue
@@ -675,15 +706,15 @@ def leftover_files(h):
             tgts = [job.targets[agent] for job in h.jobs.values()
                     if job.kind == "distribute" and job.package_id.lower() == sid.lower()
                     and agent in job.targets and job.start <= cut]
-            outcomes = [(tgt.outcome(cut), tgt.job.id) for tgt in tgts]
-            if any(o is None for o, _ in outcomes):
+            outcomes = [(tgt.outcome(cut), tgt.final_seq(cut), tgt.job.id) for tgt in tgts]
+            if any(o is None for o, _, _ in outcomes):
                 continue
-            finals = sorted((t, jid, state) for (state, t), jid in outcomes)
+            finals = sorted((seq, jid, state, t) for (state, t), seq, jid in outcomes)
             if finals and finals[-1][2] == "cancelled":
                 continue
             name = h.id_package.get(sid.lower(), "an unknown package")
             last = (f"its last distribute target there, job {finals[-1][1]}, ended {finals[-1][2]} "
-                    f"at {_s(finals[-1][0])}" if finals else "no distribute job targeted it there")
+                    f"at {_s(finals[-1][3])}" if finals else "no distribute job targeted it there")
             out.append(Violation("leftover_files", f"round {k} {agent}",
                                  f"staging {sid} ({name}) is left {where}, but {last}", snap["t"]))
     return out

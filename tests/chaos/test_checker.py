@@ -241,6 +241,38 @@ class RuleTest(unittest.TestCase):
         b.drop("scan", agent="dp2", t=8.5)
         self.assertRules(b, {"removed_but_present"})
 
+    def test_a_removal_committed_before_the_follower_saw_the_job_complete(self):
+        # Seed 7 (campaign.py --seed 7 --seconds 720 --round-seconds 60
+        # --fault-interval 1.0) found this false positive. After a controller
+        # restart the follower reconnected late and received J1's job_finished
+        # and a remove job's job_created in one burst at t=7.0-7.01, while the
+        # operator's remove-from had returned at t=6.3 and the remove ran at
+        # once: the scan at 7.0 no longer shows a@1 on dp2. The remove's
+        # lifetime starts at its commit (its event's time), not its receipt.
+        b = clean()
+        b.records[0]["wall_t0"] = 1000.0
+        for r in b.find("event", job_id=J1, kind="job_finished"):
+            r["t"] = 7.0
+            r["event"]["time"] = "1970-01-01T00:16:46.040Z"   # 1006.04: committed at 6.04
+        for kind in ("job_created", "job_finished"):
+            b.drop("event", job_id=J2, kind=kind)
+        for state in ("transferring", "done"):
+            b.drop("event", job_id=J2, state=state)
+        b.add("op", 6.3, action="remove_from", args=["a@1", "dp2"], ok=True, result={}, error="")
+        created = b.event(7.01, "job_created", J2, job_kind="remove", package="a@1",
+                          package_id="aa11", state="pending", detail="1 target(s)")
+        created["event"]["time"] = "1970-01-01T00:16:46.200Z"    # 1006.2: committed at 6.2
+        b.target(7.01, J2, "dp2", "transferring")
+        b.target(7.01, J2, "dp2", "done")
+        b.finished(7.01, J2, "complete")
+        b.drop("scan", agent="dp2", t=8.5)
+        b.scan(6.5, "dp2", [], prev_t=6.45)
+        self.assertRules(b, set())
+        # Without the commit times the same history is flagged: the test above
+        # would pass for the wrong reason if the removal were not what excuses it.
+        del b.records[0]["wall_t0"]
+        self.assertRules(b, {"complete_without_package"})
+
     def test_overlapping_distribute_and_remove_are_not_flagged(self):
         # The remove of a@1 from dp2 runs while the distribute is still going:
         # either order of their effects is possible.
