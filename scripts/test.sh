@@ -36,4 +36,12 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 # Unit tests run in parallel; integration and fault tests are RUN_SERIAL
 # (each alone), since they measure detection times on a 2-core machine.
-ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" "$@"
+status=0
+ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" "${ctest_args[@]}" "$@" || status=$?
+# The chaos campaigns' seeds and figures: ctest keeps a passing test's output
+# only in its log, and a fresh seed is worth seeing either way.
+log="$build_dir/Testing/Temporary/LastTest.log"
+if [ -f "$log" ]; then
+  grep -E '^chaos: (summary|FAILED)' "$log" | sed 's/^/test: /' >&2 || true
+fi
+exit "$status"

@@ -960,6 +960,19 @@ class Campaign:
             return False
 
 
+def summary(f):
+    """One line of the campaign's figures, for scripts/test.sh's output."""
+    med, p99 = f.get("recovery_median_s"), f.get("recovery_p99_s")
+    return (f"{f.get('rounds')} rounds, {f.get('faults_total')} faults ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(f.get("faults_by_kind", {}).items()))
+            + f"), {sum(f.get('jobs', {}).values())} jobs, "
+            f"{(f.get('bytes_moved') or 0) / MiB:.0f} MiB moved "
+            f"({(f.get('bytes_resent') or 0) / MiB:.1f} MiB re-sent), "
+            f"{f.get('published_verified')} trees verified as they appeared, last fault to "
+            f"every job finished: median {med if med is not None else '-'} s, p99 "
+            f"{p99 if p99 is not None else '-'} s; {f.get('violations')} violations")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=None, help="schedule seed (default: fresh)")
@@ -985,6 +998,7 @@ def main(argv=None):
     result, failures, work, history = Campaign(args).run()
     figures = dict(result.figures)
     print("chaos: figures " + json.dumps(figures, sort_keys=True), flush=True)
+    print(f"chaos: summary: seed {args.seed}, {summary(figures)}", flush=True)
     for v in result.violations:
         print(f"chaos: VIOLATION {v.rule} ({v.subject}, t={v.t}): {v.message}", flush=True)
     for f in failures:
