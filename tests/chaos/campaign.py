@@ -38,8 +38,11 @@ import queue
 import random
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -250,7 +253,7 @@ class ChaosCluster(harness.Cluster):
     def __enter__(self):
         super().__enter__()
         if not self.net.netns:
-            with __import__("socket").socket() as s:
+            with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 self.ctrl_listen_port = s.getsockname()[1]
         return self
@@ -467,13 +470,12 @@ def tree_entries(root):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root)
             st = os.lstat(full)
-            import stat as st_mod
-            if st_mod.S_ISLNK(st.st_mode):
+            if stat.S_ISLNK(st.st_mode):
                 entries[rel] = ["symlink", None, None, os.readlink(full)]
-            elif st_mod.S_ISDIR(st.st_mode):
-                entries[rel] = ["dir", oct(st_mod.S_IMODE(st.st_mode)), None, None]
-            elif st_mod.S_ISREG(st.st_mode):
-                entries[rel] = ["file", oct(st_mod.S_IMODE(st.st_mode)), st.st_size,
+            elif stat.S_ISDIR(st.st_mode):
+                entries[rel] = ["dir", oct(stat.S_IMODE(st.st_mode)), None, None]
+            elif stat.S_ISREG(st.st_mode):
+                entries[rel] = ["file", oct(stat.S_IMODE(st.st_mode)), st.st_size,
                                 harness._sha256(full)]
             else:
                 entries[rel] = ["other", oct(st.st_mode), None, None]
@@ -832,7 +834,7 @@ class Campaign:
 
     def run(self):
         a = self.args
-        work = a.dir or __import__("tempfile").mkdtemp(prefix="pkgdist-chaos-")
+        work = a.dir or tempfile.mkdtemp(prefix="pkgdist-chaos-")
         os.makedirs(work, exist_ok=True)
         history_path = a.history or os.path.join(work, "history.jsonl")
         h = History(history_path)

@@ -81,7 +81,9 @@ def render(runs, minutes, round_seconds, now):
     rec = f.get("recovery_s") or []
     out.append(f"| time from the last fault to every job finished | median "
                f"{seconds(f.get('recovery_median_s'))}, p99 {seconds(f.get('recovery_p99_s'))}, "
-               f"max {seconds(max(rec) if rec else None)} over {len(rec)} rounds |")
+               f"max {seconds(max(rec) if rec else None)} over {len(rec)} rounds "
+               f"({sum(1 for x in rec if x == 0)} rounds at 0: every job had finished before "
+               "the round's last fault ended) |")
     out.append(f"| invariant violations | **{f.get('violations', 0)}** |")
     if run.get("failures"):
         out.append(f"| campaign failures | {len(run['failures'])}: "
