@@ -1,7 +1,16 @@
-"""bench/run.sh's driver: measures pkgdist, the peer and the limit in one
-run and writes the Markdown report. See bench/run.sh for the options."""
+"""bench/run.sh's driver: measures pkgdist, the peers and the limit in one
+run and writes the Markdown report. See bench/run.sh for the options.
+
+The distribution runs go in rounds (--runs, default 3): each round first
+probes the machine's parts (bench/limit.py), then, for each N in turn,
+distributes to N fresh agents with pkgdist and fetches with each peer
+(bench/peer.py) in the same order, A B C A B C ..., so that a slow stretch
+of the disk or other work on the machine falls on all of them alike rather
+than on one. The report shows the median run of each at each N with the
+spread beside it; the JSON results keep every run with its round."""
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -30,6 +39,8 @@ def parse_args():
     p.add_argument("--scale-per-process", type=int, default=100)
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--runs", type=int, default=3,
+                   help="rounds of alternated runs (pkgdist, then each peer) at each N")
     p.add_argument("--command", default="bench/run.sh")
     return p.parse_args()
 
@@ -83,16 +94,21 @@ def main():
     import scale
 
     ns = [int(x) for x in a.agents.split(",") if x]
+    if a.runs < 1:
+        raise SystemExit("--runs must be at least 1")
     mem_sizes = [2 * MiB, 8 * MiB] if a.smoke else [256 * MiB] + ([] if a.quick else [4 * GiB])
     r = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-         "command": a.command, "machine": machine(), "load_before": load()}
+         "command": a.command, "machine": machine(), "load_before": load(), "rounds": a.runs}
 
-    names = {n: [f"n{n}-{i}" for i in range(n)] for n in ns}
+    # Fresh agents for every run: names per (round, N).
+    names = {(k, n): [f"r{k}n{n}-{i}" for i in range(n)] for k in range(a.runs) for n in ns}
     do_profile = not a.smoke and not a.no_profile and profile.available()
     extra = [f"mem{i}" for i in range(len(mem_sizes))] + (["prof"] if do_profile else [])
-    with harness.Cluster(agents=[x for n in ns for x in names[n]] + extra) as c:
-        log("measuring the machine's limit")
-        r["limit"] = limit.measure(c.dir, quick=a.smoke)
+    peers = [] if a.smoke or a.no_peer else peer.available()
+    if not peers:
+        r["peer_skipped"] = ("--smoke" if a.smoke else "--no-peer" if a.no_peer
+                             else "nginx or curl not installed")
+    with harness.Cluster(agents=[x for v in names.values() for x in v] + extra) as c:
         c.start_controller(log_level="warn")
         src = pkgdist_runs.make_random_file(os.path.join(c.dir, "src", "pkg.bin"), a.size)
         sha = pkgdist_runs.file_sha256(src)
@@ -106,31 +122,33 @@ def main():
                        "controller_cpu_s": ctl_cpu,
                        "client_cpu_s": (after.ru_utime + after.ru_stime
                                         - children.ru_utime - children.ru_stime)}
-        r["runs"] = []
-        for n in ns:
-            log(f"distributing to {n} agent(s)")
-            run = pkgdist_runs.distribute(c, "bench@1", names[n], a.size, "pkg.bin",
-                                          check_sha256=sha if n == ns[0] else None)
-            r["runs"].append(run)
-            log(f"  N={n}: {run['wall_s']:.2f} s")
-        if not a.no_peer and not a.smoke and peer.available():
-            r["peer"] = []
-            with peer.Nginx(c.dir, src, c.cert("controller"), c.key("controller")) as ng:
+        r["runs"], r["peer"], probes = [], [], []
+        with contextlib.ExitStack() as stack:
+            ng = (stack.enter_context(peer.Nginx(c.dir, src, c.cert("controller"),
+                                                 c.key("controller"))) if peers else None)
+            for k in range(a.runs):
+                log(f"round {k + 1}/{a.runs}: measuring the machine's parts")
+                probes.append(limit.measure(c.dir, ns, quick=a.smoke))
                 for n in ns:
-                    log(f"peer: nginx + {n} curl client(s)")
-                    r["peer"].append(peer.run(ng, os.path.join(c.certs, "ca.pem"),
-                                              os.path.join(c.dir, "peer-out"), n, sha, a.size))
-                    log(f"  N={n}: {r['peer'][-1]['wall_s']:.2f} s")
-        else:
-            r["peer_skipped"] = ("--smoke" if a.smoke else "--no-peer" if a.no_peer
-                                 else "nginx or curl not installed")
+                    log(f"round {k + 1}/{a.runs}: pkgdist to {n} agent(s)")
+                    run = pkgdist_runs.distribute(
+                        c, "bench@1", names[(k, n)], a.size, "pkg.bin",
+                        check_sha256=sha if k == 0 and n == ns[0] else None)
+                    r["runs"].append(dict(run, round=k))
+                    log(f"  N={n}: {run['wall_s']:.2f} s")
+                    for kind in peers:
+                        log(f"round {k + 1}/{a.runs}: peer nginx + {n} x curl | {kind}")
+                        p = peer.run(ng, os.path.join(c.certs, "ca.pem"),
+                                     os.path.join(c.dir, "peer-out"), n, sha, a.size, kind)
+                        r["peer"].append(dict(p, round=k))
+                        log(f"  N={n}: {p['wall_s']:.2f} s")
+        r["limit"] = limit.combine(probes)
         if do_profile:
             log("profiling one N=1 distribution with perf")
             data = {"controller": os.path.join(c.dir, "perf-controller.data"),
                     "agent": os.path.join(c.dir, "perf-agent.data")}
 
             def around(ctl, agents):
-                import contextlib
                 stack = contextlib.ExitStack()
                 stack.enter_context(profile.Recorder(ctl, data["controller"]))
                 stack.enter_context(profile.Recorder(agents[0], data["agent"]))

@@ -2,9 +2,11 @@
 (tests/integration/harness.py) on 127.0.0.1, every agent's root on the
 same disk as the controller's state directory.
 
-Each distribution gets fresh agents (started for it, stopped and their roots
-removed after it), so their CPU and peak RSS are the run's own; the
-controller lives across runs and its peak RSS is reset before each one.
+Each distribution gets fresh agents (started and registered for it;
+stopped, unregistered and their roots removed after it), so their CPU and
+peak RSS are the run's own and the controller holds no more agents in one
+run than in another; the controller lives across runs and its peak RSS is
+reset before each one.
 """
 
 import contextlib
@@ -101,5 +103,6 @@ def distribute(c, package, names, size, filename, check_sha256=None, around=None
     }
     for n in names:
         c.kill(c.agents[n].proc, signal.SIGTERM)
+        c.ctl("agent", "remove", n)
         shutil.rmtree(c.agents[n].root, ignore_errors=True)
     return result

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# The pkgdist benchmark (issue 6): in one run on 127.0.0.1, distributes a
-# package of S bytes to N = 1, 4, 16 agents and measures wall time,
-# aggregate MB/s, CPU seconds and peak RSS of the controller and agents; the
-# peer (nginx over HTTPS + N curl clients writing and sha256-ing); the
-# machine's limit (openssl speed, loopback, disk); memory with a 256 MiB vs a
-# 4 GiB package; import speed; 1,000 agents (scale); the micro-benchmarks and
-# a perf profile. Writes docs/performance.md.
+# The pkgdist benchmark (issues 6 and 18): in one run on 127.0.0.1,
+# distributes a package of S bytes to N = 1, 4, 16 agents and measures wall
+# time, aggregate MB/s, CPU seconds and peak RSS of the controller and
+# agents; two peers (nginx over HTTPS + N curl clients writing the file and
+# hashing it, with coreutils sha256sum and with openssl dgst); the machine's
+# limit (openssl speed, loopback, the agent's own O_DIRECT write path; the
+# bound of the cores, of the disk and of loopback at each N). The runs
+# alternate, pkgdist then each peer at each N, for --runs rounds, each round
+# beginning with the limit's probes, and the report gives medians with their
+# spread. Then memory with a 256 MiB vs a 4 GiB package; import speed; 1,000
+# agents (scale); the micro-benchmarks and a perf profile. Writes
+# docs/performance.md, and every run's figures to $TMPDIR/pkgdist-bench-last.json.
 #
-# Usage: bench/run.sh [--size BYTES] [--agents 1,4,16] [--quick] [--no-peer]
-#                     [--scale-agents K] [--no-profile] [--out FILE]
+# Usage: bench/run.sh [--size BYTES] [--agents 1,4,16] [--runs R] [--quick]
+#                     [--no-peer] [--scale-agents K] [--no-profile] [--out FILE]
 #        bench/run.sh --smoke --bin-dir DIR
+#   --runs R      rounds of alternated runs at each N (default 3: medians of 3)
 #   --quick       no 4 GiB memory run, no micro-benchmarks
-#   --smoke       8 MiB to 2 agents, no peer, tiny memory and scale runs;
-#                 finishes in < 30 s, writes its report to a temporary file
+#   --smoke       8 MiB to 2 agents, no peer, quick probes, tiny memory and
+#                 scale runs; finishes in < 30 s, writes its report to a
+#                 temporary file
 #   --bin-dir DIR use the binaries in DIR and do not build (default: build
 #                 Release into build-bench/ and use build-bench/bin)
 #   --build-dir D build into D instead of build-bench/
@@ -26,7 +33,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin_dir=$2; shift 2 ;;
     --build-dir) build_dir=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
