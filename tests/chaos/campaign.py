@@ -79,11 +79,7 @@ OPERATOR_WEIGHTS = {"import": 3, "distribute": 6, "remove_from": 1, "cancel": 1,
 
 
 def run(*cmd, check=True, timeout=CMD_TIMEOUT):
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
-    return r
+    return harness.run_cmd(*cmd, check=check, timeout=timeout)
 
 
 def sanitized():
@@ -485,15 +481,7 @@ def tree_entries(root):
 def compare(source, copy, pkg):
     if source is None:
         return [f"no source recorded for {pkg}"]
-    problems = []
-    for rel in sorted(set(source) | set(copy)):
-        if rel not in copy:
-            problems.append(f"missing {rel}")
-        elif rel not in source:
-            problems.append(f"extra {rel}")
-        elif list(source[rel]) != list(copy[rel]):
-            problems.append(f"differs {rel}: {source[rel]} != {copy[rel]}")
-    return problems
+    return harness.tree_differences(source, copy)
 
 
 class Operator:
@@ -782,19 +770,7 @@ class Faults:
         self.threads = [t for t in self.threads if t.is_alive()]
 
 
-def fill_disk(path):
-    written = 0
-    block = b"\0" * MiB
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        while len(block) >= 4096:
-            try:
-                written += os.write(fd, block)
-            except OSError:
-                block = block[:len(block) // 4]
-    finally:
-        os.close(fd)
-    return written
+fill_disk = harness.fill_disk
 
 
 def snapshot_agent(cluster, agent):

@@ -11,7 +11,6 @@ Write and fsync failures (any user): the agent runs under `fiu-run` (Debian
 fiu-utils) with pwrite() and fsync() failing at random; the package still
 ends byte-identical after retries."""
 
-import errno
 import os
 import shutil
 import signal
@@ -36,22 +35,7 @@ TIMEOUT = 60
 FIU_PROBABILITY = 0.05
 
 
-def fill_disk(path):
-    """Writes `path` until the file system is full; returns its size."""
-    written = 0
-    block = b"\0" * MiB
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        while len(block) >= 512:
-            try:
-                written += os.write(fd, block)
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-                block = block[:len(block) // 4]
-    finally:
-        os.close(fd)
-    return written
+fill_disk = harness.fill_disk
 
 
 def asan_runtime(binary):

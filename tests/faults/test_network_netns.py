@@ -41,11 +41,7 @@ NS_PREFIX = "pkgdist-t"
 
 def run(*cmd, check=True):
     """Runs a short command; raises with its stderr when check and it fails."""
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=CMD_TIMEOUT)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
-    return r
+    return harness.run_cmd(*cmd, check=check, timeout=CMD_TIMEOUT)
 
 
 def environment_problem():

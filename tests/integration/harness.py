@@ -26,6 +26,7 @@ synchronisation.
 """
 
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -97,6 +98,35 @@ def _tail(path, lines=LOG_TAIL_LINES):
     except OSError as e:
         return f"(cannot read {path}: {e})"
     return "\n".join(data.splitlines()[-lines:])
+
+
+def run_cmd(*cmd, check=True, timeout=30):
+    """Runs a short command (no stdin), capturing its output; raises with its
+    stderr when `check` and it fails."""
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+def fill_disk(path):
+    """Writes `path` until its file system is full (ENOSPC, down to 512-byte
+    writes); returns the bytes written."""
+    written = 0
+    block = b"\0" * MiB
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while len(block) >= 512:
+            try:
+                written += os.write(fd, block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                block = block[:len(block) // 4]
+    finally:
+        os.close(fd)
+    return written
 
 
 def _die_with_parent():
@@ -631,20 +661,26 @@ def tree_entries(root):
     return entries
 
 
+def tree_differences(a, b):
+    """What differs between two tree_entries() results (source a, copy b),
+    one line per path; entries compare as sequences (tuples or JSON lists)."""
+    problems = []
+    for rel in sorted(set(a) | set(b)):
+        if rel not in b:
+            problems.append(f"missing in copy: {rel} {tuple(a[rel][:3])}")
+        elif rel not in a:
+            problems.append(f"extra in copy: {rel} {tuple(b[rel][:3])}")
+        elif list(a[rel]) != list(b[rel]):
+            problems.append(f"differs: {rel}: source {tuple(a[rel])} != copy {tuple(b[rel])}")
+    return problems
+
+
 def assert_trees_identical(src, dst):
     """Fails unless dst holds exactly src's paths with the same types, modes,
     symlink targets and bytes (sha256)."""
     if not os.path.isdir(dst):
         raise AssertionError(f"{dst} does not exist or is not a directory")
-    a, b = tree_entries(src), tree_entries(dst)
-    problems = []
-    for rel in sorted(set(a) | set(b)):
-        if rel not in b:
-            problems.append(f"missing in copy: {rel} {a[rel][:3]}")
-        elif rel not in a:
-            problems.append(f"extra in copy: {rel} {b[rel][:3]}")
-        elif a[rel] != b[rel]:
-            problems.append(f"differs: {rel}: source {a[rel]} != copy {b[rel]}")
+    problems = tree_differences(tree_entries(src), tree_entries(dst))
     if problems:
         shown = "\n  ".join(problems[:30])
         more = f"\n  ... and {len(problems) - 30} more" if len(problems) > 30 else ""
