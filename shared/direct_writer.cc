@@ -55,7 +55,9 @@ DirectWriter::~DirectWriter() {
 }
 
 absl::Status DirectWriter::Drain() {
+  absl::Status ended = EndRun();
   absl::MutexLock l(&mu_);
+  if (error_.ok()) error_ = ended;
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return queue_.empty() && !writing_ && tasks_.empty() && !running_task_;
   };
@@ -138,7 +140,9 @@ void DirectWriter::Queue(Buffer buf, size_t len, uint64_t offset) {
 }
 
 uint64_t DirectWriter::Then(std::function<absl::Status()> task) {
+  absl::Status ended = EndRun();  // the task covers every byte written before it
   absl::MutexLock l(&mu_);
+  if (error_.ok()) error_ = ended;
   queue_.push_back(Job{nullptr, 0, 0, std::move(task)});
   if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
   return ++tickets_;
@@ -227,16 +231,67 @@ void DirectWriter::RunTasks() {
   }
 }
 
+absl::Status DirectWriter::EndRun() {
+  if (run_len_ == 0) return absl::OkStatus();
+  const size_t whole = run_len_ - run_len_ % kBlock;
+  const size_t tail = run_len_ - whole;
+  absl::Status s;
+  if (tail > 0) {
+    std::string path;
+    {
+      absl::MutexLock l(&mu_);
+      path = path_;
+    }
+    buffered_bytes_ += tail;
+    s = PwriteFull(run_fd_, run_.get() + whole, tail, run_offset_ + whole, path);
+  }
+  if (whole > 0) {
+    Queue(std::move(run_), whole, run_offset_);
+  } else {
+    absl::MutexLock l(&mu_);
+    free_.push_back(std::move(run_));
+  }
+  run_len_ = 0;
+  return s;
+}
+
 absl::Status DirectWriter::WriteAt(const std::string& path, int buffered_fd,
                                    absl::string_view data, uint64_t offset) {
   if (data.empty()) return absl::OkStatus();
-  bool whole_blocks = data.size() % kBlock == 0 && offset % kBlock == 0 && data.size() <= capacity_;
-  if (!whole_blocks) return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
-  ASSIGN_OR_RETURN(bool direct, Target(path));
-  if (!direct) return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
-  ASSIGN_OR_RETURN(Buffer buf, TakeBuffer());
-  std::memcpy(buf.get(), data.data(), data.size());
-  Queue(std::move(buf), data.size(), offset);
+  RETURN_IF_ERROR(status());
+  ASSIGN_OR_RETURN(bool direct, Target(path));  // a new file ends the run first
+  if (!direct) {
+    buffered_bytes_ += data.size();
+    return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
+  }
+  if (run_len_ > 0 && offset != run_offset_ + run_len_) RETURN_IF_ERROR(EndRun());
+  if (run_len_ == 0) {
+    // A run starts on a block boundary; the bytes before the first one
+    // share their block with the end of another run (or a hole).
+    const size_t head = std::min<size_t>((kBlock - offset % kBlock) % kBlock, data.size());
+    if (head > 0) {
+      buffered_bytes_ += head;
+      RETURN_IF_ERROR(PwriteFull(buffered_fd, data.data(), head, offset, path));
+      data.remove_prefix(head);
+      offset += head;
+    }
+    run_offset_ = offset;
+  }
+  run_fd_ = buffered_fd;
+  while (!data.empty()) {
+    if (run_ == nullptr) {
+      ASSIGN_OR_RETURN(run_, TakeBuffer());
+    }
+    const size_t n = std::min(capacity_ - run_len_, data.size());
+    std::memcpy(run_.get() + run_len_, data.data(), n);
+    run_len_ += n;
+    data.remove_prefix(n);
+    if (run_len_ == capacity_) {
+      Queue(std::move(run_), run_len_, run_offset_);
+      run_offset_ += run_len_;
+      run_len_ = 0;
+    }
+  }
   return absl::OkStatus();
 }
 

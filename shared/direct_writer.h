@@ -9,7 +9,16 @@
 // aligned buffers, so the caller hashes and receives the next piece while the
 // disk takes the last (a 1 MiB O_DIRECT write waits for the device, about
 // 1.3 ms on the disks we measured). Pieces queued back to back at consecutive
-// offsets go out as one write of up to 4 MiB. Drain() waits for them all and
+// offsets go out as one write of up to 4 MiB.
+//
+// Pieces need not be aligned: content-defined chunks end anywhere. A piece
+// that continues the previous one is appended to the buffer being filled,
+// which is queued when full; so a run of unaligned chunks still goes out in
+// whole 1 MiB blocks. Only the blocks where a run starts or is cut (a jump
+// to another offset or file, a task, Drain) are written partly through the
+// buffered descriptor: the head of a run up to its first block boundary,
+// and the tail after its last one. A block is thus written either directly
+// or buffered, never both. Drain() waits for them all and
 // returns the first error; a failed write is also returned by every later
 // call.
 // Tasks queued with Then() run in order on a second thread, each once every
@@ -52,9 +61,10 @@ class DirectWriter {
   // Contiguous queued writes are issued as one of at most this many bytes.
   static constexpr size_t kMaxGather = size_t{4} << 20;
 
-  // `capacity`: the largest piece written directly, a multiple of kBlock;
-  // `buffers`: how many pieces may be queued or in flight (each an aligned
-  // copy of `capacity` bytes, allocated when first needed).
+  // `capacity`: the size of each aligned buffer, a multiple of kBlock (a run
+  // is queued in pieces of this size, gathered into writes of up to
+  // kMaxGather); `buffers`: how many may be filling, queued or in flight
+  // (allocated when first needed).
   static constexpr int kDefaultBuffers = 8;
   explicit DirectWriter(size_t capacity, int buffers = kDefaultBuffers);
   ~DirectWriter();  // waits for queued writes and tasks (errors are dropped)
@@ -67,8 +77,9 @@ class DirectWriter {
   absl::Status Reserve(int buffers);
 
   // Random access: writes `data` at `offset` of `path`, whose buffered
-  // descriptor is `buffered_fd`. Whole aligned blocks of at most `capacity`
-  // bytes are queued for O_DIRECT from an aligned copy.
+  // descriptor is `buffered_fd` (it must stay open until the next call of
+  // any method: the tail of a run is written through it later). Whole
+  // aligned blocks are queued for O_DIRECT from an aligned copy.
   absl::Status WriteAt(const std::string& path, int buffered_fd, absl::string_view data,
                        uint64_t offset);
 
@@ -78,8 +89,8 @@ class DirectWriter {
   // also means that no task still holds a file the caller then closes.
   absl::Status SwitchTo(const std::string& path);
 
-  // Queues `task` to run on the task thread once every write queued before
-  // it is done. It is skipped if an earlier write or task failed; its own
+  // Queues `task` to run on the task thread once every write queued (or
+  // written) before it is done. It is skipped if an earlier write or task failed; its own
   // error becomes the writer's. Returns its ticket (1, 2, ...).
   uint64_t Then(std::function<absl::Status()> task);
   // Whether task `ticket` has run, without blocking; the writer's first
@@ -92,6 +103,9 @@ class DirectWriter {
   absl::Status Drain();
   // The first error of a queued write or task so far, without waiting.
   absl::Status status();
+  // Bytes written through the buffered descriptor so far (pieces' heads and
+  // tails, or everything on a filesystem without O_DIRECT).
+  uint64_t buffered_bytes() const { return buffered_bytes_; }
   // Drains and closes the O_DIRECT descriptor (before the file is renamed
   // or removed).
   absl::Status Close();
@@ -112,6 +126,9 @@ class DirectWriter {
   // Opens `path` with O_DIRECT unless already open on it (draining the
   // previous file). False when the filesystem does not support it.
   absl::StatusOr<bool> Target(const std::string& path);
+  // Queues the whole blocks of the run being filled and writes its partial
+  // last block through the buffered descriptor; the run is then empty.
+  absl::Status EndRun();
   // A free aligned buffer, waiting for one if all are queued.
   absl::StatusOr<Buffer> TakeBuffer();
   // A new aligned buffer of capacity_ bytes, counted in allocated_.
@@ -122,7 +139,15 @@ class DirectWriter {
 
   const size_t capacity_;
   const int max_buffers_;
-  bool unsupported_ = false;  // the owner's thread only
+  // The owner's thread only.
+  bool unsupported_ = false;
+  // The run being filled: run_len_ bytes at run_offset_ (a block boundary)
+  // of path_, whose buffered descriptor is run_fd_. Empty if run_len_ is 0.
+  Buffer run_;
+  size_t run_len_ = 0;
+  uint64_t run_offset_ = 0;
+  int run_fd_ = -1;
+  uint64_t buffered_bytes_ = 0;
 
   absl::Mutex mu_;
   // Changed by the owner only while nothing is queued (Target drains

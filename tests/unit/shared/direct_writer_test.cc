@@ -52,12 +52,13 @@ class DirectWriterTest : public ::testing::Test {
 };
 
 TEST_F(DirectWriterTest, WholeBlocksAndPartialPiecesLandAtTheirOffsetsOutOfOrder) {
-  // Aligned pieces are queued for O_DIRECT, the rest written buffered; after
-  // Drain the file holds every piece where it was put, whichever path it took.
-  std::string a = Pattern(kCapacity, 'a');       // whole blocks, direct
-  std::string b = Pattern(3 * 4096, 'b');        // whole blocks, direct
-  std::string tail = Pattern(1000, 't');         // partial: buffered
-  std::string big = Pattern(2 * kCapacity, 'g');  // above capacity: buffered
+  // Whole blocks are queued for O_DIRECT, partial ones written buffered;
+  // after Drain the file holds every piece where it was put, whichever path
+  // it took.
+  std::string a = Pattern(kCapacity, 'a');        // whole blocks, direct
+  std::string b = Pattern(3 * 4096, 'b');         // whole blocks, direct
+  std::string tail = Pattern(1000, 't');          // partial: buffered
+  std::string big = Pattern(2 * kCapacity, 'g');  // two buffers' worth, direct
   uint64_t b_at = kCapacity, tail_at = kCapacity + b.size(), big_at = 4 * kCapacity;
   DirectWriter w(kCapacity, /*buffers=*/2);
   ASSERT_TRUE(w.WriteAt(path_, fd_.get(), tail, tail_at).ok());
@@ -75,6 +76,34 @@ TEST_F(DirectWriterTest, WholeBlocksAndPartialPiecesLandAtTheirOffsetsOutOfOrder
   EXPECT_EQ(got.substr(big_at, big.size()), big);
   EXPECT_EQ(got.substr(tail_at + tail.size(), big_at - tail_at - tail.size()),
             std::string(big_at - tail_at - tail.size(), '\0'));
+}
+
+TEST_F(DirectWriterTest, UnalignedPiecesInARowGoOutAsWholeBlocks) {
+  // Content-defined chunks end anywhere: a run of them must still reach the
+  // disk in whole blocks, past the page cache. Only the blocks where a run
+  // is cut (here: a task, a jump to another offset, the end) are written
+  // buffered, at most one block's worth at each cut.
+  DirectWriter w(kCapacity, /*buffers=*/3);
+  std::string expect = Pattern(10 * kCapacity + 1234, 'u');
+  uint64_t at = 0, state = 42;
+  int cuts = 0;
+  while (at < expect.size()) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    size_t n = std::min<size_t>(1 + (state >> 33) % 20000, expect.size() - at);
+    ASSERT_TRUE(w.WriteAt(path_, fd_.get(), absl::string_view(expect).substr(at, n), at).ok());
+    at += n;
+    if (at > 4 * kCapacity && cuts == 0) {
+      w.Then([] { return absl::OkStatus(); });  // a flush: the run's tail must be on disk
+      ++cuts;
+    }
+  }
+  // A jump back: a piece at an earlier offset starts a new run.
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), absl::string_view(expect).substr(100, 5000), 100).ok());
+  cuts += 2;  // the jump, and the end of the jump's own run
+  ASSERT_TRUE(w.Drain().ok());
+  EXPECT_EQ(Content(), expect);
+  EXPECT_LE(w.buffered_bytes(), uint64_t{2 * 4096} * static_cast<uint64_t>(cuts + 1))
+      << "unaligned pieces in a row were written through the page cache";
 }
 
 TEST_F(DirectWriterTest, ManyQueuedWritesThroughFewBuffersAllArrive) {
