@@ -26,8 +26,10 @@ using pkgdist::v1::EntryType;
 using pkgdist::v1::Manifest;
 
 ManifestBuilder::ManifestBuilder(std::string name, std::string version, ManifestLimits limits,
-                                 uint32_t chunk_size)
-    : limits_(limits), chunk_size_(std::clamp<uint32_t>(chunk_size, 1, kMaxChunkSize)) {
+                                 Chunking chunking)
+    : limits_(limits),
+      chunk_size_(std::clamp<uint32_t>(chunking.fixed_size, 1, kMaxChunkSize)) {
+  if (chunking.content_defined) cdc_.emplace(chunking.params);
   manifest_.set_name(std::move(name));
   manifest_.set_version(std::move(version));
 }
@@ -90,12 +92,23 @@ absl::Status ManifestBuilder::Append(absl::string_view data) {
   }
   file_remaining_ -= data.size();
   while (!data.empty()) {
-    size_t take = std::min<size_t>(data.size(), chunk_size_ - chunk_fill_);
+    size_t take;
+    bool cut;
+    if (cdc_.has_value()) {
+      // Slices small enough that the hash reads what the chunker just read
+      // from the cache: one pass over each byte from memory.
+      constexpr size_t kSlice = 64 << 10;
+      take = cdc_->Scan(reinterpret_cast<const uint8_t*>(data.data()),
+                        std::min(data.size(), kSlice), &cut);
+    } else {
+      take = std::min<size_t>(data.size(), chunk_size_ - chunk_fill_);
+      cut = chunk_fill_ + take == chunk_size_;
+    }
     chunk_hash_.Update(data.data(), take);
     chunk_fill_ += static_cast<uint32_t>(take);
     file_offset_ += take;
     data.remove_prefix(take);
-    if (chunk_fill_ == chunk_size_) CloseChunk();
+    if (cut && chunk_fill_ > 0) CloseChunk();
   }
   return absl::OkStatus();
 }
@@ -108,6 +121,7 @@ absl::Status ManifestBuilder::EndFile() {
                      " bytes fewer than its declared size"));
   }
   if (chunk_fill_ > 0) CloseChunk();
+  if (cdc_.has_value()) cdc_->Reset();
   manifest_.mutable_files()->rbegin()->set_sha256(DigestBytes(file_hash_.Finish()));
   in_file_ = false;
   return absl::OkStatus();
@@ -174,10 +188,10 @@ absl::Status Walk(ManifestBuilder& b, const std::string& disk_path, const std::s
 
 absl::StatusOr<Manifest> BuildManifestFromPath(const std::string& root, const std::string& name,
                                                const std::string& version, ManifestLimits limits,
-                                               uint32_t chunk_size) {
+                                               Chunking chunking) {
   RETURN_IF_ERROR(ValidateName(name, "package name"));
   RETURN_IF_ERROR(ValidateName(version, "package version"));
-  ManifestBuilder b(name, version, limits, chunk_size);
+  ManifestBuilder b(name, version, limits, chunking);
   struct stat st;
   if (::stat(root.c_str(), &st) != 0) return ErrnoStatus(errno, "stat", root);
   if (S_ISDIR(st.st_mode)) {

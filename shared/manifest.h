@@ -4,9 +4,12 @@
 // controller, or from an upload stream) and hashes file content as it
 // arrives, so content is read and hashed once: a file's digest is the
 // sha256 of its chunks' digests (a hash list), not a second pass over its
-// bytes. Verifying every chunk therefore verifies every file. Chunks are cut at fixed offsets of
-// `chunk_size` bytes; the manifest format allows any sizes up to
-// kMaxChunkSize, and agents accept any such manifest.
+// bytes. Verifying every chunk therefore verifies every file. Chunks are
+// cut where the content says (FastCDC, shared/fastcdc.h), so an edit changes
+// only the chunks around it; Chunking::Fixed cuts at fixed offsets instead
+// (what pkgdist did before, kept for comparison and for tests). The
+// manifest format allows any sizes up to kMaxChunkSize, and agents accept
+// any such manifest.
 #ifndef PKGDIST_SHARED_MANIFEST_H_
 #define PKGDIST_SHARED_MANIFEST_H_
 
@@ -18,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "pkgdist/v1/manifest.pb.h"
+#include "shared/fastcdc.h"
 #include "shared/sha256.h"
 
 namespace pkgdist {
@@ -34,10 +38,31 @@ struct ManifestLimits {
   bool refuse_case_collisions = false;
 };
 
+// How files are cut into chunks. Part of the package's identity: the same
+// tree cut another way is another package id.
+struct Chunking {
+  // Content-defined: FastCDC with `params` (validated by the caller).
+  static Chunking ContentDefined(ChunkingParams params = kDefaultChunking) {
+    return Chunking{true, kDefaultChunkSize, params};
+  }
+  // Fixed offsets of `size` bytes (clamped to [1, kMaxChunkSize]).
+  static Chunking Fixed(uint32_t size = kDefaultChunkSize) {
+    return Chunking{false, size, kDefaultChunking};
+  }
+  bool content_defined;
+  uint32_t fixed_size;     // when !content_defined
+  ChunkingParams params;   // when content_defined
+};
+
 class ManifestBuilder {
  public:
   ManifestBuilder(std::string name, std::string version, ManifestLimits limits = {},
-                  uint32_t chunk_size = kDefaultChunkSize);
+                  Chunking chunking = Chunking::ContentDefined());
+  // Fixed chunks of `chunk_size` bytes.
+  ManifestBuilder(std::string name, std::string version, ManifestLimits limits,
+                  uint32_t chunk_size)
+      : ManifestBuilder(std::move(name), std::move(version), limits,
+                        Chunking::Fixed(chunk_size)) {}
 
   absl::Status AddDirectory(absl::string_view path, uint32_t mode);
   absl::Status AddSymlink(absl::string_view path, absl::string_view target);
@@ -57,7 +82,8 @@ class ManifestBuilder {
 
   pkgdist::v1::Manifest manifest_;
   ManifestLimits limits_;
-  uint32_t chunk_size_;
+  uint32_t chunk_size_;          // fixed chunking
+  std::optional<FastCdc> cdc_;   // content-defined chunking
   bool in_file_ = false;
   uint64_t file_remaining_ = 0;
   uint64_t file_offset_ = 0;
@@ -71,7 +97,12 @@ class ManifestBuilder {
 // the path.
 absl::StatusOr<pkgdist::v1::Manifest> BuildManifestFromPath(
     const std::string& root, const std::string& name, const std::string& version,
-    ManifestLimits limits = {}, uint32_t chunk_size = kDefaultChunkSize);
+    ManifestLimits limits = {}, Chunking chunking = Chunking::ContentDefined());
+inline absl::StatusOr<pkgdist::v1::Manifest> BuildManifestFromPath(
+    const std::string& root, const std::string& name, const std::string& version,
+    ManifestLimits limits, uint32_t chunk_size) {
+  return BuildManifestFromPath(root, name, version, limits, Chunking::Fixed(chunk_size));
+}
 
 // The package id: sha256 of the manifest's deterministic serialization.
 std::string PackageId(const pkgdist::v1::Manifest& m);  // 32 raw bytes

@@ -203,7 +203,7 @@ class PrometheusScrapeTest(unittest.TestCase):
                 c.add_agent(name)
             path = harness.make_file_package(os.path.join(c.dir, "src"), "payload.bin",
                                              PACKAGE_BYTES, seed=15)
-            c.import_package(path, "payload", "1.0")
+            chunks = c.import_package(path, "payload", "1.0")["chunks"]
             prom = Prometheus(c, os.path.join(c.dir, "prometheus"), {
                 "pkgdist-controller": [c.metrics_ports["controller"]],
                 "pkgdist-agent": [c.metrics_ports[a] for a in AGENTS]})
@@ -252,8 +252,7 @@ class PrometheusScrapeTest(unittest.TestCase):
                 self.assertAlmostEqual(increases["pkgdist_agent_received_bytes_total"], received,
                                        delta=0.001 * expected)
                 self.assertEqual(q("pkgdist_controller_acked_bytes_total"), expected)
-                self.assertEqual(q("pkgdist_controller_acked_chunks_total"),
-                                 len(AGENTS) * -(-PACKAGE_BYTES // MiB))
+                self.assertEqual(q("pkgdist_controller_acked_chunks_total"), len(AGENTS) * chunks)
                 # The targets and the job by state, counted at scrape time.
                 self.assertEqual(q('pkgdist_controller_targets{state="done"}'), len(AGENTS))
                 self.assertEqual(q('sum(pkgdist_controller_targets{state!="done"})'), 0)

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,71 @@ TEST(ManifestBuilderTest, PieceSizeDoesNotChangeTheResult) {
   for (int i = 0; i < 10; ++i) {
     EXPECT_EQ(a.chunks(i).sha256(), DigestBytes(Sha256Of(absl::string_view(data).substr(i * 1000, 1000))));
   }
+}
+
+// Pseudo-random bytes (an LCG; not pinned: the vectors live in fastcdc_test).
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    seed = seed * 6364136223846793005u + 1442695040888963407u;
+    s[i] = static_cast<char>(seed >> 56);
+  }
+  return s;
+}
+
+Manifest OneFileContentDefined(const std::string& content, size_t piece) {
+  ManifestBuilder b("app", "1.0", {}, Chunking::ContentDefined({1024, 4096, 16384}));
+  EXPECT_TRUE(b.BeginFile("f", 0644, content.size()).ok());
+  for (size_t off = 0; off < content.size(); off += piece) {
+    EXPECT_TRUE(b.Append(absl::string_view(content).substr(off, piece)).ok());
+  }
+  EXPECT_TRUE(b.EndFile().ok());
+  absl::StatusOr<Manifest> m = b.Finish();
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *m : Manifest();
+}
+
+TEST(ManifestBuilderTest, ContentDefinedChunksAreFastCdcsCutsWhateverThePieces) {
+  // The builder's chunks are exactly FastCDC's cut points of the file, and
+  // each chunk's digest is that of its bytes, however the upload is split.
+  std::string data = RandomBytes(300'000, 7);
+  std::vector<uint64_t> cuts = ChunkBoundaries(data, {1024, 4096, 16384});
+  for (size_t piece : {size_t{1}, size_t{777}, size_t{65536}, data.size()}) {
+    Manifest m = OneFileContentDefined(data, piece);
+    ASSERT_EQ(static_cast<size_t>(m.chunks_size()), cuts.size()) << "piece " << piece;
+    uint64_t begin = 0;
+    for (int i = 0; i < m.chunks_size(); ++i) {
+      EXPECT_EQ(m.chunks(i).offset(), begin);
+      EXPECT_EQ(m.chunks(i).offset() + m.chunks(i).length(), cuts[static_cast<size_t>(i)]);
+      EXPECT_EQ(m.chunks(i).sha256(),
+                DigestBytes(Sha256Of(absl::string_view(data).substr(begin, m.chunks(i).length()))));
+      begin = cuts[static_cast<size_t>(i)];
+    }
+  }
+}
+
+TEST(ManifestBuilderTest, AnInsertedByteKeepsTheOtherContentDefinedChunks) {
+  // What delta transfer rests on: one byte inserted near the start of a file
+  // leaves all but a few chunk digests as they were (fixed chunks: none).
+  std::string v1 = RandomBytes(400'000, 11);
+  std::string v2 = v1;
+  v2.insert(5000, 1, 'x');
+  auto digests = [](const Manifest& m) {
+    std::set<std::string> out;
+    for (const auto& c : m.chunks()) out.insert(c.sha256());
+    return out;
+  };
+  std::set<std::string> old = digests(OneFileContentDefined(v1, 4096));
+  Manifest m2 = OneFileContentDefined(v2, 4096);
+  int fresh = 0;
+  for (const auto& c : m2.chunks()) fresh += old.count(c.sha256()) == 0 ? 1 : 0;
+  EXPECT_GE(m2.chunks_size(), 40);
+  EXPECT_LE(fresh, 3) << "of " << m2.chunks_size() << " chunks";
+  std::set<std::string> old_fixed = digests(OneFile(v1, 4096));
+  int fixed_fresh = 0;
+  Manifest fixed2 = OneFile(v2, 4096);
+  for (const auto& c : fixed2.chunks()) fixed_fresh += old_fixed.count(c.sha256()) == 0 ? 1 : 0;
+  EXPECT_GE(fixed_fresh, 90);  // every chunk after the insert
 }
 
 TEST(ManifestBuilderTest, ChunkSizeIsClampedToTheMaximum) {
