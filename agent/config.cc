@@ -71,7 +71,8 @@ absl::StatusOr<std::optional<AgentConfig>> ParseAgentFlags(int argc, const char*
   add("max-path-length", &c.max_path_length, "longest accepted path inside a package, in bytes")
       ->check(CLI::Range(1, 65535));
   add("max-message-bytes", &c.max_message_bytes,
-      "largest gRPC message accepted (an Offer carries the whole manifest)")
+      "largest gRPC message accepted (a chunk is at most 1 MiB; a large manifest "
+      "arrives in parts of about 1 MiB)")
       ->transform(CLI::AsSizeValue(false))
       ->check(CLI::Range(kMinMaxMessageBytes, kMaxMaxMessageBytes));
   add("case-collisions", &c.case_collisions,

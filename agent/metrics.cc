@@ -33,8 +33,8 @@ AgentMetrics::AgentMetrics() : registry_(std::make_shared<prometheus::Registry>(
                          .Add({});
   reused_bytes_ = &BuildCounter()
                        .Name("pkgdist_agent_reused_bytes_total")
-                       .Help("Chunk bytes copied from published versions of the same package "
-                             "instead of received")
+                       .Help("Chunk bytes copied from the agent's own chunk store (any package "
+                             "it holds) instead of received")
                        .Register(r)
                        .Add({});
   hash_mismatches_ = &BuildCounter()

@@ -56,6 +56,10 @@ std::vector<Digest> ChunkHashes(const Manifest& m) {
   return out;
 }
 
+// The chunk index's source keys (agent/chunk_index.h).
+std::string PublishedKey(const std::string& hex) { return "published:" + hex; }
+std::string StagedKey(const std::string& hex) { return "staged:" + hex; }
+
 absl::Status UnlinkIfPresent(const std::string& path) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "unlink", path);
   return absl::OkStatus();
@@ -71,7 +75,36 @@ absl::StatusOr<std::unique_ptr<PackageStore>> PackageStore::Open(std::string roo
   }
   if (::access(store->root_.c_str(), W_OK) != 0) return ErrnoStatus(errno, "access", store->root_);
   RETURN_IF_ERROR(store->Recover());
+  store->BuildIndex();
   return store;
+}
+
+void PackageStore::BuildIndex() {
+  size_t published = 0, staged = 0;
+  for (const std::string& entry : ListDir(JoinPath(root_, "index"))) {
+    size_t at = entry.find('@');
+    if (at == std::string::npos) continue;
+    std::string name = entry.substr(0, at), version = entry.substr(at + 1);
+    if (!ValidateName(name, "name").ok() || !ValidateName(version, "version").ok()) continue;
+    auto id = PublishedId(name, version);
+    if (!id.ok() || !id->has_value()) continue;
+    // LoadManifest checks the manifest against its id: a damaged one is
+    // left out (its chunks are then simply received again).
+    std::optional<Manifest> m = LoadManifest(ManifestPath(**id), **id);
+    if (!m.has_value()) {
+      spdlog::warn("chunk store: manifest of {}@{} unreadable or not its id; not reused", name,
+                   version);
+      continue;
+    }
+    index_.Add(PublishedKey(ToHex(**id)), PackageDir(name, version), *m);
+    ++published;
+  }
+  for (const auto& [hex, m] : ListStaging()) {
+    index_.Add(StagedKey(hex), JoinPath(StagingDir(hex), "tree"), m);
+    ++staged;
+  }
+  spdlog::info("chunk store: {} distinct chunks in {} published and {} staged packages",
+               index_.chunk_count(), published, staged);
 }
 
 absl::Status PackageStore::Recover() {
@@ -137,45 +170,71 @@ std::vector<std::pair<std::string, Manifest>> PackageStore::ListStaging() const 
 
 absl::StatusOr<std::unique_ptr<Staging>> PackageStore::OpenStaging(const Manifest& manifest,
                                                                    const std::string& package_id) {
-  return Staging::Open(StagingDir(ToHex(package_id)), manifest);
+  const std::string hex = ToHex(package_id);
+  ASSIGN_OR_RETURN(std::unique_ptr<Staging> staging, Staging::Open(StagingDir(hex), manifest));
+  index_.Add(StagedKey(hex), staging->tree_dir(), staging->manifest());
+  return staging;
 }
 
-absl::StatusOr<uint32_t> PackageStore::CopyKnownChunks(Staging& staging) {
+absl::Status PackageStore::DiscardStaging(const std::string& package_id) {
+  const std::string hex = ToHex(package_id);
+  index_.Remove(StagedKey(hex));
+  return RemoveTree(StagingDir(hex));
+}
+
+std::vector<uint32_t> PackageStore::LocalChunks(const Staging& staging) const {
   const Manifest& m = staging.manifest();
-  absl::flat_hash_map<std::string, std::vector<uint32_t>> wanted;  // sha256 -> indices
+  const std::string self = StagedKey(std::filesystem::path(staging.dir()).filename().string());
+  std::vector<uint32_t> out;
   for (uint32_t index : staging.Missing()) {
-    wanted[m.chunks(static_cast<int>(index)).sha256()].push_back(index);
+    const auto& c = m.chunks(static_cast<int>(index));
+    if (!index_.Find(c.sha256(), c.length(), self).empty()) out.push_back(index);
   }
-  uint32_t copied = 0;
+  return out;
+}
+
+absl::StatusOr<std::vector<uint32_t>> PackageStore::CopyLocalChunks(
+    Staging& staging, const std::vector<uint32_t>& local,
+    const std::function<absl::Status()>& flush) {
+  const Manifest& m = staging.manifest();
+  const std::string self = StagedKey(std::filesystem::path(staging.dir()).filename().string());
+  std::vector<uint32_t> failed;
   std::string buf;
-  for (const std::string& version : ListDir(JoinPath(JoinPath(root_, "packages"), m.name()))) {
-    if (wanted.empty()) break;
-    ASSIGN_OR_RETURN(auto id, PublishedId(m.name(), version));
-    if (!id.has_value()) continue;
-    std::optional<Manifest> source = LoadManifest(ManifestPath(*id), *id);
-    if (!source.has_value()) continue;
-    std::string dir = PackageDir(m.name(), version);
-    for (const auto& c : source->chunks()) {
-      auto it = wanted.find(c.sha256());
-      if (it == wanted.end()) continue;
-      std::string path = JoinPath(dir, source->files(static_cast<int>(c.file())).path());
-      auto fd = OpenFile(path, O_RDONLY | O_NOFOLLOW);
-      if (!fd.ok()) continue;
-      buf.resize(c.length());
-      if (!PreadFull(fd->get(), buf.data(), buf.size(), c.offset(), path).ok()) continue;
-      for (uint32_t index : it->second) {
-        if (m.chunks(static_cast<int>(index)).length() != c.length()) continue;
-        auto written = staging.WriteChunk(index, buf);
-        if (absl::IsDataLoss(written.status())) break;  // the published copy is damaged
-        RETURN_IF_ERROR(written.status());
-        ++copied;
+  std::string open_path;  // the source file `fd` is open on
+  UniqueFd fd;
+  uint64_t unflushed = 0;
+  for (uint32_t index : local) {
+    if (staging.IsReceived(index)) continue;  // the same chunk twice in this package
+    const auto& c = m.chunks(static_cast<int>(index));
+    bool copied = false;
+    for (const ChunkIndex::Location& at : index_.Find(c.sha256(), c.length(), self)) {
+      if (at.path != open_path) {
+        open_path.clear();
+        auto opened = OpenFile(at.path, O_RDONLY | O_NOFOLLOW);
+        if (!opened.ok()) continue;  // removed meanwhile: try the next place
+        fd = std::move(*opened);
+        open_path = at.path;
       }
-      if (staging.IsReceived(it->second.front())) wanted.erase(it);
-      if (staging.unflushed_bytes() >= kCopyFlushBytes) RETURN_IF_ERROR(staging.Flush().status());
+      buf.resize(c.length());
+      if (!PreadFull(fd.get(), buf.data(), buf.size(), at.offset, at.path).ok()) continue;
+      auto written = staging.WriteChunk(index, buf);
+      if (absl::IsDataLoss(written.status())) continue;  // this copy is damaged or unwritten
+      RETURN_IF_ERROR(written.status());
+      copied = true;
+      break;
+    }
+    if (!copied) {
+      failed.push_back(index);
+      continue;
+    }
+    unflushed += c.length();
+    if (unflushed >= kCopyFlushBytes) {
+      RETURN_IF_ERROR(flush());
+      unflushed = 0;
     }
   }
-  RETURN_IF_ERROR(staging.Flush().status());
-  return copied;
+  RETURN_IF_ERROR(flush());
+  return failed;
 }
 
 absl::Status PackageStore::CheckFreeSpace(uint64_t needed) const {
@@ -215,8 +274,10 @@ absl::Status PackageStore::Publish(Staging& staging, const std::string& package_
       // Leftovers of an interrupted publish or remove; never a published tree.
       if (PathExists(dest)) RETURN_IF_ERROR(MoveToTrash(dest));
       RETURN_IF_ERROR(RenameDurable(staging.tree_dir(), dest));
+      index_.Add(PublishedKey(hex), dest, m);
     }
   }
+  index_.Remove(StagedKey(hex));
   spdlog::info("published {}@{} ({})", m.name(), m.version(), hex);
   RETURN_IF_ERROR(RemoveTree(staging.dir()));
   return FsyncDir(JoinPath(root_, "staging"));
@@ -298,6 +359,7 @@ absl::StatusOr<bool> PackageStore::Remove(const std::string& name, const std::st
   auto content = ReadFileToString(index);
   if (content.ok()) {
     if (auto id = FromHex(absl::StripAsciiWhitespace(*content))) {
+      index_.Remove(PublishedKey(ToHex(*id)));
       RETURN_IF_ERROR(UnlinkIfPresent(ManifestPath(*id)));
     }
     RETURN_IF_ERROR(UnlinkIfPresent(index));
@@ -306,6 +368,7 @@ absl::StatusOr<bool> PackageStore::Remove(const std::string& name, const std::st
   std::string name_dir = JoinPath(JoinPath(root_, "packages"), name);
   if (IsDirectory(name_dir)) (void)::rmdir(name_dir.c_str());  // only if now empty
   for (const std::string& hex : staged) {
+    index_.Remove(StagedKey(hex));
     RETURN_IF_ERROR(RemoveTree(StagingDir(hex)));
     removed = true;
   }

@@ -4,7 +4,8 @@
 //   ROOT/packages/<name>/<version>/   published trees (the manifest's paths)
 //   ROOT/index/<name>@<version>       the published package id, hex
 //   ROOT/manifests/<id-hex>.pb        manifests of published packages (sizes,
-//                                     and chunks other versions can reuse)
+//                                     and chunks other packages can reuse:
+//                                     agent/chunk_index.h)
 //   ROOT/staging/<id-hex>/            packages being received (agent/staging.h)
 //   ROOT/trash/                       trees being deleted
 //   ROOT/signed-sequences             highest signed sequence published per
@@ -22,6 +23,7 @@
 #define PKGDIST_AGENT_PACKAGE_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/chunk_index.h"
 #include "agent/disk_util.h"
 #include "agent/staging.h"
 #include "agent/transfer_locks.h"
@@ -69,11 +72,23 @@ class PackageStore {
   // Opens the staging of `manifest` (validated; `package_id` is its id).
   absl::StatusOr<std::unique_ptr<Staging>> OpenStaging(const pkgdist::v1::Manifest& manifest,
                                                        const std::string& package_id);
+  // Deletes the staging of `package_id` (no Staging of it may be open).
+  absl::Status DiscardStaging(const std::string& package_id);
 
-  // Fills missing chunks of `staging` from published versions of the same
-  // package name that hold a chunk with the same hash (delta transfer), and
-  // makes them durable. Returns the number of chunks copied.
-  absl::StatusOr<uint32_t> CopyKnownChunks(Staging& staging);
+  // Delta transfer from the chunk store (agent/chunk_index.h): the missing
+  // chunks of `staging` that some other package on this disk, published or
+  // staged, of any name, may hold. Ascending.
+  std::vector<uint32_t> LocalChunks(const Staging& staging) const;
+  // Copies chunks `local` (from LocalChunks) into `staging`, each verified
+  // by its sha256 before it counts, calling `flush` after every few tens of
+  // MiB and at the end (it starts a flush: the caller acknowledges what it
+  // makes durable). Returns the chunks no local copy could fill (missing,
+  // damaged or changed meanwhile), ascending: they are needed from the
+  // controller. Errors are the staging's own disk errors.
+  absl::StatusOr<std::vector<uint32_t>> CopyLocalChunks(
+      Staging& staging, const std::vector<uint32_t>& local,
+      const std::function<absl::Status()>& flush);
+  const ChunkIndex& chunk_index() const { return index_; }
 
   // OK if `needed` bytes plus the reserve fit in the free space of the
   // root's file system; RESOURCE_EXHAUSTED naming both numbers otherwise.
@@ -96,6 +111,8 @@ class PackageStore {
       : root_(std::move(root)), options_(std::move(options)) {}
 
   absl::Status Recover();
+  // Fills index_ from the published packages and the staging directories.
+  void BuildIndex();
   std::string IndexPath(const std::string& name, const std::string& version) const;
   std::string ManifestPath(const std::string& package_id) const;
   // Staging directories (id hex -> manifest) whose manifest parses.
@@ -109,6 +126,7 @@ class PackageStore {
   const std::string root_;
   const PackageStoreOptions options_;
   TransferLocks locks_;
+  ChunkIndex index_;
   absl::Mutex mu_;
   uint64_t trash_seq_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/disk_util.h"
+#include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/sha256.h"
 #include "shared/status_macros.h"
@@ -26,6 +27,7 @@ const char* Describe(const TransferRequest& r) {
     case TransferRequest::kOffer: return "offer";
     case TransferRequest::kChunk: return "chunk";
     case TransferRequest::kCommit: return "commit";
+    case TransferRequest::kManifestPart: return "manifest part";
     default: return "empty message";
   }
 }
@@ -60,7 +62,14 @@ absl::Status TransferSession::Serve() {
   if (!request.has_offer()) {
     return absl::InvalidArgumentError(absl::StrCat(Describe(request), " before offer"));
   }
-  RETURN_IF_ERROR(AcceptOffer(request.offer()));
+  const pkgdist::v1::Offer* offer = &request.offer();
+  if (offer->manifest_parts() > 0) {
+    assembled_offer_ = std::make_unique<pkgdist::v1::Offer>();
+    assembled_offer_->Swap(request.mutable_offer());
+    RETURN_IF_ERROR(ReceiveManifestParts(*assembled_offer_));
+    offer = assembled_offer_.get();
+  }
+  RETURN_IF_ERROR(AcceptOffer(*offer));
   if (published_) return absl::OkStatus();
   absl::Status s = ReceiveChunks();
   if (!s.ok() && staging_ != nullptr) {
@@ -70,6 +79,61 @@ absl::Status TransferSession::Serve() {
   // No flush may call back into this session (or the stream) after it ends.
   if (staging_ != nullptr) staging_->WaitForFlushes();
   return s;
+}
+
+absl::Status TransferSession::ReceiveManifestParts(pkgdist::v1::Offer& offer) {
+  pkgdist::v1::Manifest& m = *offer.mutable_manifest();
+  const uint32_t parts = offer.manifest_parts();
+  const ManifestLimits& limits = options_.limits;
+  if (m.total_size() > limits.max_total_size) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid manifest: package size ",
+                                                   m.total_size(), " exceeds max_total_size ",
+                                                   limits.max_total_size));
+  }
+  // The bounds are checked before each part is appended, so that memory
+  // stays within what a valid manifest needs. Every chunk holds at least one
+  // byte (ValidateManifest), so a valid manifest has at most total_size of
+  // them (itself at most max_total_size).
+  auto check = [&](uint64_t files, uint64_t chunks, uint32_t part) -> absl::Status {
+    std::string where = part == 0 ? std::string("the offer")
+                                  : absl::StrCat("manifest part ", part, " of ", parts);
+    if (files > limits.max_files) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid manifest: ", where, " brings it to ",
+                                                     files, " entries, more than max_files ",
+                                                     limits.max_files));
+    }
+    if (chunks > m.total_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid manifest: ", where, " brings it to ", chunks, " chunks, more than its ",
+          m.total_size(), " bytes can have"));
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(check(static_cast<uint64_t>(m.files_size()),
+                        static_cast<uint64_t>(m.chunks_size()), 0));
+  TransferRequest request;
+  for (uint32_t i = 1; i <= parts; ++i) {
+    if (!stream_.Read(&request)) {
+      return absl::CancelledError(
+          absl::StrCat("stream ended before manifest part ", i, " of ", parts));
+    }
+    if (!request.has_manifest_part()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Describe(request), " before manifest part ", i, " of ", parts));
+    }
+    auto* part = request.mutable_manifest_part();
+    if (part->files_size() == 0 && part->chunks_size() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("manifest part ", i, " of ", parts, " is empty"));
+    }
+    RETURN_IF_ERROR(check(static_cast<uint64_t>(m.files_size()) + part->files_size(),
+                          static_cast<uint64_t>(m.chunks_size()) + part->chunks_size(), i));
+    m.mutable_files()->Reserve(m.files_size() + part->files_size());
+    for (auto& f : *part->mutable_files()) m.add_files()->Swap(&f);
+    m.mutable_chunks()->Reserve(m.chunks_size() + part->chunks_size());
+    for (auto& c : *part->mutable_chunks()) m.add_chunks()->Swap(&c);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
@@ -114,28 +178,53 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
   if (!staging.ok()) return DiskError(staging.status());
   staging_ = std::move(staging).value();
   staging_->set_metrics(options_.metrics);
-  const uint64_t missing_before_copy = options_.metrics != nullptr ? staging_->missing_bytes() : 0;
-  auto copied = store_.CopyKnownChunks(*staging_);
-  if (!copied.ok()) return DiskError(copied.status());
-  if (options_.metrics != nullptr && *copied > 0) {
-    options_.metrics->Reused(missing_before_copy - staging_->missing_bytes());
-  }
   if (absl::Status s = store_.CheckFreeSpace(staging_->missing_bytes()); !s.ok()) {
     if (staging_->durable_count() == 0) {
       // Nothing received yet: a refused offer leaves no staging behind.
-      std::string dir = staging_->dir();
       staging_.reset();
-      if (absl::Status rm = RemoveTree(dir); !rm.ok()) spdlog::warn("{}", rm);
+      if (absl::Status rm = store_.DiscardStaging(package_id_); !rm.ok()) spdlog::warn("{}", rm);
     }
     return s;
   }
   window_bytes_ = offer.window_bytes() > 0 ? offer.window_bytes() : options_.default_window_bytes;
   flush_threshold_ = std::max<uint64_t>(1, window_bytes_ / 2);
+  // The sender's next message: a run of chunks, or one chunk larger than a run.
+  max_chunk_bytes_ = std::min<uint64_t>(MaxRunBytes(window_bytes_), m.total_size());
   for (const auto& c : m.chunks()) max_chunk_bytes_ = std::max<uint64_t>(max_chunk_bytes_, c.length());
-  spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes){}", label_, peer_,
-               staging_->missing_count(), staging_->chunk_count(), staging_->missing_bytes(),
-               *copied > 0 ? absl::StrCat(", ", *copied, " reused from other versions") : "");
-  return SendNeed(staging_->Missing());
+  return NeedAndCopyLocal();
+}
+
+absl::Status TransferSession::NeedAndCopyLocal() {
+  // Chunks some other package on this disk holds are copied from there, not
+  // sent: the Need lists them as local, and the controller waits for their
+  // Acks like for sent chunks. The copy runs after the Need, so the
+  // controller's first chunks are on their way meanwhile.
+  const pkgdist::v1::Manifest& m = staging_->manifest();
+  std::vector<uint32_t> local = store_.LocalChunks(*staging_);
+  std::vector<uint32_t> need;
+  need.reserve(staging_->missing_count() - local.size());
+  uint64_t need_bytes = 0, local_bytes = 0;
+  for (uint32_t index : staging_->Missing()) {
+    if (!std::binary_search(local.begin(), local.end(), index)) need.push_back(index);
+  }
+  for (uint32_t index : need) need_bytes += m.chunks(static_cast<int>(index)).length();
+  for (uint32_t index : local) local_bytes += m.chunks(static_cast<int>(index)).length();
+  spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes), {} local ({} bytes)",
+               label_, peer_, need.size(), staging_->chunk_count(), need_bytes, local.size(),
+               local_bytes);
+  RETURN_IF_ERROR(SendFirstNeed(need, local));
+  if (local.empty()) return absl::OkStatus();
+  auto failed = store_.CopyLocalChunks(*staging_, local, [this] { return StartFlush(); });
+  if (!failed.ok()) return DiskError(failed.status());
+  RETURN_IF_ERROR(Collect(Staging::Await::kAll));
+  uint64_t failed_bytes = 0;
+  for (uint32_t index : *failed) failed_bytes += m.chunks(static_cast<int>(index)).length();
+  if (options_.metrics != nullptr) options_.metrics->Reused(local_bytes - failed_bytes);
+  if (failed->empty()) return absl::OkStatus();
+  spdlog::warn("transfer of {}: {} local chunks ({} bytes) were not where the chunk store said "
+               "or failed their sha256; requesting them",
+               label_, failed->size(), failed_bytes);
+  return SendNeed(*failed);
 }
 
 absl::Status TransferSession::ReceiveChunks() {
@@ -149,6 +238,10 @@ absl::Status TransferSession::ReceiveChunks() {
         return OnCommit();
       case TransferRequest::kOffer:
         return absl::InvalidArgumentError("second offer on one stream");
+      case TransferRequest::kManifestPart:
+        return absl::InvalidArgumentError(
+            absl::StrCat("manifest part after the need (the offer announced ",
+                         offer_->manifest_parts(), " parts)"));
       default:
         return absl::InvalidArgumentError("empty message");
     }
@@ -158,30 +251,34 @@ absl::Status TransferSession::ReceiveChunks() {
 
 absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
   if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
-  auto written = staging_->WriteChunk(chunk.index(), chunk.data());
-  if (absl::IsDataLoss(written.status())) {
-    if (options_.metrics != nullptr) options_.metrics->HashMismatch();
-    if (++mismatches_[chunk.index()] >= kMaxMismatchesPerChunk) {
-      // The same chunk wrong again and again is not damage in transit but a
-      // damaged (or altered) copy at the sender: asking once more would
-      // loop for ever. The target records this and retries later.
-      return absl::DataLossError(absl::StrCat(
-          "chunk ", chunk.index(), " of ", label_, " failed its sha256 check ",
-          kMaxMismatchesPerChunk, " times: the sender's copy does not match the manifest"));
+  // One message may carry a run of consecutive chunks of one file.
+  const pkgdist::v1::Manifest& m = staging_->manifest();
+  const uint32_t first = chunk.index();
+  const uint32_t count = std::max<uint32_t>(chunk.count(), 1);
+  const uint32_t n = staging_->chunk_count();
+  if (first >= n || count > n - first) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk index ", first, count > 1 ? absl::StrCat("+", count) : "",
+                                                   " out of range (", n, " chunks)"));
+  }
+  uint64_t expected = 0;
+  for (uint32_t i = first; i < first + count; ++i) {
+    const auto& c = m.chunks(static_cast<int>(i));
+    if (c.file() != m.chunks(static_cast<int>(first)).file()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunks ", first, "+", count, ": a run must stay within one file"));
     }
-    spdlog::warn("transfer of {} from {}: {}; requesting it again", label_, peer_,
-                 written.status().message());
-    // Acknowledge what is pending first (rare, so waiting is fine): the
-    // sender learns of every good chunk before the one it must resend.
-    RETURN_IF_ERROR(StartFlush());
-    RETURN_IF_ERROR(Collect(Staging::Await::kAll));
-    RETURN_IF_ERROR(SendNeed({chunk.index()}));
-  } else if (absl::IsInvalidArgument(written.status())) {
-    return written.status();
-  } else if (!written.ok()) {
-    return DiskError(written.status());
-  } else if (*written == Staging::WriteResult::kAlreadyReceived) {
-    RETURN_IF_ERROR(OnDuplicate(chunk.index()));
+    expected += c.length();
+  }
+  if (chunk.data().size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk ", first, count > 1 ? absl::StrCat("+", count) : "", ": ", chunk.data().size(),
+        " bytes, manifest says ", expected));
+  }
+  absl::string_view data = chunk.data();
+  for (uint32_t i = first; i < first + count; ++i) {
+    const uint32_t length = m.chunks(static_cast<int>(i)).length();
+    RETURN_IF_ERROR(WriteOne(i, data.substr(0, length)));
+    data.remove_prefix(length);
   }
   RETURN_IF_ERROR(Collect(Staging::Await::kNone));
   const bool all_received = staging_->missing_count() == 0;
@@ -191,6 +288,35 @@ absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
   // The sender can do nothing before the last Acks: wait for them here, so
   // that they are out before the next read (and its Commit) comes.
   if (all_received) RETURN_IF_ERROR(Collect(Staging::Await::kAll));
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::WriteOne(uint32_t index, absl::string_view data) {
+  auto written = staging_->WriteChunk(index, data);
+  if (absl::IsDataLoss(written.status())) {
+    if (options_.metrics != nullptr) options_.metrics->HashMismatch();
+    if (++mismatches_[index] >= kMaxMismatchesPerChunk) {
+      // The same chunk wrong again and again is not damage in transit but a
+      // damaged (or altered) copy at the sender: asking once more would
+      // loop for ever. The target records this and retries later.
+      return absl::DataLossError(absl::StrCat(
+          "chunk ", index, " of ", label_, " failed its sha256 check ",
+          kMaxMismatchesPerChunk, " times: the sender's copy does not match the manifest"));
+    }
+    spdlog::warn("transfer of {} from {}: {}; requesting it again", label_, peer_,
+                 written.status().message());
+    // Acknowledge what is pending first (rare, so waiting is fine): the
+    // sender learns of every good chunk before the one it must resend.
+    RETURN_IF_ERROR(StartFlush());
+    RETURN_IF_ERROR(Collect(Staging::Await::kAll));
+    RETURN_IF_ERROR(SendNeed({index}));
+  } else if (absl::IsInvalidArgument(written.status())) {
+    return written.status();
+  } else if (!written.ok()) {
+    return DiskError(written.status());
+  } else if (*written == Staging::WriteResult::kAlreadyReceived) {
+    RETURN_IF_ERROR(OnDuplicate(index));
+  }
   return absl::OkStatus();
 }
 
@@ -252,7 +378,7 @@ absl::Status TransferSession::OnCommit() {
 
 void TransferSession::DropStaging() {
   // Under this package's lease: no other transfer of it writes there.
-  if (absl::Status rm = RemoveTree(store_.StagingDir(ToHex(package_id_))); !rm.ok()) {
+  if (absl::Status rm = store_.DiscardStaging(package_id_); !rm.ok()) {
     spdlog::warn("transfer of {}: deleting refused staging: {}", label_, rm);
   }
 }
@@ -261,6 +387,27 @@ absl::Status TransferSession::SendNeed(std::vector<uint32_t> indices) {
   TransferResponse response;
   response.mutable_need()->mutable_indices()->Assign(indices.begin(), indices.end());
   return Send(response);
+}
+
+absl::Status TransferSession::SendFirstNeed(const std::vector<uint32_t>& need,
+                                            const std::vector<uint32_t>& local) {
+  const size_t per_message = std::max<size_t>(1, options_.need_indices_per_message);
+  size_t n = 0, l = 0;  // sent so far of need and local
+  do {
+    TransferResponse response;
+    auto* msg = response.mutable_need();
+    const size_t take_need = std::min(per_message, need.size() - n);
+    msg->mutable_indices()->Assign(need.begin() + static_cast<ptrdiff_t>(n),
+                                   need.begin() + static_cast<ptrdiff_t>(n + take_need));
+    n += take_need;
+    const size_t take_local = std::min(per_message - take_need, local.size() - l);
+    msg->mutable_local()->Assign(local.begin() + static_cast<ptrdiff_t>(l),
+                                 local.begin() + static_cast<ptrdiff_t>(l + take_local));
+    l += take_local;
+    msg->set_more(n < need.size() || l < local.size());
+    RETURN_IF_ERROR(Send(response));
+  } while (n < need.size() || l < local.size());
+  return absl::OkStatus();
 }
 
 absl::Status TransferSession::SendPublished() {

@@ -1,9 +1,15 @@
 // The agent side of one Agent.Transfer stream, below the gRPC layer.
 //
-//   Offer   -> validate the manifest and its id; check its signature
+//   Offer   -> (with manifest_parts: read that many ManifestParts first,
+//              appending them to its manifest, refusing as soon as they
+//              exceed the limits) validate the manifest and its id; check its signature
 //              (agent/signature_policy.h); Published at once if this
 //              package is already published; else open (resume) staging,
-//              reuse chunks of published versions, check free space, Need
+//              check free space, Need{indices, local}: the chunks to send,
+//              and those the chunk store holds (agent/chunk_index.h), which
+//              are then copied, verified and acknowledged; a Need of more
+//              than need_indices_per_message indices goes out in several
+//              messages, more = true on all but the last
 //   Chunk   -> verify and write; a hash mismatch re-requests the chunk
 //              (Need{index}) without ending the stream, up to
 //              kMaxMismatchesPerChunk times (then DATA_LOSS: the sender's
@@ -65,6 +71,12 @@ class TransferStream {
 // ends with DATA_LOSS.
 inline constexpr int kMaxMismatchesPerChunk = 3;
 
+// At most this many indices (indices and local together) per message of the
+// first Need: 200,000 varints of at most 5 bytes is under 1 MB, well inside
+// any --max-message-bytes (kMinMaxMessageBytes), for packages of millions of
+// chunks.
+inline constexpr size_t kNeedIndicesPerMessage = 200'000;
+
 struct TransferOptions {
   ManifestLimits limits;
   // How long a new Transfer waits for a cancelled older one of the same
@@ -79,6 +91,8 @@ struct TransferOptions {
   AgentMetrics* metrics = nullptr;
   // This agent's name, for the `agent` field of log lines ("": none).
   std::string agent_name;
+  // Where the first Need is split (kNeedIndicesPerMessage; tests set less).
+  size_t need_indices_per_message = kNeedIndicesPerMessage;
 };
 
 // One Transfer call. Not thread-safe; used by the thread serving the call.
@@ -105,9 +119,18 @@ class TransferSession {
 
  private:
   absl::Status Serve();
+  // Reads the offer's ManifestParts and appends them to its manifest.
+  absl::Status ReceiveManifestParts(pkgdist::v1::Offer& offer);
   absl::Status AcceptOffer(const pkgdist::v1::Offer& offer);
+  // Sends the first Need, then copies the chunks it listed as local from the
+  // chunk store, acknowledging them as they become durable; requests those
+  // no local copy could fill.
+  absl::Status NeedAndCopyLocal();
   absl::Status ReceiveChunks();
   absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
+  // Verifies and writes one chunk of a Chunk message; a hash mismatch asks
+  // for it again (Need), a duplicate is acknowledged again.
+  absl::Status WriteOne(uint32_t index, absl::string_view data);
   absl::Status OnCommit();
   absl::Status OnDuplicate(uint32_t index);
   // Deletes this package's staging after the signature policy refused it.
@@ -123,6 +146,8 @@ class TransferSession {
            window_bytes_;
   }
   absl::Status SendNeed(std::vector<uint32_t> indices);
+  // The first Need, split as need_indices_per_message says.
+  absl::Status SendFirstNeed(const std::vector<uint32_t>& need, const std::vector<uint32_t>& local);
   absl::Status SendPublished();
   absl::Status Send(const pkgdist::v1::TransferResponse& response) ABSL_LOCKS_EXCLUDED(send_mu_);
 
@@ -139,8 +164,10 @@ class TransferSession {
 
   std::string package_id_;  // raw 32 bytes
   std::string label_;       // name@version, for logs
-  // The Offer: Run()'s first request, which lives until Run() returns.
+  // The Offer: Run()'s first request, or assembled_offer_ if the manifest
+  // came in parts; either lives until Run() returns.
   const pkgdist::v1::Offer* offer_ = nullptr;
+  std::unique_ptr<pkgdist::v1::Offer> assembled_offer_;
   std::unique_ptr<TransferLocks::Lease> lease_;
   std::unique_ptr<Staging> staging_;
   bool published_ = false;

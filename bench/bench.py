@@ -15,7 +15,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,9 @@ def parse_args():
     p.add_argument("--runs", type=int, default=3,
                    help="rounds of alternated runs (pkgdist, then each peer) at each N")
     p.add_argument("--command", default="bench/run.sh")
+    p.add_argument("--only", choices=["import"],
+                   help="import: only the import measurement (streamed and --local beside "
+                        "SHA-256 and the disk, --runs rounds); prints it, writes no report")
     return p.parse_args()
 
 
@@ -88,7 +90,6 @@ def main():
     import limit
     import peer
     import pkgdist_runs
-    import procstat
     import profile
     import report
     import scale
@@ -109,19 +110,23 @@ def main():
         r["peer_skipped"] = ("--smoke" if a.smoke else "--no-peer" if a.no_peer
                              else "nginx or curl not installed")
     with harness.Cluster(agents=[x for v in names.values() for x in v] + extra) as c:
-        c.start_controller(log_level="warn")
-        src = pkgdist_runs.make_random_file(os.path.join(c.dir, "src", "pkg.bin"), a.size)
+        # The source's directory is an import root: the import is measured
+        # streamed and --local.
+        src_dir = os.path.join(c.dir, "src")
+        os.makedirs(src_dir)
+        c.start_controller(log_level="warn", extra=["--import-root", src_dir])
+        src = pkgdist_runs.make_random_file(os.path.join(src_dir, "pkg.bin"), a.size)
         sha = pkgdist_runs.file_sha256(src)
         log(f"importing {a.size} bytes")
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        meter = procstat.CpuMeter([c.controller.pid]).start()
-        info, secs = pkgdist_runs.import_package(c, src, "bench", "1", a.size)
-        ctl_cpu = meter.stop()[c.controller.pid]
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # pkgdistctl, the only child reaped
-        r["import"] = {"size": a.size, "wall_s": secs, "chunks": info.get("chunks"),
-                       "controller_cpu_s": ctl_cpu,
-                       "client_cpu_s": (after.ru_utime + after.ru_stime
-                                        - children.ru_utime - children.ru_stime)}
+        r["import"] = pkgdist_runs.measure_import(
+            c, src, a.size, rounds=a.runs if a.only == "import" else 1, log=log)
+        if a.only == "import":
+            print(report.import_section(r))
+            raw = os.path.join(tempfile.gettempdir(), "pkgdist-bench-import.json")
+            with open(raw, "w") as f:
+                json.dump(r, f, indent=1)
+            log(f"raw figures: {raw}")
+            return
         r["runs"], r["peer"], probes = [], [], []
         with contextlib.ExitStack() as stack:
             ng = (stack.enter_context(peer.Nginx(c.dir, src, c.cert("controller"),
@@ -179,7 +184,7 @@ def main():
         r["micro"] = run_micro(a.bin_dir)
     r["load_after"] = load()
 
-    text = report.render(r)
+    text = report.keep_delta_section(a.out, report.render(r))
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(text)

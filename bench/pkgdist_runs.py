@@ -14,10 +14,13 @@ import hashlib
 import json
 import os
 import shutil
+import resource
 import signal
+import subprocess
 import time
 
 import harness
+import limit
 import procstat
 
 MiB = 1 << 20
@@ -52,6 +55,76 @@ def import_package(c, path, name, version, size):
     if rc != 0:
         raise RuntimeError(f"package import failed ({rc}): {err.strip()}")
     return json.loads(out), elapsed
+
+
+def import_local(c, path, name, version, size):
+    """Times `pkgdistctl package import --local PATH` (the controller reads
+    PATH itself; it must be under its --import-root); returns (result, s)."""
+    timeout = 60 + size / (20 * MiB)
+    start = time.monotonic()
+    rc, out, err = c.ctl_raw("package", "import", "--local", path, "--name", name,
+                             "--version", version, timeout=timeout)
+    elapsed = time.monotonic() - start
+    if rc != 0:
+        raise RuntimeError(f"package import --local failed ({rc}): {err.strip()}")
+    return json.loads(out), elapsed
+
+
+def reflink_works(directory):
+    """Whether files in `directory` can be cloned (FICLONE): what a local
+    import there does instead of copying (probed with cp --reflink=always)."""
+    a, b = os.path.join(directory, "reflink-probe-a"), os.path.join(directory, "reflink-probe-b")
+    with open(a, "wb") as f:
+        f.write(b"x" * 4096)
+    try:
+        return subprocess.run(["cp", "--reflink=always", a, b], capture_output=True).returncode == 0
+    finally:
+        for p in (a, b):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+def _timed_import(c, run):
+    """Runs `run()` (an import) measuring the controller's CPU and the
+    client's (pkgdistctl, the only child reaped meanwhile)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter = procstat.CpuMeter([c.controller.pid]).start()
+    info, secs = run()
+    ctl_cpu = meter.stop()[c.controller.pid]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": secs, "chunks": info.get("chunks"), "id": info.get("id"),
+            "controller_cpu_s": ctl_cpu,
+            "client_cpu_s": (after.ru_utime + after.ru_stime
+                             - children.ru_utime - children.ru_stime)}
+
+
+def measure_import(c, src, size, rounds=1, log=print):
+    """The import's speed beside its bounds, in the same run: per round,
+    single-core SHA-256 (openssl speed), the disk's write rate in the
+    controller's state directory (write `size` bytes in 1 MiB blocks +
+    fsync, as dd conv=fsync), a streamed `package import` of `src` and a
+    `package import --local` of it (src's directory must be an
+    --import-root of the controller). Each import gets its own name@version
+    so that neither finds the other's package."""
+    out = {"size": size, "rounds": [], "reflink": reflink_works(c.controller_state_dir)}
+    for k in range(rounds):
+        sha = limit.openssl_rate("sha256", 3)
+        os.sync()  # each measurement starts on a disk with no writeback of the one before
+        disk = limit.write_rate(c.controller_state_dir, size)
+        os.sync()
+        log(f"import round {k + 1}/{rounds}: SHA-256 {sha / 1e9:.2f} GB/s, "
+            f"disk write+fsync {disk / 1e9:.2f} GB/s")
+        streamed = _timed_import(c, lambda: import_package(
+            c, src, "bench", "1" if k == 0 else f"1.r{k}", size))
+        log(f"  streamed: {streamed['wall_s']:.2f} s")
+        os.sync()
+        local = _timed_import(c, lambda: import_local(c, src, "bench-local", str(k), size))
+        log(f"  --local:  {local['wall_s']:.2f} s")
+        if local["id"] == streamed["id"] or local["chunks"] != streamed["chunks"]:
+            raise RuntimeError(f"the local import built another manifest: {local} {streamed}")
+        out["rounds"].append({"sha256": sha, "disk_write": disk, "streamed": streamed,
+                              "local": local})
+    return out
 
 
 def distribute(c, package, names, size, filename, check_sha256=None, around=None):

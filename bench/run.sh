@@ -44,7 +44,7 @@ if [ -z "$bin_dir" ]; then
   cmake -S "$src" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$build_dir" --target pkgdist-controller pkgdist-agent pkgdistctl \
     pkgdist-multi-agent pkgdist-make-certs bench_sha256 bench_manifest bench_staging \
-    bench_codec >&2
+    bench_codec bench_fastcdc >&2
   bin_dir="$build_dir/bin"
 fi
 

@@ -123,6 +123,7 @@ void TargetToProto(const TargetRow& t, v1::TargetStatus* o) {
   o->set_bytes_acked(t.bytes_acked);
   o->set_bytes_total(t.bytes_total);
   o->set_bytes_sent(t.bytes_sent);
+  o->set_bytes_reused(t.bytes_reused);
   o->set_updated_at(FormatRfc3339(t.updated_ms));
 }
 
@@ -270,11 +271,12 @@ Status AdminService::ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>
     }
     entries += msg.has_entry() ? 1 : 0;
     bytes += msg.has_data() ? msg.data().data().size() : 0;
-    if (absl::Status s = (*session)->Add(msg); !s.ok()) {
+    if (msg.has_end() && msg.end().has_signature()) signature = msg.end().signature();
+    // Moves the content out of msg (to the session's writer): no copy.
+    if (absl::Status s = (*session)->Add(std::move(msg)); !s.ok()) {
       absl::StrAppend(&audit.request, " entries=", entries, " bytes=", bytes);
       return ToGrpc(s);
     }
-    if (msg.has_end() && msg.end().has_signature()) signature = msg.end().signature();
   }
   absl::StrAppend(&audit.request, " entries=", entries, " bytes=", bytes);
   if (signature.ByteSizeLong() > 0) {
@@ -285,10 +287,40 @@ Status AdminService::ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>
   }
   auto manifest = (*session)->Finish();
   if (!manifest.ok()) return ToGrpc(manifest.status());
-  std::string id = PackageIdHex(*manifest);
+  return StorePackage(**session, *manifest, signature, resp, audit);
+}
+
+Status AdminService::ImportLocalPackage(Ctx* ctx, const v1::ImportLocalRequest* req,
+                                        v1::PackageInfo* resp) {
+  return Audited(ctx, "ImportLocalPackage",
+                 absl::StrCat("package=", OneLineBounded(req->name()), "@",
+                              OneLineBounded(req->version()), " path=", OneLineBounded(req->path())),
+                 [&](AuditEntry& audit) -> Status {
+    if (absl::Status s = ValidateName(req->name(), "name"); !s.ok()) return ToGrpc(s);
+    if (absl::Status s = ValidateName(req->version(), "version"); !s.ok()) return ToGrpc(s);
+    absl::Time start = absl::Now();
+    auto local = packages_->ImportLocal(req->path(), req->name(), req->version());
+    if (!local.ok()) {
+      spdlog::warn("local import of {} as {}@{} refused: {}", req->path(), req->name(),
+                   req->version(), local.status().message());
+      return ToGrpc(local.status());
+    }
+    std::string how = local->session->local_stats().Summary();
+    absl::StrAppend(&audit.request, " entries=", local->manifest.files_size(),
+                    " bytes=", local->manifest.total_size());
+    spdlog::info("local import of {} as {}@{}: {} in {:.2f} s", local->resolved_path,
+                 req->name(), req->version(), how, absl::ToDoubleSeconds(absl::Now() - start));
+    return StorePackage(*local->session, local->manifest, v1::PackageSignature(), resp, audit);
+  });
+}
+
+Status AdminService::StorePackage(ImportSession& session, const v1::Manifest& manifest,
+                                  const v1::PackageSignature& signature, v1::PackageInfo* resp,
+                                  AuditEntry& audit) {
+  std::string id = PackageIdHex(manifest);
   std::string signature_bytes;
   if (signature.ByteSizeLong() > 0) {
-    auto accepted = AcceptSignature(signature, id, manifest->name(), manifest->version());
+    auto accepted = AcceptSignature(signature, id, manifest.name(), manifest.version());
     if (!accepted.ok()) {
       return ToGrpc(absl::InvalidArgumentError(absl::StrCat(
           accepted.status().message(),
@@ -296,11 +328,11 @@ Status AdminService::ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>
     }
     signature_bytes = *std::move(accepted);
   }
-  auto existing = store_->FindPackage(manifest->name(), manifest->version());
+  auto existing = store_->FindPackage(manifest.name(), manifest.version());
   if (existing.ok()) {
     if (existing->id != id) {
       return Status(grpc::StatusCode::ALREADY_EXISTS,
-                    absl::StrCat(manifest->name(), "@", manifest->version(),
+                    absl::StrCat(manifest.name(), "@", manifest.version(),
                                  " already exists with other content (id ", existing->id,
                                  "); choose a new version"));
     }
@@ -320,18 +352,18 @@ Status AdminService::ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>
     return Status::OK;
   }
   if (existing.status().code() != absl::StatusCode::kNotFound) return ToGrpc(existing.status());
-  if (absl::Status s = packages_->Commit(**session, id); !s.ok()) return ToGrpc(s);
+  if (absl::Status s = packages_->Commit(session, id); !s.ok()) return ToGrpc(s);
   PackageRow row;
   row.id = id;
-  row.name = manifest->name();
-  row.version = manifest->version();
-  row.size = manifest->total_size();
-  row.files = static_cast<uint32_t>(manifest->files_size());
-  row.chunks = static_cast<uint32_t>(manifest->chunks_size());
+  row.name = manifest.name();
+  row.version = manifest.version();
+  row.size = manifest.total_size();
+  row.files = static_cast<uint32_t>(manifest.files_size());
+  row.chunks = static_cast<uint32_t>(manifest.chunks_size());
   row.created_ms = clock_->NowMs();
   row.signature = signature_bytes;
   audit.result = absl::StrCat("id ", id, " imported");
-  if (absl::Status s = store_->AddPackage(row, manifest->SerializeAsString(), &audit); !s.ok()) {
+  if (absl::Status s = store_->AddPackage(row, manifest.SerializeAsString(), &audit); !s.ok()) {
     return ToGrpc(s);
   }
   spdlog::info("imported {}@{}: {} bytes, {} entries, {} chunks, id {}{}", row.name, row.version,

@@ -59,6 +59,8 @@ class AdminService final : public pkgdist::v1::Admin::Service {
                      v1::RemoveAgentResponse* resp) override;
   Status ImportPackage(Ctx* ctx, grpc::ServerReader<v1::ImportPackageRequest>* reader,
                        v1::PackageInfo* resp) override;
+  Status ImportLocalPackage(Ctx* ctx, const v1::ImportLocalRequest* req,
+                            v1::PackageInfo* resp) override;
   Status ListPackages(Ctx* ctx, const v1::ListPackagesRequest* req,
                       v1::ListPackagesResponse* resp) override;
   Status GetPackage(Ctx* ctx, const v1::GetPackageRequest* req, v1::PackageInfo* resp) override;
@@ -106,6 +108,12 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   // ImportPackage once authorized; completes audit.request as it reads.
   Status ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>* reader,
                         v1::PackageInfo* resp, AuditEntry& audit);
+  // Either import's end: stores the staged `session` as `manifest`'s
+  // package (or finds it already stored: same id, or ALREADY_EXISTS with
+  // other content), with `signature` if it has one; completes audit.result.
+  Status StorePackage(ImportSession& session, const v1::Manifest& manifest,
+                      const v1::PackageSignature& signature, v1::PackageInfo* resp,
+                      AuditEntry& audit);
   void FillAgentInfo(const AgentRow& row, v1::AgentInfo* out);
   // JobToProto plus what only the running controller knows (store health).
   v1::JobStatus JobStatusOf(const JobView& job);

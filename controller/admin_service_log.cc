@@ -132,10 +132,11 @@ class EventSender {
   // Progress of every transferring target whose bytes changed since sent.
   void SendProgress(const std::vector<EventRow>& rows) {
     next_progress_ = absl::Now() + kProgressInterval;
-    std::map<std::pair<std::string, std::string>, std::tuple<uint64_t, uint64_t, uint32_t>> now;
+    std::map<std::pair<std::string, std::string>, Counters> now;
     for (const EventRow& p : rows) {
       auto key = std::make_pair(p.job_id, p.agent);
-      auto value = std::make_tuple(p.target->bytes_acked, p.target->bytes_sent, p.target->attempts);
+      Counters value{p.target->bytes_acked, p.target->bytes_sent, p.target->bytes_reused,
+                     p.target->attempts};
       now.emplace(key, value);
       auto it = sent_.find(key);
       if (it != sent_.end() && it->second == value) continue;
@@ -158,7 +159,9 @@ class EventSender {
   bool gone_ = false;
   absl::Time next_progress_ = absl::InfinitePast();
   uint64_t progress_version_ = 0;
-  std::map<std::pair<std::string, std::string>, std::tuple<uint64_t, uint64_t, uint32_t>> sent_;
+  // A target's bytes acked, sent and reused, and its attempts.
+  using Counters = std::tuple<uint64_t, uint64_t, uint64_t, uint32_t>;
+  std::map<std::pair<std::string, std::string>, Counters> sent_;
 };
 
 }  // namespace

@@ -7,11 +7,16 @@
 
 namespace pkgdist {
 
-absl::Status ChunkReader::Read(uint32_t index, std::string* out) {
-  if (index >= static_cast<uint32_t>(manifest_->chunks_size())) {
-    return absl::OutOfRangeError(absl::StrCat("chunk ", index, " out of range"));
+absl::Status ChunkReader::ReadRun(uint32_t index, uint32_t count, std::string* out) {
+  const auto n = static_cast<uint32_t>(manifest_->chunks_size());
+  if (count == 0 || index >= n || count > n - index) {
+    return absl::OutOfRangeError(absl::StrCat("chunks ", index, "+", count, " out of range"));
   }
   const auto& c = manifest_->chunks(static_cast<int>(index));
+  const auto& last = manifest_->chunks(static_cast<int>(index + count - 1));
+  if (last.file() != c.file()) {
+    return absl::InvalidArgumentError(absl::StrCat("chunks ", index, "+", count, " span files"));
+  }
   const auto& f = manifest_->files(static_cast<int>(c.file()));
   std::string path = tree_ + "/" + f.path();
   if (open_file_ != static_cast<int>(c.file())) {
@@ -20,9 +25,10 @@ absl::Status ChunkReader::Read(uint32_t index, std::string* out) {
     ASSIGN_OR_RETURN(fd_, OpenFile(path, O_RDONLY | O_NOFOLLOW));
     open_file_ = static_cast<int>(c.file());
   }
+  const uint64_t length = last.offset() + last.length() - c.offset();
   // Same-size resizes (the common case) neither allocate nor zero-fill.
-  out->resize(c.length());
-  return PreadFull(fd_.get(), out->data(), c.length(), c.offset(), path);
+  out->resize(length);
+  return PreadFull(fd_.get(), out->data(), length, c.offset(), path);
 }
 
 }  // namespace pkgdist

@@ -14,13 +14,16 @@
 namespace pkgdist {
 
 // Reads chunks of one stored package with bounded memory: one open file at a
-// time, one chunk-sized buffer owned by the caller. Not thread-safe.
+// time, one buffer owned by the caller. Not thread-safe.
 class ChunkReader {
  public:
   ChunkReader(std::string tree, std::shared_ptr<const pkgdist::v1::Manifest> manifest)
       : tree_(std::move(tree)), manifest_(std::move(manifest)) {}
   // Replaces *out with chunk `index`'s bytes.
-  absl::Status Read(uint32_t index, std::string* out);
+  absl::Status Read(uint32_t index, std::string* out) { return ReadRun(index, 1, out); }
+  // Replaces *out with the bytes of chunks index .. index + count - 1, which
+  // must be chunks of one file (consecutive chunks of a file are adjacent).
+  absl::Status ReadRun(uint32_t index, uint32_t count, std::string* out);
 
  private:
   std::string tree_;

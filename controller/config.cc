@@ -4,6 +4,7 @@
 #include <map>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 
 namespace pkgdist {
 
@@ -97,16 +98,46 @@ absl::StatusOr<std::optional<ControllerConfig>> ParseControllerFlags(int argc,
                ->check(CLI::Range(1, 65535)),
            "PKGDIST_MAX_PATH_LENGTH");
   with_env(app.add_option("--max-message-bytes", c.max_message_bytes,
-                          "Largest gRPC message sent or accepted; an Offer carries the whole "
-                          "manifest, so raise it on both sides for packages of many files")
+                          "Largest gRPC message sent or accepted (a chunk is at most 1 MiB; "
+                          "a large manifest is sent in parts of about 1 MiB, so the default "
+                          "suits packages of any number of files)")
                ->capture_default_str()
                ->transform(CLI::AsSizeValue(false))
                ->check(CLI::Range(kMinMaxMessageBytes, kMaxMaxMessageBytes)),
            "PKGDIST_MAX_MESSAGE_BYTES");
+  std::string chunking = "fastcdc";
+  with_env(app.add_option("--chunking", chunking,
+                          "How imported files are cut into chunks: fastcdc (content-defined, so "
+                          "agents reuse what an edit left unchanged) or fixed (1 MiB offsets)")
+               ->capture_default_str()
+               ->check(CLI::IsMember({"fastcdc", "fixed"})),
+           "PKGDIST_CHUNKING");
+  ChunkingParams& cdc = c.chunking.params;
+  with_env(app.add_option("--chunk-min-bytes", cdc.min_size, "fastcdc: smallest chunk")
+               ->capture_default_str()
+               ->transform(CLI::AsSizeValue(false)),
+           "PKGDIST_CHUNK_MIN_BYTES");
+  with_env(app.add_option("--chunk-avg-bytes", cdc.avg_size,
+                          "fastcdc: average chunk (a power of two)")
+               ->capture_default_str()
+               ->transform(CLI::AsSizeValue(false)),
+           "PKGDIST_CHUNK_AVG_BYTES");
+  with_env(app.add_option("--chunk-max-bytes", cdc.max_size, "fastcdc: largest chunk (<= 1 MiB)")
+               ->capture_default_str()
+               ->transform(CLI::AsSizeValue(false)),
+           "PKGDIST_CHUNK_MAX_BYTES");
   with_env(app.add_flag("--refuse-case-collisions", c.limits.refuse_case_collisions,
                         "Refuse at import a package with paths that differ only in letter case "
                         "(for fleets with case-folding disks)"),
            "PKGDIST_REFUSE_CASE_COLLISIONS");
+  with_env(app.add_option("--import-root", c.import_roots,
+                          "Allow `pkgdistctl package import --local` of trees under DIR on "
+                          "this host (repeatable; none: local import is off). Name only "
+                          "directories of build output: the controller reads any file there "
+                          "for an admin")
+               ->type_name("DIR")
+               ->allow_extra_args(false),
+           "PKGDIST_IMPORT_ROOT");
   with_env(app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
                ->capture_default_str(),
            "PKGDIST_LOG_LEVEL");
@@ -135,6 +166,10 @@ absl::StatusOr<std::optional<ControllerConfig>> ParseControllerFlags(int argc,
     return std::optional<ControllerConfig>();
   } catch (const CLI::ParseError& e) {
     return absl::InvalidArgumentError(e.what());
+  }
+  c.chunking.content_defined = chunking == "fastcdc";
+  if (absl::Status s = ValidateChunkingParams(c.chunking.params); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--chunk-*-bytes: ", s.message()));
   }
   return std::optional<ControllerConfig>(std::move(c));
 }

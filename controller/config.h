@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "controller/transfer.h"
@@ -40,7 +41,11 @@ struct ControllerConfig {
   int64_t audit_retention_seconds = int64_t{365} * 86400;
   int64_t event_history = 100'000;
   ManifestLimits limits;  // enforced at import
+  Chunking chunking = Chunking::ContentDefined();  // how imports are cut
   int max_message_bytes = kMaxMessageBytes;
+  // --import-root (repeatable): directories a local import may read from;
+  // none turns local import off.
+  std::vector<std::string> import_roots;
 };
 
 // Parses argv, with `env` for the environment. Returns nullopt when --help

@@ -282,9 +282,9 @@ void Engine::Pass() {
   for (const TargetRow& t : *runnable) StartTarget(t);
 }
 
-void Engine::OnProgress(const std::string& job_id, const std::string& agent, uint64_t acked,
-                        uint64_t sent, bool ack) {
-  if (ack) pool_->RecordContact(agent);
+void Engine::OnProgress(const std::string& job_id, const std::string& agent,
+                        const TransferCall::Progress& p) {
+  if (p.acked) pool_->RecordContact(agent);
   absl::MutexLock l(&mu_);
   auto [it, fresh] = progress_.try_emplace(TargetKey{job_id, agent});
   ProgressUpdate& u = it->second;
@@ -292,9 +292,10 @@ void Engine::OnProgress(const std::string& job_id, const std::string& agent, uin
     u.job_id = job_id;
     u.agent = agent;
   }
-  u.bytes_acked = acked;
-  u.bytes_sent_delta += sent;
-  u.made_progress = u.made_progress || ack;
+  u.bytes_acked = p.bytes_acked;
+  u.bytes_sent_delta += p.bytes_sent_delta;
+  u.bytes_reused_delta += p.bytes_reused_delta;
+  u.made_progress = u.made_progress || p.acked;
 }
 
 void Engine::FlushProgress(bool force) {
@@ -321,6 +322,7 @@ void Engine::FlushProgress(bool force) {
       it->second = std::move(u);
     } else {
       it->second.bytes_sent_delta += u.bytes_sent_delta;
+      it->second.bytes_reused_delta += u.bytes_reused_delta;
       it->second.made_progress = it->second.made_progress || u.made_progress;
     }
   }
@@ -534,8 +536,8 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
     p.sent_before = sent.chunks;
   }
   std::string job_id = t.job_id, agent = t.agent;
-  auto on_progress = [this, job_id, agent](uint64_t acked, uint64_t sent, bool ack) {
-    OnProgress(job_id, agent, acked, sent, ack);
+  auto on_progress = [this, job_id, agent](const TransferCall::Progress& p) {
+    OnProgress(job_id, agent, p);
   };
   auto on_done = [this, job_id, agent, seq](const TransferResult& r) {
     Finish(job_id, agent, seq, r.published ? absl::OkStatus() : r.status);

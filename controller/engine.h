@@ -154,8 +154,8 @@ class Engine {
   void StartRemoval(const TargetRow& t, const JobRow& job, const std::string& address,
                     uint64_t seq);
   // Called from gRPC threads: queue only.
-  void OnProgress(const std::string& job_id, const std::string& agent, uint64_t acked,
-                  uint64_t sent, bool ack);
+  void OnProgress(const std::string& job_id, const std::string& agent,
+                  const TransferCall::Progress& p);
   void Finish(const std::string& job_id, const std::string& agent, uint64_t seq,
               absl::Status result);
   void WakeReturnedAgents();

@@ -60,7 +60,9 @@ int Run(const Flags& f) {
       f.state_dir + "/state.db", &clock,
       StoreOptions{f.event_history, f.audit_retention_seconds * 1000});
   if (!store.ok()) return Fail(absl::StrCat("state database: ", store.status().message()));
-  auto packages = PackageStore::Open(f.state_dir, f.limits);
+  auto import_roots = ResolveImportRoots(f.import_roots);
+  if (!import_roots.ok()) return Fail(std::string(import_roots.status().message()));
+  auto packages = PackageStore::Open(f.state_dir, f.limits, f.chunking, *std::move(import_roots));
   if (!packages.ok()) return Fail(std::string(packages.status().message()));
   if (auto listed = (*store)->ListPackages(); listed.ok()) {
     absl::flat_hash_set<std::string> known;
@@ -127,6 +129,10 @@ int Run(const Flags& f) {
   if (server == nullptr || port == 0) return Fail(absl::StrCat("cannot listen on ", f.listen));
   std::string host = f.listen.substr(0, f.listen.rfind(':'));
   spdlog::info("pkgdist-controller listening on {}:{} as {}", host, port, self->ToString());
+  if (!f.import_roots.empty()) {
+    spdlog::info("local import (package import --local) allowed under {}",
+                 (*packages)->import_roots().List());
+  }
   if (!f.port_file.empty()) {
     if (absl::Status s = WriteFileAtomic(f.port_file, absl::StrCat(port, "\n")); !s.ok()) {
       return Fail(std::string(s.message()));

@@ -75,6 +75,9 @@ struct TargetRow {
   uint64_t bytes_acked = 0;
   uint64_t bytes_total = 0;
   uint64_t bytes_sent = 0;  // re-sends included
+  // Filled by the agent from its own chunk store instead of sent; summed
+  // over attempts like bytes_sent.
+  uint64_t bytes_reused = 0;
   int64_t updated_ms = 0;
 };
 
@@ -106,6 +109,7 @@ struct ProgressUpdate {
   std::string agent;
   uint64_t bytes_acked = 0;       // absolute
   uint64_t bytes_sent_delta = 0;  // added to bytes_sent
+  uint64_t bytes_reused_delta = 0;  // added to bytes_reused
   bool made_progress = false;     // an acknowledgement arrived
 };
 
@@ -288,11 +292,11 @@ class StateStore {
   // unknown job/agent pair).
   // pending|retry_wait -> transferring; attempts += 1.
   absl::Status StartAttempt(const std::string& job, const std::string& agent);
-  // Progress of a transferring target: sets bytes_acked, adds to bytes_sent;
-  // if `made_progress`, resets consecutive_failures.
+  // Progress of a transferring target: sets bytes_acked, adds to bytes_sent
+  // and bytes_reused; if `made_progress`, resets consecutive_failures.
   absl::Status RecordProgress(const std::string& job, const std::string& agent,
                               uint64_t bytes_acked, uint64_t bytes_sent_delta,
-                              bool made_progress);
+                              bool made_progress, uint64_t bytes_reused_delta = 0);
   // RecordProgress for many transfers in one transaction (the engine's
   // coalesced reports). An update for a target that is no longer
   // transferring is stale and skipped. Returns how many were applied.

@@ -36,7 +36,7 @@ constexpr size_t kMaxIdentity = 512, kMaxRequest = 4096, kMaxMessage = 2048;
 constexpr absl::string_view kEventCols =
     "seq, time_ms, kind, job_id, job_kind, package, package_id, agent, address, state, "
     "has_target, attempts, last_error, next_attempt_ms, bytes_acked, bytes_total, bytes_sent, "
-    "detail";
+    "bytes_reused, detail";
 
 std::string Bounded(absl::string_view s, size_t max) {
   if (s.size() <= max) return std::string(s);
@@ -70,10 +70,11 @@ absl::StatusOr<EventRow> ReadEvent(const Statement& st) {
     t.bytes_acked = static_cast<uint64_t>(st.Int(14));
     t.bytes_total = static_cast<uint64_t>(st.Int(15));
     t.bytes_sent = static_cast<uint64_t>(st.Int(16));
+    t.bytes_reused = static_cast<uint64_t>(st.Int(17));
     t.updated_ms = e.time_ms;
     e.target = std::move(t);
   }
-  e.detail = st.Text(17);
+  e.detail = st.Text(18);
   return e;
 }
 
@@ -103,7 +104,8 @@ absl::Status ChangeLog::Add(EventRow e) {
         db_,
         "INSERT INTO events(time_ms, kind, job_id, job_kind, package, package_id, agent, address, "
         "state, has_target, attempts, last_error, next_attempt_ms, bytes_acked, bytes_total, "
-        "bytes_sent, detail) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        "bytes_sent, bytes_reused, detail) "
+        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   }
   const TargetRow none;
   const TargetRow& t = e.target.has_value() ? *e.target : none;
@@ -125,6 +127,7 @@ absl::Status ChangeLog::Add(EventRow e) {
       .BindInt(static_cast<int64_t>(t.bytes_acked))
       .BindInt(static_cast<int64_t>(t.bytes_total))
       .BindInt(static_cast<int64_t>(t.bytes_sent))
+      .BindInt(static_cast<int64_t>(t.bytes_reused))
       .BindText(e.detail);
   RETURN_IF_ERROR(st.Run());
   last_seq_ = sqlite3_last_insert_rowid(db_);

@@ -109,10 +109,19 @@ CREATE TABLE events(
 );
 )sql";
 
+// Bytes of the package an agent filled from its own chunk store instead of
+// receiving them, summed over attempts like bytes_sent; the events keep it
+// in their target snapshot.
+constexpr char kMigration4[] = R"sql(
+ALTER TABLE targets ADD COLUMN bytes_reused INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN bytes_reused INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kMigration1},
     {2, kMigration2},
     {3, kMigration3},
+    {4, kMigration4},
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 
@@ -10,6 +11,59 @@ namespace pkgdist {
 namespace {
 
 constexpr int64_t kProgressReportMs = 250;
+
+using pkgdist::v1::Manifest;
+
+// The serialized size of `e` as an element of a repeated field: tag,
+// length and body.
+size_t ElementBytes(const google::protobuf::MessageLite& e) {
+  size_t n = e.ByteSizeLong();
+  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(n) + n;
+}
+
+// A position in a manifest's files and chunks.
+struct ManifestCursor {
+  int file = 0;
+  int chunk = 0;
+};
+
+// Where the manifest part that starts at `at` ends: files, then (once every
+// file is in) chunks, as many as fit in kManifestPartBytes, at least one.
+ManifestCursor PartEnd(const Manifest& m, ManifestCursor at) {
+  size_t used = 0;
+  auto fits = [&used](const google::protobuf::MessageLite& e) {
+    size_t n = ElementBytes(e);
+    if (used > 0 && used + n > kManifestPartBytes) return false;
+    used += n;
+    return true;
+  };
+  while (at.file < m.files_size() && fits(m.files(at.file))) ++at.file;
+  while (at.file == m.files_size() && at.chunk < m.chunks_size() && fits(m.chunks(at.chunk))) {
+    ++at.chunk;
+  }
+  return at;
+}
+
+// How many parts the manifest has from `at` on (sizes only, nothing copied).
+uint32_t PartsFrom(const Manifest& m, ManifestCursor at) {
+  uint32_t n = 0;
+  while (at.file < m.files_size() || at.chunk < m.chunks_size()) {
+    at = PartEnd(m, at);
+    ++n;
+  }
+  return n;
+}
+
+// Copies files [from.file, to.file) and chunks [from.chunk, to.chunk) of
+// `m` to the end of `files` and `chunks`.
+template <typename FilesField, typename ChunksField>
+void CopyPart(const Manifest& m, ManifestCursor from, ManifestCursor to, FilesField* files,
+              ChunksField* chunks) {
+  files->Reserve(files->size() + to.file - from.file);
+  for (int i = from.file; i < to.file; ++i) *files->Add() = m.files(i);
+  chunks->Reserve(chunks->size() + to.chunk - from.chunk);
+  for (int i = from.chunk; i < to.chunk; ++i) *chunks->Add() = m.chunks(i);
+}
 
 }  // namespace
 
@@ -23,11 +77,7 @@ std::shared_ptr<TransferCall> TransferCall::Start(pkgdist::v1::Agent::StubInterf
   stub->async()->Transfer(&call->ctx_, call.get());
   {
     absl::MutexLock l(&call->mu_);
-    auto* offer = call->req_.mutable_offer();
-    *offer->mutable_manifest() = *call->p_.manifest;
-    offer->set_package_id(call->p_.package_id);
-    offer->set_window_bytes(call->p_.window_bytes);
-    if (call->p_.signature.ByteSizeLong() > 0) *offer->mutable_signature() = call->p_.signature;
+    call->FillOffer();
     call->write_in_flight_ = true;
     call->last_heard_ms_ = clock->NowMs();
     call->allowance_ms_ = call->last_heard_ms_;
@@ -48,6 +98,42 @@ TransferCall::TransferCall(TransferParams params, const Clock* clock, ProgressFn
       on_done_(std::move(on_done)),
       reader_(p_.tree, p_.manifest),
       inflight_(static_cast<size_t>(p_.manifest->chunks_size()), 0) {}
+
+void TransferCall::FillOffer() {
+  const Manifest& m = *p_.manifest;
+  auto* offer = req_.mutable_offer();
+  offer->set_package_id(p_.package_id);
+  offer->set_window_bytes(p_.window_bytes);
+  if (p_.signature.ByteSizeLong() > 0) *offer->mutable_signature() = p_.signature;
+  if (m.ByteSizeLong() <= kManifestPartBytes) {
+    *offer->mutable_manifest() = m;
+    return;
+  }
+  Manifest* head = offer->mutable_manifest();
+  head->set_name(m.name());
+  head->set_version(m.version());
+  head->set_total_size(m.total_size());
+  ManifestCursor end = PartEnd(m, {});
+  CopyPart(m, {}, end, head->mutable_files(), head->mutable_chunks());
+  part_file_ = end.file;
+  part_chunk_ = end.chunk;
+  parts_left_ = PartsFrom(m, end);
+  offer->set_manifest_parts(parts_left_);
+}
+
+void TransferCall::NextManifestPart() {
+  const Manifest& m = *p_.manifest;
+  const ManifestCursor from{part_file_, part_chunk_};
+  const ManifestCursor end = PartEnd(m, from);
+  // The previous part's message, if any, is reused: its elements stay
+  // allocated for this one.
+  auto* part = req_.mutable_manifest_part();
+  part->Clear();
+  CopyPart(m, from, end, part->mutable_files(), part->mutable_chunks());
+  part_file_ = end.file;
+  part_chunk_ = end.chunk;
+  --parts_left_;
+}
 
 TransferCall::Action TransferCall::Fail(absl::Status s) {
   if (failure_.ok()) failure_ = std::move(s);
@@ -91,33 +177,67 @@ void TransferCall::OnReadDone(bool ok) {
   }
 }
 
+TransferCall::Action TransferCall::HandleFirstNeed() {
+  // Everything the first Need does not list is already durable there.
+  const auto& chunks = p_.manifest->chunks();
+  // A chunk listed twice (needed and local, or in two messages) would be
+  // counted twice: refused. The flags live only until the Need's last message.
+  if (first_need_listed_.empty()) first_need_listed_.resize(static_cast<size_t>(chunks.size()));
+  auto list = [this, &chunks](uint32_t i) {
+    if (i >= static_cast<uint32_t>(chunks.size()) || first_need_listed_[i]) return false;
+    first_need_listed_[i] = true;
+    return true;
+  };
+  for (uint32_t i : resp_.need().indices()) {
+    if (!list(i)) {
+      return Fail(absl::InternalError(absl::StrCat("agent needs chunk ", i, ": unknown, or listed twice")));
+    }
+    first_need_bytes_ += chunks[static_cast<int>(i)].length();
+    queue_.push_back(i);
+  }
+  for (uint32_t i : resp_.need().local()) {
+    if (!list(i)) {
+      return Fail(absl::InternalError(absl::StrCat("agent lists chunk ", i, " as local: ",
+                                                   "unknown, or listed twice")));
+    }
+    inflight_[i] = kLocal;
+    ++local_count_;
+    first_need_bytes_ += chunks[static_cast<int>(i)].length();
+  }
+  // More of this Need follows: nothing is decided before its last message.
+  if (resp_.need().more()) return Action::kNone;
+  first_need_listed_ = {};
+  const uint64_t total = p_.manifest->total_size();
+  bytes_acked_ = total - std::min(first_need_bytes_, total);
+  unreported_ack_ = true;
+  phase_ = Phase::kSending;
+  return Pump();
+}
+
 TransferCall::Action TransferCall::HandleResponse() {
   using R = pkgdist::v1::TransferResponse;
   const auto& chunks = p_.manifest->chunks();
+  if (parts_left_ > 0) {
+    // The agent answers only once it holds the whole manifest.
+    return Fail(absl::InternalError(absl::StrCat(
+        "agent answered before the manifest was sent (", parts_left_, " parts to go)")));
+  }
   switch (resp_.msg_case()) {
     case R::kNeed: {
       if (phase_ == Phase::kOffered) {
-        // The first Need: everything not listed is already durable there.
-        uint64_t needed = 0;
-        for (uint32_t i : resp_.need().indices()) {
-          if (i >= static_cast<uint32_t>(chunks.size())) {
-            return Fail(absl::InternalError(absl::StrCat("agent needs unknown chunk ", i)));
-          }
-          needed += chunks[static_cast<int>(i)].length();
-          queue_.push_back(i);
-        }
-        bytes_acked_ = p_.manifest->total_size() - std::min(needed, p_.manifest->total_size());
-        unreported_ack_ = true;
-        phase_ = Phase::kSending;
+        return HandleFirstNeed();
       } else {
-        // A re-request: the agent dropped these (hash mismatch); send again.
+        // A re-request: the agent dropped these (hash mismatch, or a local
+        // copy that failed its hash); send them.
         for (uint32_t i : resp_.need().indices()) {
           if (i >= inflight_.size()) continue;
-          if (inflight_[i]) {
-            inflight_[i] = 0;
+          if (inflight_[i] == kSent) {
             inflight_bytes_ -= chunks[static_cast<int>(i)].length();
             --inflight_count_;
+          } else if (inflight_[i] == kLocal) {
+            --local_count_;
           }
+          inflight_[i] = kNotPending;
           queue_.push_front(i);
         }
       }
@@ -126,14 +246,19 @@ TransferCall::Action TransferCall::HandleResponse() {
     case R::kAck: {
       uint64_t acked_chunks = 0, acked_bytes = 0;
       for (uint32_t i : resp_.ack().indices()) {
-        if (i >= inflight_.size() || !inflight_[i]) continue;
-        inflight_[i] = 0;
+        if (i >= inflight_.size() || inflight_[i] == kNotPending) continue;
         uint32_t len = chunks[static_cast<int>(i)].length();
-        inflight_bytes_ -= len;
-        --inflight_count_;
         bytes_acked_ += len;
-        ++acked_chunks;
-        acked_bytes += len;
+        if (inflight_[i] == kLocal) {
+          --local_count_;
+          unreported_reused_ += len;
+        } else {
+          inflight_bytes_ -= len;
+          --inflight_count_;
+          ++acked_chunks;
+          acked_bytes += len;
+        }
+        inflight_[i] = kNotPending;
       }
       if (p_.metrics != nullptr) p_.metrics->ChunksAcked(acked_chunks, acked_bytes);
       unreported_ack_ = true;
@@ -157,7 +282,7 @@ TransferCall::Action TransferCall::Pump() {
   if (phase_ != Phase::kSending) return Action::kNone;
   const auto& chunks = p_.manifest->chunks();
   if (queue_.empty()) {
-    if (inflight_count_ > 0) return Action::kNone;
+    if (inflight_count_ > 0 || local_count_ > 0) return Action::kNone;
     req_.Clear();
     req_.mutable_commit();
     phase_ = Phase::kCommitted;
@@ -165,11 +290,12 @@ TransferCall::Action TransferCall::Pump() {
     return Action::kWrite;
   }
   uint32_t idx = queue_.front();
-  uint32_t len = chunks[static_cast<int>(idx)].length();
-  if (!ready_ || ready_index_ != idx) {
-    RequestRead(idx);  // OnChunkRead pumps again
+  if (!ready_ || ready_index_ != idx || ready_count_ > RunAtFront()) {
+    RequestRead();  // OnChunkRead pumps again
     return Action::kNone;
   }
+  const uint32_t count = ready_count_;
+  const uint64_t len = ready_data_.size();
   if (inflight_count_ > 0 && inflight_bytes_ + len > p_.window_bytes) return Action::kNone;
   if (p_.max_bytes_per_second > 0) {
     int64_t now = clock_->NowMs();
@@ -179,26 +305,30 @@ TransferCall::Action TransferCall::Pump() {
     if (allowance_ < 0) return Action::kNone;  // Tick() comes back.
     allowance_ -= len;
   }
-  queue_.pop_front();
-  // The chunk read ahead becomes the message's data, and the previous
-  // chunk's buffer (its write is done) the next read's: two 1 MiB buffers
-  // per transfer, no allocation and no copy per chunk.
+  queue_.erase(queue_.begin(), queue_.begin() + count);
+  // The run read ahead becomes the message's data, and the previous
+  // message's buffer (its write is done) the next read's: two 1 MiB buffers
+  // per transfer, no allocation and no copy per message.
   auto* c = req_.mutable_chunk();
   c->set_index(idx);
+  c->set_count(count > 1 ? count : 0);
   c->mutable_data()->swap(ready_data_);
   ready_ = false;
-  if (!queue_.empty()) RequestRead(queue_.front());
-  inflight_[idx] = 1;
-  inflight_bytes_ += len;
-  ++inflight_count_;
-  unreported_sent_ += len;
-  if (p_.metrics != nullptr) {
-    bool again = false;
-    if (p_.sent_before != nullptr && idx < p_.sent_before->size()) {
-      again = (*p_.sent_before)[idx];
-      (*p_.sent_before)[idx] = true;
+  if (!queue_.empty()) RequestRead();
+  for (uint32_t i = idx; i < idx + count; ++i) {
+    const uint32_t chunk_len = chunks[static_cast<int>(i)].length();
+    inflight_[i] = kSent;
+    inflight_bytes_ += chunk_len;
+    ++inflight_count_;
+    unreported_sent_ += chunk_len;
+    if (p_.metrics != nullptr) {
+      bool again = false;
+      if (p_.sent_before != nullptr && i < p_.sent_before->size()) {
+        again = (*p_.sent_before)[i];
+        (*p_.sent_before)[i] = true;
+      }
+      p_.metrics->ChunkSent(chunk_len, again);
     }
-    p_.metrics->ChunkSent(len, again);
   }
   write_in_flight_ = true;
   return Action::kWrite;
@@ -213,6 +343,15 @@ void TransferCall::OnWriteDone(bool ok) {
     release_hold = std::exchange(write_holds_call_, false);
     if (!ok) {
       // The stream is broken; the read side ends too.
+    } else if (phase_ == Phase::kOffered) {
+      // While the manifest goes out the agent owes no answer: the silence
+      // bound (Tick) counts from the last write of it.
+      last_heard_ms_ = clock_->NowMs();
+      if (parts_left_ > 0 && failure_.ok() && !read_done_) {
+        NextManifestPart();
+        write_in_flight_ = true;
+        action = Action::kWrite;
+      }
     } else if (phase_ == Phase::kCommitted && !writes_done_) {
       writes_done_ = true;
       action = Action::kWritesDone;
@@ -236,7 +375,8 @@ void TransferCall::Tick() {
     // between chunks, so the bound is 4 x detect-seconds, at least 120 s.
     int64_t bound_ms = int64_t{p_.detect_seconds} * 1000;
     if (phase_ == Phase::kCommitted) bound_ms = std::max<int64_t>(bound_ms * 4, 120'000);
-    bool owes_us = phase_ == Phase::kOffered || phase_ == Phase::kCommitted || inflight_count_ > 0;
+    bool owes_us = phase_ == Phase::kOffered || phase_ == Phase::kCommitted ||
+                   inflight_count_ > 0 || local_count_ > 0;
     if (owes_us && now - last_heard_ms_ > bound_ms) {
       action = Fail(absl::DeadlineExceededError(
           absl::StrCat("no answer from agent for ", (now - last_heard_ms_) / 1000, " s")));
@@ -262,22 +402,41 @@ void TransferCall::HoldForWrite(Action a) {
   write_holds_call_ = true;
 }
 
-void TransferCall::RequestRead(uint32_t index) {
+uint32_t TransferCall::RunAtFront() const {
+  const auto& chunks = p_.manifest->chunks();
+  const uint32_t first = queue_.front();
+  const uint32_t file = chunks[static_cast<int>(first)].file();
+  uint64_t bytes = chunks[static_cast<int>(first)].length();
+  uint32_t count = 1;
+  while (count < queue_.size() && queue_[count] == first + count &&
+         chunks[static_cast<int>(first + count)].file() == file &&
+         bytes + chunks[static_cast<int>(first + count)].length() <=
+             MaxRunBytes(p_.window_bytes)) {
+    bytes += chunks[static_cast<int>(first + count)].length();
+    ++count;
+  }
+  return count;
+}
+
+void TransferCall::RequestRead() {
   if (reading_) return;
   reading_ = true;
   ready_ = false;
+  const uint32_t index = queue_.front();
+  const uint32_t count = RunAtFront();
   std::string buf = std::move(ready_data_);
-  p_.read_pool->Submit([self = shared_from_this(), index, buf = std::move(buf)]() mutable {
+  p_.read_pool->Submit([self = shared_from_this(), index, count, buf = std::move(buf)]() mutable {
     absl::Status s;
     {
       absl::MutexLock rl(&self->read_mu_);
-      s = self->reader_.Read(index, &buf);
+      s = self->reader_.ReadRun(index, count, &buf);
     }
-    self->OnChunkRead(index, std::move(buf), std::move(s));
+    self->OnChunkRead(index, count, std::move(buf), std::move(s));
   });
 }
 
-void TransferCall::OnChunkRead(uint32_t index, std::string data, absl::Status status) {
+void TransferCall::OnChunkRead(uint32_t index, uint32_t count, std::string data,
+                               absl::Status status) {
   Action action = Action::kNone;
   {
     absl::MutexLock l(&mu_);
@@ -288,6 +447,7 @@ void TransferCall::OnChunkRead(uint32_t index, std::string data, absl::Status st
     } else {
       ready_data_ = std::move(data);
       ready_index_ = index;
+      ready_count_ = count;
       ready_ = true;
       action = Pump();
     }
@@ -307,19 +467,19 @@ void TransferCall::Cancel(const std::string& why) {
 
 void TransferCall::MaybeReportProgress(bool force) {
   absl::MutexLock pl(&progress_mu_);
-  uint64_t acked, sent;
-  bool ack;
+  Progress p;
   int64_t now = clock_->NowMs();
   {
     absl::MutexLock l(&mu_);
     if (!force && now - last_report_ms_ < kProgressReportMs) return;
     if (unreported_sent_ == 0 && !unreported_ack_) return;
-    acked = bytes_acked_;
-    sent = std::exchange(unreported_sent_, 0);
-    ack = std::exchange(unreported_ack_, false);
+    p.bytes_acked = bytes_acked_;
+    p.bytes_sent_delta = std::exchange(unreported_sent_, 0);
+    p.bytes_reused_delta = std::exchange(unreported_reused_, 0);
+    p.acked = std::exchange(unreported_ack_, false);
   }
   last_report_ms_ = now;
-  on_progress_(acked, sent, ack);
+  on_progress_(p);
 }
 
 void TransferCall::OnDone(const grpc::Status& status) {

@@ -2,12 +2,21 @@
 // Agent.Transfer (see agent.proto), as a gRPC callback reactor so that no
 // thread is held per agent.
 //
-//   Offer -> Need -> Chunk... (at most window_bytes unacknowledged) -> Ack...
-//   -> Commit -> Published
+//   Offer [-> ManifestPart...] -> Need... -> Chunk... (at most window_bytes
+//   unacknowledged) -> Ack... -> Commit -> Published
+//
+// A manifest larger than kManifestPartBytes goes out as an Offer holding its
+// first files and ManifestPart messages of about that size, each built from
+// the shared manifest when the previous write is done (one part in memory
+// at a time, never a second copy of the manifest). The agent may split its
+// first Need (Need.more); the messages count as one.
 //
 // The agent's Need is the truth for resume: only chunks it lacks are sent,
-// so a broken transfer re-sends at most one window. A later Need re-requests
-// a chunk that failed its hash on the agent.
+// so a broken transfer re-sends at most one window. Chunks the Need lists as
+// local the agent copies from its own chunk store; they are acknowledged
+// like sent ones (Commit waits for them), or re-requested if the local copy
+// failed its hash. A later Need re-requests a chunk that failed its hash on
+// the agent.
 //
 // Package content is read on a ReadPool thread, one chunk ahead of the one
 // being sent, never on a gRPC callback thread: a reaction only swaps a chunk
@@ -41,6 +50,7 @@
 #include "controller/read_pool.h"
 #include "pkgdist/v1/agent.grpc.pb.h"
 #include "shared/clock.h"
+#include "shared/grpc_options.h"
 
 namespace pkgdist {
 
@@ -49,6 +59,7 @@ namespace pkgdist {
 // agents about 10 % faster side by side (fewer fsyncs and acks), and costs
 // at most 32 MiB re-sent per interruption.
 inline constexpr uint64_t kDefaultWindowBytes = uint64_t{32} << 20;
+
 
 struct TransferParams {
   std::string job_id;
@@ -84,9 +95,14 @@ class TransferCall final
     : public grpc::ClientBidiReactor<pkgdist::v1::TransferRequest, pkgdist::v1::TransferResponse>,
       public std::enable_shared_from_this<TransferCall> {
  public:
-  // bytes_acked (absolute), bytes_sent since the last call, whether an
-  // acknowledgement arrived since the last call.
-  using ProgressFn = std::function<void(uint64_t, uint64_t, bool)>;
+  // What changed since the last report.
+  struct Progress {
+    uint64_t bytes_acked = 0;         // absolute
+    uint64_t bytes_sent_delta = 0;    // chunk bytes sent since the last report
+    uint64_t bytes_reused_delta = 0;  // bytes the agent filled from its chunk store, acknowledged
+    bool acked = false;               // an acknowledgement arrived
+  };
+  using ProgressFn = std::function<void(const Progress&)>;
   using DoneFn = std::function<void(const TransferResult&)>;
 
   static std::shared_ptr<TransferCall> Start(pkgdist::v1::Agent::StubInterface* stub, TransferParams params,
@@ -110,6 +126,13 @@ class TransferCall final
   enum class Action { kNone, kWrite, kWritesDone, kCancel };
 
   Action HandleResponse() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // One message of the agent's first Need (the last one has more = false).
+  Action HandleFirstNeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills the Offer's manifest (in req_) with the first part of it; sets
+  // parts_left_ to the number of ManifestPart messages to follow.
+  void FillOffer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Puts the next ManifestPart into req_.
+  void NextManifestPart() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Action Fail(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Perform(Action a) ABSL_LOCKS_EXCLUDED(mu_);
@@ -117,10 +140,15 @@ class TransferCall final
   void PerformDetached(Action a) ABSL_LOCKS_EXCLUDED(mu_);
   // Before a write that starts outside a reaction (see the file comment).
   void HoldForWrite(Action a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Asks the read pool for chunk `index` unless a read is running.
-  void RequestRead(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How many chunks from the queue's front go in one message: consecutive
+  // indices of one file, at most kMaxRunBytes in all (always at least one).
+  uint32_t RunAtFront() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the read pool for the run at the queue's front unless a read is
+  // running.
+  void RequestRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The read pool's answer.
-  void OnChunkRead(uint32_t index, std::string data, absl::Status status) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnChunkRead(uint32_t index, uint32_t count, std::string data, absl::Status status)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void MaybeReportProgress(bool force);
 
   std::shared_ptr<TransferCall> self_;  // Set by Start, dropped in OnDone.
@@ -137,8 +165,21 @@ class TransferCall final
   pkgdist::v1::TransferRequest req_ ABSL_GUARDED_BY(mu_);
   pkgdist::v1::TransferResponse resp_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kOffered;
+  // ManifestPart messages not yet started, and where the next one begins in
+  // the manifest (every file goes out before the first chunk).
+  uint32_t parts_left_ ABSL_GUARDED_BY(mu_) = 0;
+  int part_file_ ABSL_GUARDED_BY(mu_) = 0;
+  int part_chunk_ ABSL_GUARDED_BY(mu_) = 0;
+  // Bytes the messages of the first Need so far list as needed or local.
+  uint64_t first_need_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<bool> first_need_listed_ ABSL_GUARDED_BY(mu_);  // until the Need's last message
   std::deque<uint32_t> queue_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint8_t> inflight_ ABSL_GUARDED_BY(mu_);  // per chunk: 1 if sent, unacked
+  // Per chunk: kSent if sent and not acknowledged, kLocal if the agent said
+  // it fills the chunk from its own chunk store and has not acknowledged it.
+  enum Pending : uint8_t { kNotPending = 0, kSent = 1, kLocal = 2 };
+  std::vector<uint8_t> inflight_ ABSL_GUARDED_BY(mu_);
+  size_t local_count_ ABSL_GUARDED_BY(mu_) = 0;  // chunks kLocal
+  uint64_t unreported_reused_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t inflight_count_ ABSL_GUARDED_BY(mu_) = 0;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
@@ -146,6 +187,7 @@ class TransferCall final
   bool reading_ ABSL_GUARDED_BY(mu_) = false;           // a read is in the pool
   bool ready_ ABSL_GUARDED_BY(mu_) = false;             // ready_data_ holds ready_index_
   uint32_t ready_index_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t ready_count_ ABSL_GUARDED_BY(mu_) = 0;
   // The chunk read ahead; when not ready, a spare buffer for the next read.
   std::string ready_data_ ABSL_GUARDED_BY(mu_);
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;

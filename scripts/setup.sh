@@ -17,6 +17,7 @@ PACKAGES=(
   # checks the exposition), the .debs are built, linted and installed
   prometheus dpkg-dev fakeroot lintian systemd
   adduser man-db  # the .debs' postinst makes the pkgdist user; verify checks man pages
+  rsync  # the peer of bench/delta.sh, whose smoke run is a ctest test
 )
 
 # bench/run.sh also needs the peer it compares against, and perf.

@@ -8,6 +8,7 @@
 #define PKGDIST_SHARED_GRPC_OPTIONS_H_
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -18,14 +19,30 @@
 namespace pkgdist {
 
 inline constexpr int kMinPingIntervalMs = 1000;
-// The largest gRPC message either side accepts by default: chunks carry at
-// most 1 MiB, but an Offer carries the whole manifest (about 100 bytes per
-// file plus 40 per chunk), so packages of many files need more
-// (--max-message-bytes on the controller and the agent).
+// The largest gRPC message either side accepts by default: a chunk carries
+// at most 1 MiB, a manifest part at most about kManifestPartBytes.
 inline constexpr int kMaxMessageBytes = 3 << 20;
 // Bounds of --max-message-bytes: room for a 1 MiB chunk and its framing.
 inline constexpr int kMinMaxMessageBytes = 2 << 20;
 inline constexpr int kMaxMaxMessageBytes = 1 << 30;
+// A manifest (about 100 bytes per file plus 45 per chunk) whose serialized
+// size exceeds this goes out as an Offer and ManifestPart messages of about
+// this size each (agent.proto). Well under kMinMaxMessageBytes, so that any
+// configured --max-message-bytes carries the parts with the Offer's other
+// fields (signature, ids) and the framing, and packages of a million files
+// need no setting raised.
+inline constexpr size_t kManifestPartBytes = size_t{1} << 20;
+// One Chunk message carries a run of consecutive chunks of one file of at
+// most this many bytes (agent.proto): with content-defined chunks of 32 KiB
+// on average, a message per chunk made 1 GiB to one agent take 2.1x as long
+// as 1 MiB chunks did (bench/analysis.md). A run is also at most a quarter
+// of the transfer's window, so that several messages are in flight; the
+// agent's flush rule counts on a message of MaxRunBytes(window) (or one
+// chunk larger than that).
+inline constexpr uint64_t kMaxRunBytes = uint64_t{1} << 20;
+inline constexpr uint64_t MaxRunBytes(uint64_t window_bytes) {
+  return window_bytes / 4 < kMaxRunBytes ? window_bytes / 4 : kMaxRunBytes;
+}
 inline constexpr int kDefaultDetectSeconds = 15;
 
 // Channel arguments for the controller's channel to one agent. A silent peer

@@ -253,4 +253,12 @@ std::unique_ptr<ImportUpload> AdminClient::StartImport() {
                                         std::move(writer));
 }
 
+absl::StatusOr<v1::PackageInfo> AdminClient::ImportLocal(const v1::ImportLocalRequest& req) {
+  grpc::ClientContext ctx;
+  v1::PackageInfo resp;
+  grpc::Status s = stub_->ImportLocalPackage(&ctx, req, &resp);
+  if (!s.ok()) return Annotate(rejects_, s);
+  return resp;
+}
+
 }  // namespace pkgdist::cli

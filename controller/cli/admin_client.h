@@ -102,6 +102,9 @@ class AdminClient {
 
   // Starts an upload (no deadline: a large package takes what it takes).
   std::unique_ptr<ImportUpload> StartImport();
+  // ImportLocalPackage: the controller reads `req.path()` on its own host
+  // (no deadline either: it hashes the whole tree before answering).
+  absl::StatusOr<v1::PackageInfo> ImportLocal(const v1::ImportLocalRequest& req);
 
  private:
   template <typename Req, typename Resp>

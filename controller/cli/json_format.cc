@@ -29,6 +29,7 @@ Json TargetToJson(const pkgdist::v1::TargetStatus& t) {
   j["bytes_acked"] = t.bytes_acked();
   j["bytes_total"] = t.bytes_total();
   j["bytes_sent"] = t.bytes_sent();
+  j["bytes_reused"] = t.bytes_reused();
   j["updated_at"] = TimeOrNull(t.updated_at());
   return j;
 }

@@ -18,7 +18,7 @@ using Json = nlohmann::ordered_json;
 std::string JsonLine(const Json& j);
 
 // {"agent","state","attempts","last_error","next_attempt_at","bytes_acked",
-//  "bytes_total","bytes_sent","updated_at"}
+//  "bytes_total","bytes_sent","bytes_reused","updated_at"}
 Json TargetToJson(const pkgdist::v1::TargetStatus& t);
 // {"id","kind","package","state","created_at","targets":[...]}
 Json JobToJson(const pkgdist::v1::JobStatus& job);

@@ -26,6 +26,7 @@ struct PackageOptions {
   bool wait = false;
   std::string timeout;
   SignFlags sign;  // import --sign-key
+  bool local = false;  // import --local: `path` is on the controller's host
 };
 
 // "uploading 1.2 GiB/3.4 GiB 35%", redrawn on a terminal at most ten
@@ -41,7 +42,20 @@ ImportProgressFn UploadProgress(CommandEnv& env, uint64_t total) {
   };
 }
 
+// `package import --local PATH`: the controller reads PATH itself.
+int RunImportLocal(CommandEnv& env, const PackageOptions& o) {
+  pkgdist::v1::ImportLocalRequest req;
+  req.set_name(o.name);
+  req.set_version(o.version);
+  req.set_path(o.path);
+  auto pkg = env.client.ImportLocal(req);
+  if (!pkg.ok()) return ReportError(env, pkg.status());
+  Emit(env, PackageToJson(*pkg), RenderPackage(*pkg));
+  return kExitOk;
+}
+
 int RunImport(CommandEnv& env, const PackageOptions& o) {
+  if (o.local) return RunImportLocal(env, o);
   auto items = CollectImportItems(o.path);
   if (!items.ok()) return ReportError(env, items.status());
   const uint64_t total = TotalImportBytes(*items);
@@ -113,7 +127,14 @@ void AddPackageCommands(CLI::App& app, Action& selected) {
 
   CLI::App* import = package->add_subcommand(
       "import", "Upload a file or directory tree to the controller as NAME@VERSION");
-  import->add_option("PATH", o->path, "A regular file or a directory")->required();
+  import->add_option("PATH", o->path,
+                     "A regular file or a directory (with --local: an absolute path on the "
+                     "controller's host)")
+      ->required();
+  CLI::Option* local = import->add_flag(
+      "--local", o->local,
+      "The controller reads PATH from its own disk instead of this machine sending it (no "
+      "bytes sent; the controller must allow PATH with --import-root)");
   import->add_option("--name", o->name, "Package name")->required()->check(NameValidator());
   import->add_option("--version", o->version, "Package version")
       ->required()
@@ -125,6 +146,7 @@ void AddPackageCommands(CLI::App& app, Action& selected) {
           ->check(CLI::ExistingFile);
   AddSignTermFlags(import, o->sign);
   for (const char* term : {"--sequence", "--expires"}) import->get_option(term)->needs(sign_key);
+  local->excludes(sign_key);
   OnRun(import, selected, [o](CommandEnv& env) { return RunImport(env, *o); });
   AddPackageSignCommand(package, selected);
 

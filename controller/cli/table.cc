@@ -85,12 +85,13 @@ std::string RenderJob(const pkgdist::v1::JobStatus& job) {
     absl::StrAppend(&out, "warning:  the controller cannot write its state database: ",
                     job.store_error(), "\n");
   }
-  TextTable t({"AGENT", "STATE", "ATTEMPTS", "PROGRESS", "SENT", "NEXT ATTEMPT", "LAST ERROR"});
+  TextTable t({"AGENT", "STATE", "ATTEMPTS", "PROGRESS", "SENT", "REUSED", "NEXT ATTEMPT",
+               "LAST ERROR"});
   for (const auto& target : job.targets()) {
     t.AddRow({target.agent(), target.state(), absl::StrCat(target.attempts()),
               ProgressCell(target.bytes_acked(), target.bytes_total()),
-              HumanBytes(target.bytes_sent()), OrDash(target.next_attempt_at()),
-              OrDash(target.last_error())});
+              HumanBytes(target.bytes_sent()), HumanBytes(target.bytes_reused()),
+              OrDash(target.next_attempt_at()), OrDash(target.last_error())});
   }
   absl::StrAppend(&out, "\n", t.Render());
   return out;

@@ -1,12 +1,17 @@
 // libFuzzer target: the agent's handling of a sequence of Transfer messages.
 //
 // The input is decoded (transfer_program.h) into one or more Transfer
-// streams: offers of small valid packages, mutated or raw manifests, chunks
+// streams: offers of small valid packages, mutated or raw manifests,
+// manifests in ManifestParts (counted right or wrong, parts sliced from a
+// manifest or raw, where they belong or not), chunks
 // right, wrong or out of range, commits, empty messages, a full disk,
 // agent restarts, signature policies, signatures right, wrong and raw, and a
 // clock that moves. Each stream runs through a TransferSession over a fresh
 // temporary ROOT. Invariants: no crash; errors are the documented codes;
-// OK means Published for the offered id; Need and Ack name chunks in range,
+// OK means Published for the offered id (never for an offer whose parts
+// were miscounted); Need and Ack name chunks in range, the first Need's
+// messages hold at most need_indices_per_message indices each, with more
+// on all but the last, and no later Need has more;
 // and Ack only chunks the agent really holds, already in its journal when
 // the Ack is sent; a package is published only
 // after its stream ended OK, and then its tree matches its manifest, its
@@ -113,7 +118,54 @@ struct Offered {
   std::string id;
   std::map<std::string, std::string> content;
   PackageSignature signature;
+  // False when the offer's parts do not assemble to `manifest` (miscounted).
+  bool intact = true;
 };
+
+// The Offer of `m` in parts as kOfferParts describes (transfer_program.h):
+// the Offer first, then its ManifestParts.
+std::vector<TransferRequest> OfferInParts(const Manifest& m, uint8_t split, uint8_t miscount) {
+  const int per_file = split % 4 + 1, per_chunk = split / 4 % 4 + 1;
+  std::vector<TransferRequest> out(1);
+  Manifest* head = out[0].mutable_offer()->mutable_manifest();
+  head->set_name(m.name());
+  head->set_version(m.version());
+  head->set_total_size(m.total_size());
+  int f = 0;
+  for (; f < std::min(per_file, m.files_size()); ++f) *head->add_files() = m.files(f);
+  while (f < m.files_size()) {
+    auto* part = out.emplace_back().mutable_manifest_part();
+    for (int n = 0; n < per_file && f < m.files_size(); ++n) *part->add_files() = m.files(f++);
+  }
+  for (int c = 0; c < m.chunks_size();) {
+    auto* part = out.emplace_back().mutable_manifest_part();
+    for (int n = 0; n < per_chunk && c < m.chunks_size(); ++n) *part->add_chunks() = m.chunks(c++);
+  }
+  uint32_t parts = static_cast<uint32_t>(out.size() - 1);
+  switch (miscount % kPartCountCount) {
+    case kPartsOneFewer: parts = parts > 0 ? parts - 1 : 0; break;
+    case kPartsOneMore: ++parts; break;
+    case kPartsNone: parts = 0; break;
+  }
+  out[0].mutable_offer()->set_manifest_parts(parts);
+  return out;
+}
+
+// Entries [from, from + count) of `m`'s files then chunks, as one sequence
+// (from modulo its length), as a ManifestPart.
+pkgdist::v1::ManifestPart SliceOf(const Manifest& m, uint8_t from, uint8_t count) {
+  pkgdist::v1::ManifestPart part;
+  const int n = m.files_size() + m.chunks_size();
+  if (n == 0) return part;
+  for (int i = from % n, end = std::min(n, from % n + count % 8); i < end; ++i) {
+    if (i < m.files_size()) {
+      *part.add_files() = m.files(i);
+    } else {
+      *part.add_chunks() = m.chunks(i - m.files_size());
+    }
+  }
+  return part;
+}
 
 void Mutate(Manifest& m, Reader& r) {
   uint8_t kind = r.Byte(), a = r.Byte(), b = r.Byte();
@@ -391,7 +443,33 @@ class Harness {
   void Step(Reader& r) {
     uint8_t op = r.Byte() % kOpCount;
     TransferRequest req;
+    std::vector<TransferRequest> parts;  // after req, for kOfferParts
     switch (op) {
+      case kOfferParts: {
+        const Package& p = Packages()[r.Byte() % Packages().size()];
+        uint8_t split = r.Byte(), miscount = r.Byte();
+        Offered o;
+        o.manifest = p.manifest;
+        o.content = p.content;
+        o.id = p.id;
+        parts = OfferInParts(o.manifest, split, miscount);
+        // (A miscount of a manifest that fits in the Offer may be no miscount.)
+        o.intact = parts.front().offer().manifest_parts() == parts.size() - 1;
+        req = std::move(parts.front());
+        parts.erase(parts.begin());
+        req.mutable_offer()->set_package_id(o.id);
+        if (stream_.requests.empty()) offer_ = o;
+        current_ = std::move(o);
+        break;
+      }
+      case kPartSlice: {
+        uint8_t from = r.Byte(), count = r.Byte();
+        *req.mutable_manifest_part() = SliceOf(current_.manifest, from, count);
+        break;
+      }
+      case kPartRaw:
+        (void)req.mutable_manifest_part()->ParseFromString(r.Bytes(r.Byte()));
+        break;
       case kOffer:
       case kOfferMut:
       case kOfferRaw: {
@@ -443,6 +521,7 @@ class Harness {
           case kPolicyRequired: SetPolicy(Policy::kRequired); return;
           case kPolicyOptional: SetPolicy(Policy::kOptional); return;
           case kAdvanceClock: pending_advance_ += kClockStepSeconds; return;
+          case kToggleSplitNeed: Flush(); split_need_ = !split_need_; return;
         }
         break;
       case kSign:
@@ -453,6 +532,14 @@ class Harness {
     stream_.requests.push_back(std::move(req));
     advance_.push_back(pending_advance_);
     pending_advance_ = 0;
+    for (auto& part : parts) {
+      stream_.requests.push_back(std::move(part));
+      advance_.push_back(0);
+    }
+  }
+
+  size_t NeedIndicesPerMessage() const {
+    return split_need_ ? kFuzzNeedIndicesPerMessage : kNeedIndicesPerMessage;
   }
 
   // Runs the stream built so far, then checks what it did.
@@ -471,6 +558,7 @@ class Harness {
       TransferOptions options;
       options.lock_wait = absl::Milliseconds(10);
       options.signatures = policy_.get();
+      options.need_indices_per_message = NeedIndicesPerMessage();
       stream_.on_write = [this](const TransferResponse& r) { CheckAckJournaled(r); };
       stream_.on_read = [this, &clock](size_t i) { now_ = clock[i]; };
       TransferSession session(*store_, options, stream_, [] {}, "fuzz");
@@ -531,9 +619,21 @@ class Harness {
       if (sent[i].has_chunk() && c.index() < count &&
           DigestBytes(Sha256Of(c.data())) == o.manifest.chunks(static_cast<int>(c.index())).sha256()) {
         good.insert(c.index());
+        received_hashes_.insert(o.manifest.chunks(static_cast<int>(c.index())).sha256());
       }
     }
+    bool first_need = true;  // until its message without more
     for (const auto& r : out) {
+      if (r.has_need()) {
+        Check(first_need || !r.need().more(), "more on a Need after the first");
+        if (first_need) {
+          Check(static_cast<size_t>(r.need().indices_size() + r.need().local_size()) <=
+                    NeedIndicesPerMessage(),
+                "a message of the first Need holds more indices than need_indices_per_message");
+        }
+        first_need = first_need && r.need().more();
+      }
+      for (uint32_t i : r.need().local()) Check(i < count, "Need lists a local chunk out of range");
       for (uint32_t i : r.need().indices()) Check(i < count, "Need names a chunk out of range");
       for (uint32_t i : r.ack().indices()) {
         Check(i < count, "Ack names a chunk out of range");
@@ -542,6 +642,7 @@ class Harness {
       }
     }
     if (s.ok()) {
+      Check(o.intact, "an offer whose manifest parts were miscounted ended OK");
       Check(!out.empty() && out.back().has_published() &&
                 out.back().published().package_id() == o.id,
             "Run returned OK without Published for the offered package");
@@ -601,7 +702,7 @@ class Harness {
     const Verdict at_commit = Judge(o, required, true, commit_time, before);
     const std::string label = absl::StrCat(o.manifest.name(), "@", o.manifest.version());
     const bool refused = absl::IsFailedPrecondition(s);
-    if (!at_offer.accepted && (!prior.has_value() || again) &&
+    if (!at_offer.accepted && (!prior.has_value() || again) && o.intact &&
         ValidateManifest(o.manifest, TransferOptions().limits).ok()) {
       Check(refused && stream_.responses.empty(),
             absl::StrCat("an offer of ", label, " the policy must refuse ended ", s.ToString(),
@@ -657,10 +758,13 @@ class Harness {
     }
   }
 
+  // A chunk the agent may fill from its chunk store (agent/chunk_index.h):
+  // one with its hash is in a published package of any name, or was
+  // received intact by some stream (staged, of any package).
   bool Reusable(const Manifest& m, uint32_t index) const {
     const std::string& hash = m.chunks(static_cast<int>(index)).sha256();
+    if (received_hashes_.count(hash) > 0) return true;
     for (const auto& [id, p] : published_) {
-      if (p.manifest.name() != m.name()) continue;
       for (const auto& c : p.manifest.chunks()) {
         if (c.sha256() == hash) return true;
       }
@@ -715,10 +819,12 @@ class Harness {
   std::unique_ptr<PackageStore> store_;
   std::unique_ptr<SignaturePolicy> policy_;
   bool disk_full_ = false;
+  bool split_need_ = false;  // the first Need in kFuzzNeedIndicesPerMessage messages
   FakeStream stream_;
   std::optional<Offered> offer_;  // the first message of the stream, if an offer
   Offered current_;               // the latest offer, for chunk operands
   std::map<std::string, std::set<uint32_t>> good_;  // id -> chunks sent intact
+  std::set<std::string> received_hashes_;            // of every chunk sent intact
   std::map<std::string, Offered> published_;        // id -> package
 };
 

@@ -128,6 +128,42 @@ void SignatureSeeds(const std::string& dir) {
                  1, 200}})));
 }
 
+// Offers of package `pkg` with its manifest in parts (kOfferParts):
+// `split` as in transfer_program.h (0: one file, one chunk per part).
+Bytes OfferParts(uint8_t pkg, uint8_t split = 0, uint8_t miscount = kPartsExact) {
+  return {kOfferParts, pkg, split, miscount};
+}
+
+// Manifests in several messages, and split first Needs.
+void PartSeeds(const std::string& dir) {
+  for (uint8_t p = 0; p < Packages().size(); ++p) {
+    Write(dir, absl::StrCat("parts-publish-", int{p}),
+          Str(Cat({OfferParts(p, p * 5), AllChunks(p), kCommitOp})));
+  }
+  Write(dir, "parts-one-fewer", Str(Cat({OfferParts(0, 0, kPartsOneFewer), AllChunks(0)})));
+  Write(dir, "parts-one-more", Str(Cat({OfferParts(0, 0, kPartsOneMore), AllChunks(0)})));
+  Write(dir, "parts-one-more-then-slice",
+        Str(Cat({OfferParts(0, 3, kPartsOneMore), {kPartSlice, 2, 1}, AllChunks(0)})));
+  Write(dir, "parts-none-announced", Str(Cat({OfferParts(0, 0, kPartsNone), AllChunks(0)})));
+  Write(dir, "part-after-need",
+        Str(Cat({OfferParts(1, 2), {kPartSlice, 0, 3}, AllChunks(1), kCommitOp})));
+  Write(dir, "part-without-parts", Str(Cat({Offer(0), {kPartSlice, 1, 1}, AllChunks(0)})));
+  Write(dir, "empty-part", Str(Cat({OfferParts(0, 0, kPartsOneMore), {kPartSlice, 0, 0}})));
+  Write(dir, "raw-part",
+        Str(Cat({OfferParts(0, 1, kPartsOneMore), {kPartRaw, 6, 0x0a, 4, 0x0a, 2, 'z', 'z'}})));
+  Write(dir, "part-before-offer", Str(Cat({{kPartSlice, 0, 2}, Offer(0)})));
+  Write(dir, "parts-signed",
+        Str(Cat({kRequire, OfferParts(4, 1), Signed(2), AllChunks(4), kCommitOp})));
+  const Bytes split = {kControl, kToggleSplitNeed};
+  Write(dir, "split-need", Str(Cat({split, Offer(0), AllChunks(0), kCommitOp})));
+  Write(dir, "split-need-parts", Str(Cat({split, OfferParts(5, 6), AllChunks(5), kCommitOp})));
+  Write(dir, "split-need-local",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, split, Offer(1, 2), AllChunks(1),
+                 kCommitOp})));
+  Write(dir, "split-need-resume",
+        Str(Cat({split, Offer(0), {kChunk, 1}, kEnd, OfferParts(0, 5), AllChunks(0), kCommitOp})));
+}
+
 void TransferSeeds(const std::string& dir) {
   for (uint8_t p = 0; p < Packages().size(); ++p) {
     Write(dir, absl::StrCat("publish-", int{p}), Str(Cat({Offer(p), AllChunks(p), kCommitOp})));
@@ -156,6 +192,7 @@ void TransferSeeds(const std::string& dir) {
   Write(dir, "mutated-path",
         Str(Cat({{kOfferMut, 0, 0, 2, 0, 3, 'e', 't', 'c'}, AllChunks(0), kCommitOp})));
   Write(dir, "raw-offer", Str(Cat({{kOfferRaw, 4, 10, 2, 'a', 'b'}})));
+  PartSeeds(dir);
   SignatureSeeds(dir);
 }
 

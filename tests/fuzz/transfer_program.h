@@ -20,9 +20,28 @@
 //                                  5 ... with one that requires signatures,
 //                                  6 ... with one that checks them if present,
 //                                  7 the clock moves kClockStepSeconds on,
-//                                  just before the next message is read
+//                                  just before the next message is read,
+//                                  8 end this stream; later ones split the
+//                                  first Need in messages of
+//                                  kFuzzNeedIndicesPerMessage (toggles)
 //   kSign       kind, operands...  replaces the signature of the stream's
 //                                  latest offer (none: no effect); below
+//   kOfferParts pkg, split, miscount
+//                                  Offer of Packages()[pkg % n] with its
+//                                  manifest in ManifestParts: F = split % 4
+//                                  + 1 files per part, C = split / 4 % 4 + 1
+//                                  chunks per part; the Offer holds name,
+//                                  version, total_size and the first F
+//                                  files, then parts of F files, then of C
+//                                  chunks. It announces (miscount % 4) 0 the
+//                                  parts made, 1 one fewer, 2 one more, 3
+//                                  none (0)
+//   kPartSlice  from, count        a ManifestPart of entries [from, from +
+//                                  count % 8) of the latest offer's manifest,
+//                                  its files then its chunks counted as one
+//                                  sequence (from modulo its length; 0: an
+//                                  empty part)
+//   kPartRaw    len, bytes...      the bytes parsed as a ManifestPart
 // Chunk indices are taken modulo (chunk count + 2), so some are out of range.
 //
 // The policies trust one key (kTrustedSeed); the clock starts at kFuzzNow.
@@ -58,7 +77,10 @@ enum Op : uint8_t {
   kCommit = 6,
   kControl = 7,
   kSign = 8,
-  kOpCount = 9,
+  kOfferParts = 9,
+  kPartSlice = 10,
+  kPartRaw = 11,
+  kOpCount = 12,
 };
 
 enum Control : uint8_t {
@@ -70,8 +92,22 @@ enum Control : uint8_t {
   kPolicyRequired = 5,
   kPolicyOptional = 6,
   kAdvanceClock = 7,
-  kControlCount = 8,
+  kToggleSplitNeed = 8,
+  kControlCount = 9,
 };
+
+// What kOfferParts's miscount operand announces.
+enum PartCount : uint8_t {
+  kPartsExact = 0,
+  kPartsOneFewer = 1,
+  kPartsOneMore = 2,
+  kPartsNone = 3,
+  kPartCountCount = 4,
+};
+
+// need_indices_per_message after kToggleSplitNeed: the fixed packages have a
+// handful of chunks, so their first Need takes several messages.
+inline constexpr size_t kFuzzNeedIndicesPerMessage = 2;
 
 enum SignKind : uint8_t {
   kSignNone = 0,

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include <fcntl.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/manifest.h"
@@ -198,18 +200,108 @@ TEST_F(PackageStoreTest, RefusesAPackageThatDoesNotFitWithTheReserve) {
 }
 
 TEST_F(PackageStoreTest, ReusesChunksOfAPublishedVersion) {
-  // A new version receives only chunks no published version of the package already holds.
+  // A new version receives only chunks no published package already holds.
   std::string src = MakeTree("src");
   StageAndPublish(testing::ManifestOf(src, "app", "1.0", kChunk), src);
   testing::WriteFile(src + "/bin/tool", "tool v2", 0755);
   auto m2 = testing::ManifestOf(src, "app", "2.0", kChunk);
   auto staging = store_->OpenStaging(m2, PackageId(m2));
   ASSERT_TRUE(staging.ok());
-  auto copied = store_->CopyKnownChunks(**staging);
-  ASSERT_TRUE(copied.ok()) << copied.status();
-  EXPECT_EQ(*copied, static_cast<uint32_t>(m2.chunks_size() - 1));
+  std::vector<uint32_t> local = store_->LocalChunks(**staging);
+  EXPECT_EQ(local.size(), static_cast<size_t>(m2.chunks_size() - 1));
+  int flushes = 0;
+  auto failed = store_->CopyLocalChunks(**staging, local, [&] {
+    ++flushes;
+    return (*staging)->StartFlush();
+  });
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_THAT(*failed, ElementsAre());
+  EXPECT_GE(flushes, 1);
+  ASSERT_TRUE((*staging)->Collect(Staging::Await::kAll).ok());
   EXPECT_THAT((*staging)->Missing(), ElementsAre(0));  // bin/tool is the first file
   EXPECT_EQ((*staging)->durable_count(), static_cast<uint32_t>(m2.chunks_size() - 1));
+}
+
+TEST_F(PackageStoreTest, ReusesChunksOfAnyPackageNameAndOfStagedTransfers) {
+  // The chunk store spans names: another package holding the same file
+  // serves it, and so do the written chunks of a transfer not finished.
+  std::string src = MakeTree("src");
+  StageAndPublish(testing::ManifestOf(src, "app", "1.0", kChunk), src);
+  std::string other = tmp_.path() + "/other";
+  testing::WriteFile(other + "/readme.txt", testing::Pattern(3 * kChunk + 5, 'r'), 0644);
+  testing::WriteFile(other + "/fresh", testing::Pattern(2 * kChunk, 'f'), 0644);
+  auto mo = testing::ManifestOf(other, "docs", "7", kChunk);
+  auto staging = store_->OpenStaging(mo, PackageId(mo));
+  ASSERT_TRUE(staging.ok());
+  // Files in order: fresh (chunks 0-1), readme.txt (2-5), which app@1.0 holds.
+  EXPECT_THAT(store_->LocalChunks(**staging), ElementsAre(2, 3, 4, 5));
+  // Half of "fresh" arrives, then the transfer stops (staged, not published).
+  ASSERT_TRUE((*staging)->WriteChunk(0, testing::ChunkData(mo, other, 0)).ok());
+  ASSERT_TRUE((*staging)->Flush().ok());
+  staging->reset();
+  testing::WriteFile(other + "/copy", testing::Pattern(2 * kChunk, 'f'), 0644);
+  auto mc = testing::ManifestOf(other, "docs-copy", "1", kChunk);
+  auto second = store_->OpenStaging(mc, PackageId(mc));
+  ASSERT_TRUE(second.ok());
+  std::vector<uint32_t> local = store_->LocalChunks(**second);
+  auto failed = store_->CopyLocalChunks(**second, local, [&] { return (*second)->StartFlush(); });
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  ASSERT_TRUE((*second)->Collect(Staging::Await::kAll).ok());
+  // Files in order: copy (0-1), fresh (2-3), readme.txt (4-7). copy's and
+  // fresh's first chunk was staged by docs@7 and is reused; their second was
+  // never written there (zeros on disk), so it fails its hash; readme.txt
+  // comes from app@1.0.
+  EXPECT_THAT(*failed, ElementsAre(1, 3));
+  for (uint32_t i : {0, 2, 4, 5, 6, 7}) EXPECT_TRUE((*second)->IsDurable(i)) << i;
+}
+
+TEST_F(PackageStoreTest, ADamagedLocalCopyIsNeededAgainAndARemovedPackageIsForgotten) {
+  // The index is a hint: bytes changed on disk fail their hash and the chunk
+  // is reported as needed; a removed package's chunks leave the index.
+  std::string src = MakeTree("src");
+  auto m1 = testing::ManifestOf(src, "app", "1.0", kChunk);
+  StageAndPublish(m1, src);
+  std::string readme = store_->PackageDir("app", "1.0") + "/share/doc/deep/readme.txt";
+  ASSERT_EQ(::chmod(readme.c_str(), 0644), 0);
+  {
+    auto fd = OpenFile(readme, O_WRONLY);
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    ASSERT_EQ(::pwrite(fd->get(), "XXXX", 4, kChunk + 10), 4);  // the second chunk of readme
+  }
+  auto m2 = testing::ManifestOf(src, "app-copy", "1", kChunk);
+  auto staging = store_->OpenStaging(m2, PackageId(m2));
+  ASSERT_TRUE(staging.ok());
+  std::vector<uint32_t> local = store_->LocalChunks(**staging);
+  ASSERT_EQ(local.size(), static_cast<size_t>(m2.chunks_size()));
+  auto failed = store_->CopyLocalChunks(**staging, local, [&] { return (*staging)->StartFlush(); });
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  ASSERT_EQ(failed->size(), 1u);
+  const auto& bad = m2.chunks(static_cast<int>((*failed)[0]));
+  EXPECT_EQ(m2.files(static_cast<int>(bad.file())).path(), "share/doc/deep/readme.txt");
+  EXPECT_EQ(bad.offset(), kChunk);
+  staging->reset();
+
+  size_t before = store_->chunk_index().source_count();
+  ASSERT_TRUE(store_->Remove("app", "1.0", absl::Seconds(5)).ok());
+  EXPECT_EQ(store_->chunk_index().source_count(), before - 1);
+  auto again = store_->OpenStaging(m2, PackageId(m2));
+  ASSERT_TRUE(again.ok());
+  EXPECT_THAT(store_->LocalChunks(**again), ElementsAre());  // only its own staging holds them
+}
+
+TEST_F(PackageStoreTest, TheChunkIndexIsRebuiltFromTheManifestsOnOpen) {
+  // Persistent through the manifests: a restarted agent still reuses.
+  std::string src = MakeTree("src");
+  StageAndPublish(testing::ManifestOf(src, "app", "1.0", kChunk), src);
+  size_t chunks = store_->chunk_index().chunk_count();
+  ASSERT_GT(chunks, 0u);
+  store_.reset();
+  store_ = OpenStore();
+  EXPECT_EQ(store_->chunk_index().chunk_count(), chunks);
+  auto m2 = testing::ManifestOf(src, "other", "1", kChunk);
+  auto staging = store_->OpenStaging(m2, PackageId(m2));
+  ASSERT_TRUE(staging.ok());
+  EXPECT_EQ(store_->LocalChunks(**staging).size(), static_cast<size_t>(m2.chunks_size()));
 }
 
 TEST_F(PackageStoreTest, OpenRemovesStagingLeftOverFromAnInterruptedPublish) {

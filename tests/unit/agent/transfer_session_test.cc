@@ -11,8 +11,10 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -86,6 +88,42 @@ class TransferSessionTest : public ::testing::Test {
     r.mutable_offer()->set_package_id(PackageId(manifest_));
     r.mutable_offer()->set_window_bytes(window);
     return r;
+  }
+  // Offer of manifest_ in parts: the Offer holds name, version, total_size
+  // and the first `files_per_part` files; then parts of `files_per_part`
+  // files, then of `chunks_per_part` chunks. The Offer announces the parts
+  // made plus `miscount`.
+  std::vector<TransferRequest> OfferInParts(int files_per_part, int chunks_per_part,
+                                            int miscount = 0) {
+    std::vector<TransferRequest> out(1);
+    auto* head = out[0].mutable_offer()->mutable_manifest();
+    head->set_name(manifest_.name());
+    head->set_version(manifest_.version());
+    head->set_total_size(manifest_.total_size());
+    out[0].mutable_offer()->set_package_id(PackageId(manifest_));
+    out[0].mutable_offer()->set_window_bytes(1 << 20);
+    int f = 0;
+    for (; f < std::min(files_per_part, manifest_.files_size()); ++f) {
+      *head->add_files() = manifest_.files(f);
+    }
+    while (f < manifest_.files_size()) {
+      auto* part = out.emplace_back().mutable_manifest_part();
+      for (int n = 0; n < files_per_part && f < manifest_.files_size(); ++n, ++f) {
+        *part->add_files() = manifest_.files(f);
+      }
+    }
+    for (int c = 0; c < manifest_.chunks_size();) {
+      auto* part = out.emplace_back().mutable_manifest_part();
+      for (int n = 0; n < chunks_per_part && c < manifest_.chunks_size(); ++n, ++c) {
+        *part->add_chunks() = manifest_.chunks(c);
+      }
+    }
+    out[0].mutable_offer()->set_manifest_parts(static_cast<uint32_t>(
+        static_cast<int>(out.size()) - 1 + miscount));
+    return out;
+  }
+  void Push(FakeStream& stream, const std::vector<TransferRequest>& requests) {
+    for (const auto& r : requests) stream.requests.push_back(r);
   }
   TransferRequest Chunk(uint32_t index) {
     return ChunkWithData(index, testing::ChunkData(manifest_, src_, index));
@@ -240,6 +278,56 @@ TEST_F(TransferSessionTest, ACommitBeforeEveryChunkIsAcknowledgedIsInvalid) {
   EXPECT_FALSE(store_->PublishedId("app", "1.0")->has_value());
 }
 
+TEST_F(TransferSessionTest, ARunOfChunksInOneMessageIsVerifiedChunkByChunk) {
+  // Chunks 0-3 (data.bin) in one message, then 4: all acknowledged and
+  // published; a corrupted chunk inside a run is asked for again alone.
+  FakeStream stream;
+  stream.requests.push_back(Offer());
+  std::string run;
+  for (uint32_t i = 0; i < 4; ++i) run += testing::ChunkData(manifest_, src_, i);
+  std::string bad = run;
+  bad[2 * kChunk + 7] ^= 1;  // inside chunk 2
+  TransferRequest corrupt = ChunkWithData(0, bad);
+  corrupt.mutable_chunk()->set_count(4);
+  stream.requests.push_back(corrupt);
+  TransferRequest good = ChunkWithData(2, run.substr(2 * kChunk, kChunk));
+  stream.requests.push_back(good);
+  stream.requests.push_back(Chunk(4));
+  stream.requests.push_back(Commit());
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(s.ok()) << s;
+  std::vector<std::vector<uint32_t>> needs;
+  std::set<uint32_t> acked;
+  for (const auto& r : stream.responses) {
+    if (r.has_need()) needs.push_back(Indices(r.need().indices()));
+    if (r.has_ack()) acked.insert(r.ack().indices().begin(), r.ack().indices().end());
+  }
+  EXPECT_THAT(needs, ElementsAre(ElementsAre(0, 1, 2, 3, 4), ElementsAre(2)));
+  EXPECT_THAT(acked, ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_TRUE(stream.responses.back().has_published());
+}
+
+TEST_F(TransferSessionTest, ARunThatCrossesAFileOrHasTheWrongLengthIsInvalid) {
+  for (auto [first, count, extra, words] :
+       {std::tuple<uint32_t, uint32_t, int, const char*>{3, 2, 0, "within one file"},
+        {0, 2, 1, "manifest says"},
+        {4, 2, 0, "out of range"}}) {
+    FakeStream stream;
+    stream.requests.push_back(Offer());
+    std::string data;
+    for (uint32_t i = first; i < std::min<uint32_t>(first + count, 5); ++i) {
+      data += testing::ChunkData(manifest_, src_, i);
+    }
+    data += std::string(static_cast<size_t>(extra), 'x');
+    TransferRequest r = ChunkWithData(first, data);
+    r.mutable_chunk()->set_count(count);
+    stream.requests.push_back(r);
+    absl::Status s = Run(stream);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(words));
+  }
+}
+
 TEST_F(TransferSessionTest, AcksAreBatchedPerHalfWindowAndWhenAllChunksArrived) {
   // With a window of four chunks, acks come every two chunks, and for the last one at once.
   FakeStream stream;
@@ -358,6 +446,180 @@ TEST_F(TransferSessionTest, AnEmptyPackageNeedsNothingAndPublishes) {
   ASSERT_TRUE(Run(stream).ok());
   EXPECT_THAT(Indices(stream.responses.front().need().indices()), IsEmpty());
   EXPECT_TRUE(std::filesystem::exists(tmp_.path() + "/agent-root/packages/blank/0/dir/nothing"));
+}
+
+TEST_F(TransferSessionTest, AnOfferInSeveralPartsPublishesLikeOneInOneMessage) {
+  // Offer{first file} + parts of one file, then of two chunks: the same
+  // Need, package id and tree as TransfersAndPublishesAPackage's Offer of
+  // the whole manifest.
+  FakeStream parts;
+  ReactLikeAController(parts);
+  std::vector<TransferRequest> offer = OfferInParts(1, 2);
+  ASSERT_EQ(offer.size(), 6u);  // Offer, 2 parts of files, 3 of chunks
+  Push(parts, offer);
+  absl::Status s = Run(parts);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_THAT(Indices(parts.responses.front().need().indices()), ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_FALSE(parts.responses.front().need().more());
+  EXPECT_EQ(parts.responses.back().published().package_id(), PackageId(manifest_));
+  EXPECT_EQ(**store_->PublishedId("app", "1.0"), PackageId(manifest_));
+  EXPECT_EQ(testing::ReadFile(tmp_.path() + "/agent-root/packages/app/1.0/etc/app.conf"),
+            "key = value\n");
+}
+
+TEST_F(TransferSessionTest, AManifestPartCountTooSmallLeavesAnInvalidManifest) {
+  // The Offer announces one part fewer than the manifest has: the chunks of
+  // the last part are missing, the manifest does not cover its files.
+  FakeStream stream;
+  Push(stream, OfferInParts(1, 2, -1));
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("invalid manifest"));
+  EXPECT_THAT(stream.responses, IsEmpty());
+}
+
+TEST_F(TransferSessionTest, AManifestPartCountTooLargeWaitsForAPartThatDoesNotCome) {
+  // One part more announced than sent: a chunk where the part belongs is
+  // INVALID_ARGUMENT naming both; a stream that ends there is CANCELLED.
+  FakeStream chunk;
+  Push(chunk, OfferInParts(1, 2, +1));
+  chunk.requests.push_back(Chunk(0));
+  absl::Status s = Run(chunk);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("chunk before manifest part 6 of 6"));
+  EXPECT_THAT(chunk.responses, IsEmpty());
+  FakeStream ended;
+  Push(ended, OfferInParts(1, 2, +1));
+  s = Run(ended);
+  EXPECT_TRUE(absl::IsCancelled(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("before manifest part 6 of 6"));
+}
+
+TEST_F(TransferSessionTest, AnythingButAPartBeforeTheLastPartIsInvalid) {
+  // A chunk, a commit or a second offer among the parts ends the stream
+  // with INVALID_ARGUMENT naming what came; nothing is answered.
+  const std::vector<std::pair<TransferRequest, std::string>> intruders = {
+      {Chunk(0), "chunk before manifest part 3 of 5"},
+      {Commit(), "commit before manifest part 3 of 5"},
+      {Offer(), "offer before manifest part 3 of 5"},
+      {TransferRequest(), "empty message before manifest part 3 of 5"}};
+  for (const auto& [intruder, message] : intruders) {
+    FakeStream stream;
+    std::vector<TransferRequest> offer = OfferInParts(1, 2);
+    offer.insert(offer.begin() + 3, intruder);
+    Push(stream, offer);
+    absl::Status s = Run(stream);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(message));
+    EXPECT_THAT(stream.responses, IsEmpty());
+  }
+}
+
+TEST_F(TransferSessionTest, AManifestPartAfterTheNeedIsInvalid) {
+  // The parts are all in once the agent answers: one more is a protocol error.
+  FakeStream stream;
+  std::vector<TransferRequest> offer = OfferInParts(1, 2);
+  Push(stream, offer);
+  stream.requests.push_back(offer.back());
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("manifest part after the need"));
+  ASSERT_FALSE(stream.responses.empty());
+  EXPECT_TRUE(stream.responses.front().has_need());
+}
+
+TEST_F(TransferSessionTest, ManifestPartsBeyondMaxFilesAreRefusedBeforeTheRestIsRead) {
+  // With max_files 2, the part bringing the third entry is refused at once
+  // (the parts after it stay unread), before any validation or staging.
+  options_.limits.max_files = 2;
+  FakeStream stream;
+  Push(stream, OfferInParts(1, 2));
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("manifest part 2 of 5 brings it to 3 entries, more than max_files 2"));
+  EXPECT_EQ(stream.requests.size(), 3u);
+  EXPECT_THAT(stream.responses, IsEmpty());
+  EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() + "/agent-root/staging"));
+}
+
+TEST_F(TransferSessionTest, ManifestPartsWithMoreChunksThanBytesAreRefused) {
+  // Every chunk holds a byte at least: a part bringing more chunks than
+  // total_size is refused before it is appended.
+  FakeStream stream;
+  std::vector<TransferRequest> offer = OfferInParts(3, 5);
+  ASSERT_EQ(offer.size(), 2u);
+  auto* chunks = offer[1].mutable_manifest_part()->mutable_chunks();
+  while (static_cast<uint64_t>(chunks->size()) <= manifest_.total_size()) *chunks->Add() = chunks->Get(0);
+  Push(stream, offer);
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr(absl::StrCat("more than its ", manifest_.total_size(), " bytes can have")));
+}
+
+TEST_F(TransferSessionTest, AnEmptyManifestPartIsInvalid) {
+  // A part must carry something, so that the part count is bounded by the manifest.
+  FakeStream stream;
+  std::vector<TransferRequest> offer = OfferInParts(1, 2);
+  offer.insert(offer.begin() + 1, TransferRequest());
+  offer[1].mutable_manifest_part();
+  offer[0].mutable_offer()->set_manifest_parts(6);
+  Push(stream, offer);
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("manifest part 1 of 6 is empty"));
+}
+
+TEST_F(TransferSessionTest, AFirstNeedOverThePerMessageBoundIsSplitWithMore) {
+  // Two indices per message: Need{0,1 more} Need{2,3 more} Need{4}; the
+  // transfer completes as with one Need.
+  options_.need_indices_per_message = 2;
+  FakeStream stream;
+  ReactLikeAController(stream);
+  stream.requests.push_back(Offer());
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(s.ok()) << s;
+  std::vector<std::vector<uint32_t>> needs;
+  std::vector<bool> more;
+  for (const auto& r : stream.responses) {
+    if (!r.has_need()) continue;
+    needs.push_back(Indices(r.need().indices()));
+    more.push_back(r.need().more());
+  }
+  EXPECT_THAT(needs, ElementsAre(ElementsAre(0, 1), ElementsAre(2, 3), ElementsAre(4)));
+  EXPECT_THAT(more, ElementsAre(true, true, false));
+  EXPECT_TRUE(stream.responses.back().has_published());
+}
+
+TEST_F(TransferSessionTest, ASplitFirstNeedCountsLocalChunksTowardsTheBound) {
+  // The same content published under another name: all five chunks are
+  // local, split two per message, and copied and acknowledged as before.
+  FakeStream first;
+  ReactLikeAController(first);
+  first.requests.push_back(Offer());
+  ASSERT_TRUE(Run(first).ok());
+  manifest_.set_name("copy");
+  options_.need_indices_per_message = 2;
+  FakeStream stream;
+  ReactLikeAController(stream);
+  stream.requests.push_back(Offer());
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(s.ok()) << s;
+  std::vector<std::vector<uint32_t>> local;
+  std::vector<bool> more;
+  std::set<uint32_t> acked;
+  for (const auto& r : stream.responses) {
+    if (r.has_ack()) acked.insert(r.ack().indices().begin(), r.ack().indices().end());
+    if (!r.has_need()) continue;
+    EXPECT_THAT(Indices(r.need().indices()), IsEmpty());
+    local.push_back(Indices(r.need().local()));
+    more.push_back(r.need().more());
+  }
+  EXPECT_THAT(local, ElementsAre(ElementsAre(0, 1), ElementsAre(2, 3), ElementsAre(4)));
+  EXPECT_THAT(more, ElementsAre(true, true, false));
+  EXPECT_THAT(acked, ElementsAre(0, 1, 2, 3, 4));
+  EXPECT_TRUE(stream.responses.back().has_published());
 }
 
 // With a signature policy trusting one key ("owner"; "stranger" is not in

@@ -17,11 +17,11 @@ TEST(JsonFormatTest, JobHasTheDocumentedShape) {
             R"("created_at":"2026-01-02T03:00:00.000Z","targets":[)"
             R"({"agent":"dp1","state":"done","attempts":1,"last_error":"",)"
             R"("next_attempt_at":null,"bytes_acked":3145728,"bytes_total":3145728,)"
-            R"("bytes_sent":3145728,"updated_at":"2026-01-02T03:04:05.000Z"},)"
+            R"("bytes_sent":3145728,"bytes_reused":0,"updated_at":"2026-01-02T03:04:05.000Z"},)"
             R"({"agent":"dp2","state":"retry_wait","attempts":3,)"
             R"("last_error":"connection refused","next_attempt_at":"2026-01-02T03:04:35.000Z",)"
             R"("bytes_acked":1048576,"bytes_total":3145728,"bytes_sent":2097152,)"
-            R"("updated_at":"2026-01-02T03:04:05.000Z"}]})");
+            R"("bytes_reused":524288,"updated_at":"2026-01-02T03:04:05.000Z"}]})");
 }
 
 TEST(JsonFormatTest, JobWithoutTargetsHasAnEmptyArray) {
@@ -127,7 +127,7 @@ TEST(JsonFormatTest, EventAndAuditRecordHaveTheDocumentedShape) {
             R"("address":"","state":"retry_wait","target":{"agent":"dp2","state":"retry_wait",)"
             R"("attempts":3,"last_error":"connection refused",)"
             R"("next_attempt_at":"2026-01-02T03:04:35.000Z","bytes_acked":1048576,)"
-            R"("bytes_total":3145728,"bytes_sent":2097152,)"
+            R"("bytes_total":3145728,"bytes_sent":2097152,"bytes_reused":524288,)"
             R"("updated_at":"2026-01-02T03:04:05.000Z"},"detail":""})");
   e.clear_target();
   EXPECT_TRUE(EventToJson(e)["target"].is_null());

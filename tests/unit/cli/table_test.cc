@@ -32,7 +32,8 @@ TEST(TextTableTest, CountsUtf8CodePointsAndFlattensNewlines) {
 }
 
 TEST(TableTest, RendersAJobWithItsTargets) {
-  // A job shows its summary, then one row per target with progress and error.
+  // A job shows its summary, then one row per target with progress, bytes
+  // sent and reused, and error.
   EXPECT_EQ(RenderJob(TwoTargetJob()),
             "job:      j-1\n"
             "kind:     distribute\n"
@@ -40,11 +41,11 @@ TEST(TableTest, RendersAJobWithItsTargets) {
             "state:    in_progress (1/2 targets done)\n"
             "created:  2026-01-02T03:00:00.000Z\n"
             "\n"
-            "AGENT  STATE       ATTEMPTS  PROGRESS              SENT     "
+            "AGENT  STATE       ATTEMPTS  PROGRESS              SENT     REUSED     "
             "NEXT ATTEMPT              LAST ERROR\n"
-            "dp1    done        1         3.0 MiB/3.0 MiB 100%  3.0 MiB  -"
+            "dp1    done        1         3.0 MiB/3.0 MiB 100%  3.0 MiB  0 B        -"
             "                         -\n"
-            "dp2    retry_wait  3         1.0 MiB/3.0 MiB 33%   2.0 MiB  "
+            "dp2    retry_wait  3         1.0 MiB/3.0 MiB 33%   2.0 MiB  512.0 KiB  "
             "2026-01-02T03:04:35.000Z  connection refused\n");
 }
 

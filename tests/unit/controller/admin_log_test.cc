@@ -468,7 +468,7 @@ TEST_F(AdminLogTest, ProgressIsSentOnlyToFollowersThatAskForIt) {
   ASSERT_THAT(ReadUntil(*without_progress, IsCaughtUp), ::testing::SizeIs(1));
   ASSERT_THAT(ReadUntil(*with_progress, IsCaughtUp), ::testing::SizeIs(1));
   ASSERT_TRUE(store_->StartAttempt(job, "dp1").ok());
-  ASSERT_TRUE(store_->RecordProgress(job, "dp1", 600, 700, true).ok());
+  ASSERT_TRUE(store_->RecordProgress(job, "dp1", 600, 700, true, 250).ok());
   // (A first progress event may come before the write, with 0 bytes.)
   std::vector<v1::Event> got = ReadUntil(*with_progress, [](const v1::Event& e) {
     return e.kind() == "target_progress" && e.target().bytes_acked() == 600;
@@ -476,6 +476,7 @@ TEST_F(AdminLogTest, ProgressIsSentOnlyToFollowersThatAskForIt) {
   ASSERT_FALSE(got.empty());
   EXPECT_EQ(got.back().target().bytes_acked(), 600u);
   EXPECT_EQ(got.back().target().bytes_sent(), 700u);
+  EXPECT_EQ(got.back().target().bytes_reused(), 250u);
   EXPECT_EQ(got.back().job_id(), job);
   ASSERT_TRUE(store_->AddAgent("dp9", "127.0.0.1:9").ok());
   std::vector<v1::Event> plain_got = ReadUntil(*without_progress, [](const v1::Event& e) {

@@ -1,5 +1,5 @@
 // The admin API in one process over real mutual TLS: pagination and its
-// bounds, filters, job deletion and authorization.
+// bounds, filters, a job's target counters, job deletion and authorization.
 #include "controller/admin_service.h"
 
 #include <set>
@@ -199,6 +199,28 @@ TEST_F(AdminServiceTest, DeleteJobRefusesARunningJobAndDeletesAFinishedOne) {
   get.set_id(job);
   v1::JobStatus status;
   EXPECT_EQ(client->GetJob(&c3, get, &status).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(AdminServiceTest, GetJobReportsEachTargetsBytesAckedSentAndReused) {
+  // A target's byte counters as stored reach the API unchanged.
+  AddAgent("dp1");
+  std::string job = Distribute(ImportPackage("app", "1.0", 1000), {"dp1"});
+  ASSERT_TRUE(store_->StartAttempt(job, "dp1").ok());
+  ASSERT_TRUE(store_->RecordProgress(job, "dp1", 600, 450, true, 150).ok());
+  StartAdmin();
+  auto client = Client();
+  grpc::ClientContext ctx;
+  v1::GetJobRequest get;
+  get.set_id(job);
+  v1::JobStatus status;
+  ASSERT_TRUE(client->GetJob(&ctx, get, &status).ok());
+  ASSERT_EQ(status.targets_size(), 1);
+  const v1::TargetStatus& t = status.targets(0);
+  EXPECT_EQ(t.state(), "transferring");
+  EXPECT_EQ(t.bytes_acked(), 600u);
+  EXPECT_EQ(t.bytes_total(), 1000u);
+  EXPECT_EQ(t.bytes_sent(), 450u);
+  EXPECT_EQ(t.bytes_reused(), 150u);
 }
 
 TEST_F(AdminServiceTest, ForceDeletingAPackageStopsItsRunningTransfers) {

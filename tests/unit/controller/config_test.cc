@@ -111,6 +111,37 @@ TEST_F(ControllerConfigTest, UnknownKeyAndBadValuesAreErrorsNamingThem) {
               HasSubstr("PKGDIST_WINDOW_BYTES"));
 }
 
+TEST_F(ControllerConfigTest, ChunkingIsContentDefinedByDefaultOrFixedAtOneMiB) {
+  auto c = Parse(kRequired);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->chunking.content_defined);
+  EXPECT_EQ((*c)->chunking.params.avg_size, kDefaultChunking.avg_size);
+  std::vector<std::string> args = kRequired;
+  args.insert(args.end(), {"--chunking", "fixed"});
+  c = Parse(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE((*c)->chunking.content_defined);
+  EXPECT_EQ((*c)->chunking.fixed_size, kDefaultChunkSize);
+  args = kRequired;
+  args.insert(args.end(), {"--chunk-min-bytes", "8KiB", "--chunk-avg-bytes", "32KiB",
+                           "--chunk-max-bytes", "128KiB"});
+  c = Parse(args);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->chunking.params.min_size, 8u << 10);
+  EXPECT_EQ((*c)->chunking.params.max_size, 128u << 10);
+  // Sizes the format cannot take are refused, naming what is wrong.
+  args = kRequired;
+  args.insert(args.end(), {"--chunk-avg-bytes", "48KiB"});
+  EXPECT_THAT(std::string(Parse(args).status().message()),
+              AllOf(HasSubstr("--chunk-"), HasSubstr("power of two")));
+  args = kRequired;
+  args.insert(args.end(), {"--chunk-max-bytes", "2MiB"});
+  EXPECT_TRUE(absl::IsInvalidArgument(Parse(args).status()));
+  args = kRequired;
+  args.insert(args.end(), {"--chunking", "rabin"});
+  EXPECT_THAT(std::string(Parse(args).status().message()), HasSubstr("--chunking"));
+}
+
 TEST_F(ControllerConfigTest, MissingRequiredSettingNamesFlagVariableAndKey) {
   auto c = Parse({"--ca", "a", "--cert", "b", "--key", "c"});
   EXPECT_TRUE(absl::IsInvalidArgument(c.status()));

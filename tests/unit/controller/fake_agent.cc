@@ -1,6 +1,9 @@
 #include "tests/unit/controller/fake_agent.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "shared/manifest.h"
 
 namespace pkgdist::testing {
 
@@ -20,6 +23,27 @@ void FakeAgent::SetDefault(Behaviour b) {
 void FakeAgent::HangRemovals(bool hang) {
   absl::MutexLock l(&mu_);
   hang_removals_ = hang;
+}
+
+void FakeAgent::SplitFirstNeed(size_t per_message, int local_every) {
+  absl::MutexLock l(&mu_);
+  need_per_message_ = per_message;
+  local_every_ = local_every;
+}
+
+std::string FakeAgent::last_manifest_id() {
+  absl::MutexLock l(&mu_);
+  return last_manifest_id_;
+}
+
+int FakeAgent::last_manifest_parts() {
+  absl::MutexLock l(&mu_);
+  return last_manifest_parts_;
+}
+
+size_t FakeAgent::largest_manifest_message() {
+  absl::MutexLock l(&mu_);
+  return largest_manifest_message_;
 }
 
 Behaviour FakeAgent::Next() {
@@ -68,6 +92,11 @@ uint64_t FakeAgent::chunk_bytes_received() {
   return chunk_bytes_;
 }
 
+uint64_t FakeAgent::chunk_messages_received() {
+  absl::MutexLock l(&mu_);
+  return chunk_messages_;
+}
+
 void FakeAgent::RemovalCancelled() {
   absl::MutexLock l(&mu_);
   ++removals_cancelled_;
@@ -89,11 +118,10 @@ grpc::Status FakeAgent::TransferImpl(
     grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream) {
   const Behaviour b = Next();
   TransferRequest req;
-  if (!stream->Read(&req) || !req.has_offer()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected an Offer");
-  }
-  const std::string package_id = req.offer().package_id();
-  const int chunks = req.offer().manifest().chunks_size();
+  pkgdist::v1::Offer offer;
+  if (grpc::Status error; !ReadOffer(stream, &offer, &error)) return error;
+  const std::string package_id = offer.package_id();
+  const int chunks = offer.manifest().chunks_size();
   switch (b) {
     case Behaviour::kUnavailable:
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scripted failure");
@@ -108,9 +136,18 @@ grpc::Status FakeAgent::TransferImpl(
     default:
       break;
   }
-  TransferResponse need;
-  for (int i = 0; i < chunks; ++i) need.mutable_need()->add_indices(static_cast<uint32_t>(i));
-  stream->Write(need);
+  if (b == Behaviour::kHaveAll) {
+    TransferResponse need;
+    need.mutable_need();
+    stream->Write(need);
+  } else {
+    std::vector<uint32_t> local = SendFirstNeed(stream, chunks);
+    if (!local.empty()) {
+      TransferResponse ack;
+      ack.mutable_ack()->mutable_indices()->Assign(local.begin(), local.end());
+      stream->Write(ack);
+    }
+  }
   if (b == Behaviour::kEndOnSignal) {
     end_signal_.WaitForNotificationWithTimeout(absl::Seconds(30));
     return grpc::Status(grpc::StatusCode::ABORTED, "scripted end");
@@ -120,12 +157,14 @@ grpc::Status FakeAgent::TransferImpl(
       {
         absl::MutexLock l(&mu_);
         chunk_bytes_ += req.chunk().data().size();
+        ++chunk_messages_;
       }
       if (b == Behaviour::kDropMidWindow) {
         return grpc::Status(grpc::StatusCode::ABORTED, "scripted drop mid-window");
       }
-      TransferResponse ack;
-      ack.mutable_ack()->add_indices(req.chunk().index());
+      TransferResponse ack;  // every chunk of the message's run
+      const uint32_t count = std::max<uint32_t>(req.chunk().count(), 1);
+      for (uint32_t i = 0; i < count; ++i) ack.mutable_ack()->add_indices(req.chunk().index() + i);
       stream->Write(ack);
     } else if (req.has_commit()) {
       TransferResponse published;
@@ -136,6 +175,61 @@ grpc::Status FakeAgent::TransferImpl(
     }
   }
   return grpc::Status(grpc::StatusCode::CANCELLED, "stream ended before Commit");
+}
+
+bool FakeAgent::ReadOffer(grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream,
+                          pkgdist::v1::Offer* offer, grpc::Status* error) {
+  TransferRequest req;
+  if (!stream->Read(&req) || !req.has_offer()) {
+    *error = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "expected an Offer");
+    return false;
+  }
+  size_t largest = req.ByteSizeLong();
+  offer->Swap(req.mutable_offer());
+  pkgdist::v1::Manifest& m = *offer->mutable_manifest();
+  for (uint32_t i = 0; i < offer->manifest_parts(); ++i) {
+    if (!stream->Read(&req) || !req.has_manifest_part()) {
+      *error = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("expected manifest part ", i + 1));
+      return false;
+    }
+    largest = std::max(largest, req.ByteSizeLong());
+    for (const auto& f : req.manifest_part().files()) *m.add_files() = f;
+    for (const auto& c : req.manifest_part().chunks()) *m.add_chunks() = c;
+  }
+  absl::MutexLock l(&mu_);
+  last_manifest_id_ = PackageId(m);
+  last_manifest_parts_ = static_cast<int>(offer->manifest_parts());
+  largest_manifest_message_ = std::max(largest_manifest_message_, largest);
+  return true;
+}
+
+std::vector<uint32_t> FakeAgent::SendFirstNeed(
+    grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream, int chunks) {
+  size_t per_message;
+  int local_every;
+  {
+    absl::MutexLock l(&mu_);
+    per_message = need_per_message_ > 0 ? need_per_message_ : static_cast<size_t>(chunks) + 1;
+    local_every = local_every_;
+  }
+  std::vector<uint32_t> need, local;
+  for (int i = 0; i < chunks; ++i) {
+    (local_every > 0 && i % local_every == local_every - 1 ? local : need)
+        .push_back(static_cast<uint32_t>(i));
+  }
+  size_t n = 0, l = 0;
+  do {
+    TransferResponse msg;
+    auto* m = msg.mutable_need();
+    for (size_t room = per_message; room > 0 && n < need.size(); --room) m->add_indices(need[n++]);
+    for (size_t room = per_message - m->indices_size(); room > 0 && l < local.size(); --room) {
+      m->add_local(local[l++]);
+    }
+    m->set_more(n < need.size() || l < local.size());
+    stream->Write(msg);
+  } while (n < need.size() || l < local.size());
+  return local;
 }
 
 grpc::ServerUnaryReactor* FakeAgent::Remove(grpc::CallbackServerContext* ctx,

@@ -5,13 +5,15 @@
 // Each Transfer call takes the next behaviour from the script (then the
 // default): publish honestly, fail at once, hang until cancelled, publish
 // with a wrong package id, or drop the stream after the first chunk.
-// Thread-safe.
+// A manifest offered in parts (Offer.manifest_parts) is reassembled first;
+// the first Need can be split (SplitFirstNeed). Thread-safe.
 #ifndef PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
 #define PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
 
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -29,7 +31,8 @@ enum class Behaviour {
   kHang,          // read the Offer, then answer nothing until cancelled
   kWrongId,       // as kPublish, but Published names another package id
   kDropMidWindow,  // Need everything, end with ABORTED after one chunk
-  kEndOnSignal     // Need everything, then end with ABORTED once EndHeldStreams()
+  kEndOnSignal,    // Need everything, then end with ABORTED once EndHeldStreams()
+  kHaveAll         // Need nothing, Published on Commit
 };
 
 class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkgdist::v1::Agent::Service> {
@@ -42,6 +45,18 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   void SetDefault(Behaviour b);
   // Remove calls hang until cancelled instead of succeeding.
   void HangRemovals(bool hang);
+  // The first Need goes out in messages of at most `per_message` indices
+  // (Need.more on all but the last; 0: one message), and every
+  // `local_every`-th chunk (0: none) is listed as local and acknowledged by
+  // the agent itself right after the Need, as if copied from its chunk store.
+  void SplitFirstNeed(size_t per_message, int local_every = 0);
+
+  // What the latest Offer carried: the package id of the reassembled
+  // manifest (PackageId) and the number of ManifestPart messages read.
+  std::string last_manifest_id();
+  int last_manifest_parts();
+  // The largest request (serialized) of any Offer or ManifestPart.
+  size_t largest_manifest_message();
 
   // Blocks until at least `n` Transfer (or Remove) calls have arrived, or
   // `timeout` passed; false on timeout.
@@ -58,6 +73,7 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   int transfers();
   int removals_cancelled();
   uint64_t chunk_bytes_received();
+  uint64_t chunk_messages_received();
 
   grpc::Status Transfer(
       grpc::ServerContext* ctx,
@@ -73,6 +89,16 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   bool WaitFor(int FakeAgent::*count, int n, absl::Duration timeout);
   grpc::Status TransferImpl(
       grpc::ServerReaderWriter<pkgdist::v1::TransferResponse, pkgdist::v1::TransferRequest>* stream);
+  // Reads the Offer and its ManifestParts; false (and `*error`) if the
+  // stream does not hold them.
+  bool ReadOffer(
+      grpc::ServerReaderWriter<pkgdist::v1::TransferResponse, pkgdist::v1::TransferRequest>* stream,
+      pkgdist::v1::Offer* offer, grpc::Status* error);
+  // Sends the first Need of chunks [0, chunks) as SplitFirstNeed says;
+  // returns the local ones.
+  std::vector<uint32_t> SendFirstNeed(
+      grpc::ServerReaderWriter<pkgdist::v1::TransferResponse, pkgdist::v1::TransferRequest>* stream,
+      int chunks);
   void RemovalCancelled();
 
   absl::Mutex mu_;
@@ -86,6 +112,12 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   int transfers_ended_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Notification end_signal_;
   uint64_t chunk_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t chunk_messages_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t need_per_message_ ABSL_GUARDED_BY(mu_) = 0;
+  int local_every_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_manifest_id_ ABSL_GUARDED_BY(mu_);
+  int last_manifest_parts_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t largest_manifest_message_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Serves one FakeAgent on 127.0.0.1:0 with the agent's certificate; stops

@@ -153,7 +153,7 @@ TEST_F(StateStoreLogTest, ProgressIsNotStoredButReadWithTheEvents) {
   std::string job = NewJob({"dp1", "dp2"});
   ASSERT_OK(store_->StartAttempt(job, "dp1"));
   int64_t before = store_->newest_event();
-  ASSERT_TRUE(store_->RecordProgressBatch({{job, "dp1", 120, 150, true}}).ok());
+  ASSERT_TRUE(store_->RecordProgressBatch({{job, "dp1", 120, 150, 90, true}}).ok());
   EXPECT_EQ(store_->newest_event(), before);
   absl::StatusOr<EventBatch> b = store_->ReadEvents(before, 10, true);
   ASSERT_TRUE(b.ok()) << b.status();
@@ -164,6 +164,23 @@ TEST_F(StateStoreLogTest, ProgressIsNotStoredButReadWithTheEvents) {
   EXPECT_EQ(b->progress[0].agent, "dp1");
   EXPECT_EQ(b->progress[0].target->bytes_acked, 120u);
   EXPECT_EQ(b->progress[0].target->bytes_sent, 150u);
+  EXPECT_EQ(b->progress[0].target->bytes_reused, 90u);
+}
+
+TEST_F(StateStoreLogTest, ATargetEventKeepsTheBytesSentAndReusedOfItsTarget) {
+  // A target_changed event stores the row's byte counters as of the change.
+  std::string job = NewJob({"dp1"});
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  ASSERT_OK(store_->RecordProgress(job, "dp1", 200, 120, true, 80));
+  int64_t before = store_->newest_event();
+  ASSERT_OK(store_->MarkDone(job, "dp1"));
+  std::vector<EventRow> after = EventsAfter(before);
+  ASSERT_THAT(Describe(after), ElementsAre("target_changed dp1 done", "job_finished complete"));
+  ASSERT_TRUE(after[0].target.has_value());
+  EXPECT_EQ(after[0].target->bytes_acked, 300u);
+  EXPECT_EQ(after[0].target->bytes_sent, 120u);
+  EXPECT_EQ(after[0].target->bytes_reused, 80u);
+  EXPECT_EQ(after[0].detail, "");
 }
 
 TEST_F(StateStoreLogTest, CancelRemoveDeleteRetryAndRecoveryWriteTheirEvents) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "controller/sqlite_util.h"
 #include "controller/state_store_migrations.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -55,7 +56,7 @@ constexpr BackoffPolicy kNoJitter{.initial_ms = 1000, .max_ms = 60'000, .jitter 
 auto Tie(const TargetRow& t) {
   return std::make_tuple(t.job_id, t.agent, TargetStateName(t.state), t.attempts,
                          t.consecutive_failures, t.next_attempt_ms, t.last_error, t.bytes_acked,
-                         t.bytes_total, t.bytes_sent, t.updated_ms);
+                         t.bytes_total, t.bytes_sent, t.bytes_reused, t.updated_ms);
 }
 
 auto Tie(const JobRow& j) {
@@ -188,10 +189,11 @@ TEST_F(StateStoreTest, ReopenKeepsEveryRow) {
   // Agents, packages, jobs and targets survive closing and reopening.
   std::string job = NewJob({"dp1", "dp2"}, JobPolicy{.max_attempts = 7, .deadline_ms = 0});
   ASSERT_OK(store_->StartAttempt(job, "dp1"));
-  ASSERT_OK(store_->RecordProgress(job, "dp1", 100, 150, true));
+  ASSERT_OK(store_->RecordProgress(job, "dp1", 100, 150, true, 60));
   ASSERT_OK(store_->StartAttempt(job, "dp2"));
   ASSERT_OK(store_->MarkDone(job, "dp2"));
   ASSERT_OK_AND_ASSIGN(JobView before, store_->GetJob(job));
+  ASSERT_EQ(before.targets[0].bytes_reused, 60u);
   ASSERT_OK_AND_ASSIGN(std::vector<AgentRow> agents_before, store_->ListAgents());
 
   Reopen();
@@ -218,6 +220,43 @@ TEST_F(StateStoreTest, RefusesADatabaseFromANewerSchema) {
   absl::StatusOr<std::unique_ptr<StateStore>> s = StateStore::Open(path_, &clock_);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.status().message(), HasSubstr("999"));
+}
+
+TEST_F(StateStoreTest, AVersionThreeDatabaseGetsBytesReusedAndKeepsItsRows) {
+  // Migration 4 adds bytes_reused (0) to the targets and events of a
+  // database of the previous schema, and keeps every row.
+  store_.reset();
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    ASSERT_OK(ApplyMigrations(raw, StateStoreMigrations().first(3)));
+    ASSERT_OK(ExecSql(
+        raw,
+        "INSERT INTO agents VALUES('dp1', 'a:1', 1);"
+        "INSERT INTO packages(id, name, version, size, files, chunks, created_ms, manifest) "
+        "VALUES('p', 'app', '1.0', 300, 1, 1, 1, x'00');"
+        "INSERT INTO jobs VALUES('j1', 'distribute', 'p', 'app@1.0', 0, 0, 1);"
+        "INSERT INTO targets(job_id, agent, state, attempts, bytes_acked, bytes_total, "
+        "bytes_sent, updated_ms) VALUES('j1', 'dp1', 'transferring', 1, 100, 300, 150, 2);"
+        "INSERT INTO events(time_ms, kind, job_id, agent, state, has_target, attempts, "
+        "bytes_total, bytes_sent) "
+        "VALUES(2, 'target_changed', 'j1', 'dp1', 'transferring', 1, 1, 300, 150);"));
+    sqlite3_close_v2(raw);
+  }
+  Reopen();
+  TargetRow t = Target("j1", "dp1");
+  EXPECT_EQ(t.state, TargetState::kTransferring);
+  EXPECT_EQ(t.bytes_acked, 100u);
+  EXPECT_EQ(t.bytes_sent, 150u);
+  EXPECT_EQ(t.bytes_reused, 0u);
+  ASSERT_OK_AND_ASSIGN(EventBatch events, store_->ReadEvents(0, 0));
+  ASSERT_EQ(events.events.size(), 1u);
+  ASSERT_TRUE(events.events[0].target.has_value());
+  EXPECT_EQ(events.events[0].target->bytes_sent, 150u);
+  EXPECT_EQ(events.events[0].target->bytes_reused, 0u);
+  ASSERT_OK(store_->RecordProgress("j1", "dp1", 200, 50, true, 40));
+  EXPECT_EQ(Target("j1", "dp1").bytes_reused, 40u);
 }
 
 TEST_F(StateStoreTest, RefusesAFileThatIsNotADatabase) {
@@ -457,7 +496,8 @@ TEST_F(StateStoreTest, UnknownJobOrAgentIsNotFound) {
 }
 
 TEST_F(StateStoreTest, RecordProgressUpdatesBytesAndResetsFailures) {
-  // Acked bytes are set, sent bytes accumulate, progress clears the failure streak.
+  // Acked bytes are set, sent and reused bytes accumulate, progress clears
+  // the failure streak.
   std::string job = NewJob({"dp1"});
   ASSERT_OK(store_->StartAttempt(job, "dp1"));
   ASSERT_OK(store_->MarkFailedAttempt(job, "dp1", "e1", kNoJitter, 0.0));
@@ -469,11 +509,13 @@ TEST_F(StateStoreTest, RecordProgressUpdatesBytesAndResetsFailures) {
   TargetRow t = Target(job, "dp1");
   EXPECT_EQ(t.bytes_acked, 100u);
   EXPECT_EQ(t.bytes_sent, 120u);
+  EXPECT_EQ(t.bytes_reused, 0u);
   EXPECT_EQ(t.consecutive_failures, 2u);
-  ASSERT_OK(store_->RecordProgress(job, "dp1", 200, 80, true));
+  ASSERT_OK(store_->RecordProgress(job, "dp1", 200, 80, true, 30));
   t = Target(job, "dp1");
   EXPECT_EQ(t.bytes_acked, 200u);
   EXPECT_EQ(t.bytes_sent, 200u);
+  EXPECT_EQ(t.bytes_reused, 30u);
   EXPECT_EQ(t.consecutive_failures, 0u);
 }
 
@@ -955,16 +997,54 @@ TEST_F(StateStoreTest, ProgressBatchIsOneTransactionAndSkipsStaleTargets) {
   ASSERT_OK(store_->MarkDone(job, "dp2"));
   uint64_t before = store_->version();
   ASSERT_OK_AND_ASSIGN(int applied, store_->RecordProgressBatch({
-                                        {job, "dp1", 100, 150, true},
-                                        {job, "dp2", 10, 10, true},
+                                        {job, "dp1", 100, 150, 40, true},
+                                        {job, "dp2", 10, 10, 10, true},
                                     }));
   EXPECT_EQ(applied, 1);
   EXPECT_EQ(store_->version(), before + 1);
   EXPECT_EQ(Target(job, "dp1").bytes_acked, 100u);
   EXPECT_EQ(Target(job, "dp1").bytes_sent, 150u);
+  EXPECT_EQ(Target(job, "dp1").bytes_reused, 40u);
   EXPECT_EQ(Target(job, "dp2").state, TargetState::kDone);
   EXPECT_EQ(Target(job, "dp2").bytes_acked, 300u);
   EXPECT_EQ(Target(job, "dp2").bytes_sent, 0u);
+  EXPECT_EQ(Target(job, "dp2").bytes_reused, 0u);
+}
+
+TEST_F(StateStoreTest, ReusedBytesAddUpOverBatchesAndAttemptsLikeSentBytes) {
+  // bytes_reused is summed over progress reports and over attempts (a retry
+  // keeps it, as it keeps bytes_sent); done sets bytes_acked, not it.
+  std::string job = NewJob({"dp1"});
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  ProgressUpdate first{.job_id = job, .agent = "dp1", .bytes_acked = 80,
+                       .bytes_sent_delta = 50, .bytes_reused_delta = 30, .made_progress = true};
+  ASSERT_OK(store_->RecordProgressBatch({first}));
+  ProgressUpdate second = first;
+  second.bytes_acked = 200;
+  second.bytes_sent_delta = 70;
+  second.bytes_reused_delta = 50;
+  ASSERT_OK(store_->RecordProgressBatch({second}));
+  TargetRow t = Target(job, "dp1");
+  EXPECT_EQ(t.bytes_acked, 200u);
+  EXPECT_EQ(t.bytes_sent, 120u);
+  EXPECT_EQ(t.bytes_reused, 80u);
+
+  ASSERT_OK(store_->MarkFailedAttempt(job, "dp1", "link down", kNoJitter, 0.0));
+  ASSERT_OK(store_->RetryNow(job, ""));
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  t = Target(job, "dp1");
+  EXPECT_EQ(t.attempts, 2u);
+  EXPECT_EQ(t.bytes_sent, 120u);
+  EXPECT_EQ(t.bytes_reused, 80u);
+
+  ProgressUpdate third{.job_id = job, .agent = "dp1", .bytes_acked = 250,
+                       .bytes_sent_delta = 10, .bytes_reused_delta = 20, .made_progress = true};
+  ASSERT_OK(store_->RecordProgressBatch({third}));
+  ASSERT_OK(store_->MarkDone(job, "dp1"));
+  t = Target(job, "dp1");
+  EXPECT_EQ(t.bytes_acked, 300u);
+  EXPECT_EQ(t.bytes_sent, 130u);
+  EXPECT_EQ(t.bytes_reused, 100u);
 }
 
 TEST_F(StateStoreTest, DeleteJobRefusesAnUnfinishedJob) {

@@ -1,9 +1,11 @@
 // TransferCall on its own, against a fake agent over real mutual TLS.
 #include "controller/transfer.h"
 
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "shared/grpc_options.h"
 #include "shared/manifest.h"
 #include "tests/unit/controller/core_test_env.h"
 
@@ -29,7 +31,49 @@ class TransferCallTest : public CoreTest {
     p.read_pool = &read_pool_;
     return p;
   }
+  // Starts a transfer of `p` to dp1 and waits for its end; sums the progress.
+  TransferResult RunTransfer(TransferParams p) {
+    absl::Notification done;
+    TransferResult result;
+    auto call = TransferCall::Start(
+        pool_->Stub("dp1", store_->GetAgent("dp1")->address).get(), std::move(p), &clock_,
+        [this](const TransferCall::Progress& progress) {
+          acked_ = progress.bytes_acked;
+          sent_ += progress.bytes_sent_delta;
+          reused_ += progress.bytes_reused_delta;
+        },
+        [&](const TransferResult& r) {
+          result = r;
+          done.Notify();
+        });
+    EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30))) << "the call never ended";
+    return result;
+  }
+  // `p` with `dirs` directory entries after its files and `chunks` chunk
+  // references (one byte each of file 0) after its chunks: a manifest no
+  // agent would accept, but the controller sends it as it is.
+  static void Inflate(TransferParams& p, int dirs, int chunks) {
+    auto m = std::make_shared<pkgdist::v1::Manifest>(*p.manifest);
+    for (int i = 0; i < dirs; ++i) {
+      auto* d = m->add_files();
+      d->set_path(absl::StrFormat("a-directory-with-a-long-name/%08d", i));
+      d->set_type(pkgdist::v1::ENTRY_TYPE_DIRECTORY);
+      d->set_mode(0755);
+    }
+    for (int i = 0; i < chunks; ++i) {
+      auto* c = m->add_chunks();
+      c->set_file(0);
+      c->set_offset(static_cast<uint64_t>(i));
+      c->set_length(1);
+      c->set_sha256(std::string(32, static_cast<char>(i)));
+    }
+    p.package_id = PackageId(*m);
+    p.manifest = std::move(m);
+  }
+
   ReadPool read_pool_{1};
+  // Protected by the call's progress lock (reports are serialized).
+  uint64_t acked_ = 0, sent_ = 0, reused_ = 0;
 };
 
 TEST_F(TransferCallTest, AWriteDecidedOutsideAReactionKeepsTheCallUntilItIsDone) {
@@ -48,7 +92,7 @@ TEST_F(TransferCallTest, AWriteDecidedOutsideAReactionKeepsTheCallUntilItIsDone)
   TransferResult result;
   auto call = TransferCall::Start(
       pool_->Stub("dp1", store_->GetAgent("dp1")->address).get(), std::move(p), &clock_,
-      [](uint64_t, uint64_t, bool) {},
+      [](const TransferCall::Progress&) {},
       [&](const TransferResult& r) {
         result = r;
         done.Notify();
@@ -71,14 +115,15 @@ TEST_F(TransferCallTest, SendsEveryChunkOnceAndEndsPublished) {
   FakeAgent& dp1 = AddAgent("dp1");
   const size_t size = (5 << 20) + 7;
   TransferParams p = Params(ImportPackage("app", "1.0", size));
+  const int chunks_in_package = p.manifest->chunks_size();
   absl::Notification done;
   TransferResult result;
   uint64_t acked = 0, sent = 0;
   auto call = TransferCall::Start(
       pool_->Stub("dp1", store_->GetAgent("dp1")->address).get(), std::move(p), &clock_,
-      [&](uint64_t a, uint64_t s, bool) {
-        acked = a;
-        sent += s;
+      [&](const TransferCall::Progress& progress) {
+        acked = progress.bytes_acked;
+        sent += progress.bytes_sent_delta;
       },
       [&](const TransferResult& r) {
         result = r;
@@ -89,6 +134,77 @@ TEST_F(TransferCallTest, SendsEveryChunkOnceAndEndsPublished) {
   EXPECT_EQ(acked, size);
   EXPECT_EQ(sent, size);
   EXPECT_EQ(dp1.chunk_bytes_received(), size);
+  // Content-defined chunks (32 KiB on average) go out in runs of about
+  // 1 MiB, not a message each.
+  const auto chunks = static_cast<uint64_t>(chunks_in_package);
+  EXPECT_GT(chunks, 100u);
+  EXPECT_LE(dp1.chunk_messages_received(), size / (kMaxRunBytes / 2) + 2)
+      << chunks << " chunks in " << dp1.chunk_messages_received() << " messages";
+}
+
+TEST_F(TransferCallTest, AManifestOfManyFilesGoesOutInPartsThenItsChunks) {
+  // 50,000 directories make a manifest of about 2.5 MiB: an Offer and
+  // ManifestParts, none much over kManifestPartBytes, which the agent
+  // reassembles into the same package id; then the chunks it needs follow.
+  FakeAgent& dp1 = AddAgent("dp1");
+  const size_t size = (1 << 20) + 3;
+  TransferParams p = Params(ImportPackage("app", "1.0", size));
+  Inflate(p, 50'000, 0);
+  ASSERT_GT(p.manifest->ByteSizeLong(), 2 * kManifestPartBytes);
+  const std::string id = p.package_id;
+  TransferResult result = RunTransfer(std::move(p));
+  EXPECT_TRUE(result.published) << result.status;
+  EXPECT_EQ(dp1.last_manifest_id(), id);
+  EXPECT_GE(dp1.last_manifest_parts(), 2);
+  EXPECT_LE(dp1.largest_manifest_message(), kManifestPartBytes + 1024);
+  EXPECT_EQ(dp1.chunk_bytes_received(), size);
+  EXPECT_EQ(sent_, size);
+}
+
+TEST_F(TransferCallTest, AManifestOfManyChunksGoesOutInPartsFilesFirst) {
+  // 30,000 directories and 30,000 chunk references: parts of files, one of
+  // both, parts of chunks; reassembled in order they give the same id.
+  FakeAgent& dp1 = AddAgent("dp1", Behaviour::kHaveAll);
+  TransferParams p = Params(ImportPackage("app", "1.0", 64 << 10));
+  Inflate(p, 30'000, 30'000);
+  ASSERT_GT(p.manifest->ByteSizeLong(), 2 * kManifestPartBytes);
+  const std::string id = p.package_id;
+  TransferResult result = RunTransfer(std::move(p));
+  EXPECT_TRUE(result.published) << result.status;
+  EXPECT_EQ(dp1.last_manifest_id(), id);
+  EXPECT_GE(dp1.last_manifest_parts(), 2);
+  EXPECT_LE(dp1.largest_manifest_message(), kManifestPartBytes + 1024);
+}
+
+TEST_F(TransferCallTest, AManifestWithinOnePartGoesOutInTheOffer) {
+  // The usual package: no ManifestPart at all.
+  FakeAgent& dp1 = AddAgent("dp1");
+  TransferParams p = Params(ImportPackage("app", "1.0", 100 << 10));
+  const std::string id = p.package_id;
+  TransferResult result = RunTransfer(std::move(p));
+  EXPECT_TRUE(result.published) << result.status;
+  EXPECT_EQ(dp1.last_manifest_id(), id);
+  EXPECT_EQ(dp1.last_manifest_parts(), 0);
+}
+
+TEST_F(TransferCallTest, AFirstNeedSplitInSeveralMessagesCountsAsOne) {
+  // Need messages of 7 indices with every third chunk local (all of those
+  // in later messages): every needed chunk is sent once, every local one
+  // counts as reused when the agent acknowledges it, and Commit waits for
+  // them; a later message taken for a re-request would lose the local ones.
+  FakeAgent& dp1 = AddAgent("dp1");
+  dp1.SplitFirstNeed(7, 3);
+  const size_t size = (5 << 20) + 7;
+  TransferParams p = Params(ImportPackage("app", "1.0", size));
+  ASSERT_GT(p.manifest->chunks_size(), 21);
+  uint64_t local_bytes = 0;
+  for (int i = 2; i < p.manifest->chunks_size(); i += 3) local_bytes += p.manifest->chunks(i).length();
+  TransferResult result = RunTransfer(std::move(p));
+  EXPECT_TRUE(result.published) << result.status;
+  EXPECT_EQ(acked_, size);
+  EXPECT_EQ(sent_, size - local_bytes);
+  EXPECT_EQ(reused_, local_bytes);
+  EXPECT_EQ(dp1.chunk_bytes_received(), size - local_bytes);
 }
 
 }  // namespace
