@@ -177,26 +177,27 @@ void TransferCall::OnReadDone(bool ok) {
   }
 }
 
+bool TransferCall::ListOnce(uint32_t index) {
+  if (index >= first_need_listed_.size() || first_need_listed_[index]) return false;
+  first_need_listed_[index] = true;
+  return true;
+}
+
 TransferCall::Action TransferCall::HandleFirstNeed() {
   // Everything the first Need does not list is already durable there.
   const auto& chunks = p_.manifest->chunks();
   // A chunk listed twice (needed and local, or in two messages) would be
   // counted twice: refused. The flags live only until the Need's last message.
   if (first_need_listed_.empty()) first_need_listed_.resize(static_cast<size_t>(chunks.size()));
-  auto list = [this, &chunks](uint32_t i) {
-    if (i >= static_cast<uint32_t>(chunks.size()) || first_need_listed_[i]) return false;
-    first_need_listed_[i] = true;
-    return true;
-  };
   for (uint32_t i : resp_.need().indices()) {
-    if (!list(i)) {
+    if (!ListOnce(i)) {
       return Fail(absl::InternalError(absl::StrCat("agent needs chunk ", i, ": unknown, or listed twice")));
     }
     first_need_bytes_ += chunks[static_cast<int>(i)].length();
     queue_.push_back(i);
   }
   for (uint32_t i : resp_.need().local()) {
-    if (!list(i)) {
+    if (!ListOnce(i)) {
       return Fail(absl::InternalError(absl::StrCat("agent lists chunk ", i, " as local: ",
                                                    "unknown, or listed twice")));
     }

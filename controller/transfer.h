@@ -128,6 +128,9 @@ class TransferCall final
   Action HandleResponse() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // One message of the agent's first Need (the last one has more = false).
   Action HandleFirstNeed() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks chunk `index` listed by the first Need; false if out of range or
+  // listed already.
+  bool ListOnce(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills the Offer's manifest (in req_) with the first part of it; sets
   // parts_left_ to the number of ManifestPart messages to follow.
   void FillOffer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
