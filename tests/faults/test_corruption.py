@@ -30,7 +30,9 @@ import grpc  # noqa: E402
 SIZE = 16 * MiB
 RATE = 8 * MiB
 WINDOW = 2 * MiB
-CHUNK = MiB
+CHUNK = MiB               # the unit the byte to flip is chosen in
+MIN_CHUNK = 8 * 1024      # kDefaultChunking (shared/fastcdc.h): content-defined chunks
+MAX_CHUNK = 128 * 1024    # of 8 to 128 KiB
 TIMEOUT = 60
 
 
@@ -75,18 +77,18 @@ class CorruptionTest(unittest.TestCase):
             sent = int(t["bytes_sent"])
             resent = sent - SIZE
             print(f"complete: bytes_sent {sent}, re-sent {resent} "
-                  f"(bound: window {WINDOW} + one chunk {CHUNK})")
+                  f"(bound: window {WINDOW} + one chunk of at most {MAX_CHUNK})")
             harness.assert_trees_identical(os.path.dirname(path),
                                            c.published("dp1", "big", "1.0"))
             with open(c.log_of("agent-dp1"), encoding="utf-8", errors="replace") as f:
                 self.assertIn("1 journaled chunks no longer match on disk", f.read())
-            self.assertGreaterEqual(resent, CHUNK - 1, "the damaged chunk was not sent again")
-            self.assertLessEqual(resent, WINDOW + CHUNK,
+            self.assertGreaterEqual(resent, MIN_CHUNK, "the damaged chunk was not sent again")
+            self.assertLessEqual(resent, WINDOW + MAX_CHUNK,
                                  "more than the window and the damaged chunk were sent again")
             results.record("byte flipped in a staged file while the agent was down (kill -9)",
                            "detected by hash on restart, complete, bytes identical, only the "
                            "damaged chunk and the in-flight window re-sent",
-                           resent_bytes=resent, window_bytes=WINDOW, chunk_bytes=CHUNK)
+                           resent_bytes=resent, window_bytes=WINDOW, chunk_bytes=MAX_CHUNK)
 
     def test_chunk_corrupted_in_transit_is_re_requested_and_never_acknowledged(self):
         # A chunk with one flipped byte gets Need{index}, no Ack; the good copy is acked, published.

@@ -508,6 +508,22 @@ class Harness {
         req.mutable_chunk()->set_data(data);
         break;
       }
+      case kChunkRun: {
+        uint32_t count = static_cast<uint32_t>(current_.manifest.chunks_size());
+        uint32_t index = r.Byte() % (count + 2);
+        uint32_t run = r.Byte() % 4 + 2;
+        uint8_t how = r.Byte() % 3;
+        std::string data;
+        for (uint32_t i = index; i < index + run && i < count; ++i) {
+          data += ChunkBytes(current_.manifest, current_.content, i);
+        }
+        if (how == 1) data.push_back('+');
+        if (how == 2 && !data.empty()) data.back() ^= 1;
+        req.mutable_chunk()->set_index(index);
+        req.mutable_chunk()->set_count(run);
+        req.mutable_chunk()->set_data(data);
+        break;
+      }
       case kCommit:
         req.mutable_commit();
         break;
@@ -615,11 +631,21 @@ class Harness {
     uint32_t count = static_cast<uint32_t>(o.manifest.chunks_size());
     auto& good = good_[o.id];
     for (size_t i = 0; i < consumed; ++i) {
+      if (!sent[i].has_chunk()) continue;
+      // A message carries one chunk or a run of them: each chunk of it whose
+      // bytes (at its place in the run) hash right was received.
       const auto& c = sent[i].chunk();
-      if (sent[i].has_chunk() && c.index() < count &&
-          DigestBytes(Sha256Of(c.data())) == o.manifest.chunks(static_cast<int>(c.index())).sha256()) {
-        good.insert(c.index());
-        received_hashes_.insert(o.manifest.chunks(static_cast<int>(c.index())).sha256());
+      const uint32_t run = std::max<uint32_t>(c.count(), 1);
+      uint64_t at = 0;
+      for (uint32_t k = 0; k < run && c.index() + k < count; ++k) {
+        const auto& ref = o.manifest.chunks(static_cast<int>(c.index() + k));
+        if (at + ref.length() > c.data().size()) break;
+        if (DigestBytes(Sha256Of(absl::string_view(c.data()).substr(at, ref.length()))) ==
+            ref.sha256()) {
+          good.insert(c.index() + k);
+          received_hashes_.insert(ref.sha256());
+        }
+        at += ref.length();
       }
     }
     bool first_need = true;  // until its message without more

@@ -181,6 +181,10 @@ void TransferSeeds(const std::string& dir) {
         Str(Cat({Offer(4), {kFlipChunk, 1, 3}, AllChunks(4), kCommitOp})));
   Write(dir, "bad-chunks",
         Str(Cat({Offer(0), {kBadChunk, 9, 3, 'a', 'b', 'c', kBadChunk, 1, 0}, AllChunks(0)})));
+  Write(dir, "chunk-runs",
+        Str(Cat({Offer(4), {kChunkRun, 0, 2, 0, kChunkRun, 4, 0, 2}, AllChunks(4), kCommitOp})));
+  Write(dir, "chunk-run-bad",
+        Str(Cat({Offer(0), {kChunkRun, 0, 1, 1}, Offer(0), {kChunkRun, 0, 3, 0}})));
   Write(dir, "early-commit", Str(Cat({Offer(0), {kChunk, 0}, kCommitOp})));
   Write(dir, "chunk-before-offer", Str(Cat({{kChunk, 0}, Offer(0)})));
   Write(dir, "empty-message", Str(Cat({Offer(3), {kControl, kEmptyMessage}})));

@@ -42,6 +42,12 @@
 //                                  sequence (from modulo its length; 0: an
 //                                  empty part)
 //   kPartRaw    len, bytes...      the bytes parsed as a ManifestPart
+//   kChunkRun   index, n, how      one Chunk message with chunks index ..
+//                                  index + n % 4 + 1 (count n % 4 + 2): the
+//                                  right bytes back to back (how % 3 == 0),
+//                                  one byte more (1), or one byte flipped in
+//                                  the last chunk (2); runs may cross files
+//                                  or the end
 // Chunk indices are taken modulo (chunk count + 2), so some are out of range.
 //
 // The policies trust one key (kTrustedSeed); the clock starts at kFuzzNow.
@@ -80,7 +86,8 @@ enum Op : uint8_t {
   kOfferParts = 9,
   kPartSlice = 10,
   kPartRaw = 11,
-  kOpCount = 12,
+  kChunkRun = 12,
+  kOpCount = 13,
 };
 
 enum Control : uint8_t {
