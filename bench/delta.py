@@ -588,7 +588,12 @@ def commit():
 def binaries(bin_dir):
     st = os.stat(os.path.join(bin_dir, "pkgdist-controller"))
     built = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
-    return f"{os.path.abspath(bin_dir)} (controller built {built.strftime('%Y-%m-%d %H:%M UTC')})"
+    # Relative to the source tree where it is inside it: docs name no
+    # machine's absolute paths.
+    where = os.path.abspath(bin_dir)
+    rel = os.path.relpath(where, SOURCE_DIR)
+    shown = rel if not rel.startswith("..") else os.path.basename(where)
+    return f"{shown} (controller built {built.strftime('%Y-%m-%d %H:%M UTC')})"
 
 
 def check(r):
