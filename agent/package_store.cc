@@ -157,6 +157,15 @@ absl::StatusOr<std::optional<std::string>> PackageStore::PublishedIdLocked(
   return id;
 }
 
+std::optional<Manifest> PackageStore::PublishedManifest(const std::string& package_id) {
+  absl::ReaderMutexLock l(&mu_);
+  std::optional<Manifest> m = LoadManifest(ManifestPath(package_id), package_id);
+  if (!m.has_value()) return std::nullopt;
+  auto id = PublishedIdLocked(m->name(), m->version());
+  if (!id.ok() || *id != package_id) return std::nullopt;
+  return m;
+}
+
 std::vector<std::pair<std::string, Manifest>> PackageStore::ListStaging() const {
   std::vector<std::pair<std::string, Manifest>> out;
   for (const std::string& hex : ListDir(JoinPath(root_, "staging"))) {

@@ -65,6 +65,10 @@ class PackageStore {
   // The id (32 raw bytes) name@version is published with, or nullopt.
   absl::StatusOr<std::optional<std::string>> PublishedId(const std::string& name,
                                                          const std::string& version);
+  // The manifest of published package `package_id` (32 raw bytes), checked
+  // against its id; nullopt if that package is not published here (or its
+  // stored manifest is damaged). The base of a manifest delta.
+  std::optional<pkgdist::v1::Manifest> PublishedManifest(const std::string& package_id);
   // Where a published package's tree lives (whether or not it exists).
   std::string PackageDir(const std::string& name, const std::string& version) const;
   std::string StagingDir(const std::string& package_id_hex) const;

@@ -6,6 +6,7 @@
 #include "agent/disk_util.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
+#include "shared/manifest_delta.h"
 #include "shared/sha256.h"
 #include "shared/status_macros.h"
 
@@ -63,10 +64,12 @@ absl::Status TransferSession::Serve() {
     return absl::InvalidArgumentError(absl::StrCat(Describe(request), " before offer"));
   }
   const pkgdist::v1::Offer* offer = &request.offer();
-  if (offer->manifest_parts() > 0) {
+  if (offer->delta_bases_size() > 0 || offer->manifest_parts() > 0) {
     assembled_offer_ = std::make_unique<pkgdist::v1::Offer>();
     assembled_offer_->Swap(request.mutable_offer());
-    RETURN_IF_ERROR(ReceiveManifestParts(*assembled_offer_));
+    RETURN_IF_ERROR(assembled_offer_->delta_bases_size() > 0
+                        ? ReceiveRequestedManifest(*assembled_offer_)
+                        : ReceiveManifestParts(*assembled_offer_));
     offer = assembled_offer_.get();
   }
   RETURN_IF_ERROR(AcceptOffer(*offer));
@@ -81,57 +84,108 @@ absl::Status TransferSession::Serve() {
   return s;
 }
 
+absl::Status TransferSession::CheckManifestHead(const pkgdist::v1::Manifest& m) const {
+  if (m.total_size() > options_.limits.max_total_size) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid manifest: package size ",
+                                                   m.total_size(), " exceeds max_total_size ",
+                                                   options_.limits.max_total_size));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::AppendManifestPart(const pkgdist::v1::Manifest& base,
+                                                 const pkgdist::v1::ManifestPart& part,
+                                                 const std::string& where,
+                                                 pkgdist::v1::Manifest* m) {
+  // Checked before the part is appended, so that memory stays within what a
+  // valid manifest needs. Every chunk holds at least one byte
+  // (ValidateManifest), so a valid manifest has at most total_size of them
+  // (itself at most max_total_size).
+  const int entries = m->files_size() + m->chunks_size();
+  if (absl::Status s =
+          ApplyManifestPart(base, part, options_.limits.max_files, m->total_size(), m);
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid manifest: ", where, " ", s.message()));
+  }
+  if (m->files_size() + m->chunks_size() == entries) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " is empty"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::ReadManifestPart(const std::string& where,
+                                               pkgdist::v1::TransferRequest* request) {
+  if (!stream_.Read(request)) {
+    return absl::CancelledError(absl::StrCat("stream ended before ", where));
+  }
+  if (!request->has_manifest_part()) {
+    return absl::InvalidArgumentError(absl::StrCat(Describe(*request), " before ", where));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TransferSession::ReceiveManifestParts(pkgdist::v1::Offer& offer) {
   pkgdist::v1::Manifest& m = *offer.mutable_manifest();
   const uint32_t parts = offer.manifest_parts();
+  RETURN_IF_ERROR(CheckManifestHead(m));
   const ManifestLimits& limits = options_.limits;
-  if (m.total_size() > limits.max_total_size) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid manifest: package size ",
-                                                   m.total_size(), " exceeds max_total_size ",
-                                                   limits.max_total_size));
+  if (static_cast<uint64_t>(m.files_size()) > limits.max_files) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid manifest: the offer brings it to ",
+                                                   m.files_size(), " entries, more than max_files ",
+                                                   limits.max_files));
   }
-  // The bounds are checked before each part is appended, so that memory
-  // stays within what a valid manifest needs. Every chunk holds at least one
-  // byte (ValidateManifest), so a valid manifest has at most total_size of
-  // them (itself at most max_total_size).
-  auto check = [&](uint64_t files, uint64_t chunks, uint32_t part) -> absl::Status {
-    std::string where = part == 0 ? std::string("the offer")
-                                  : absl::StrCat("manifest part ", part, " of ", parts);
-    if (files > limits.max_files) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid manifest: ", where, " brings it to ",
-                                                     files, " entries, more than max_files ",
-                                                     limits.max_files));
-    }
-    if (chunks > m.total_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid manifest: ", where, " brings it to ", chunks, " chunks, more than its ",
-          m.total_size(), " bytes can have"));
-    }
-    return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(check(static_cast<uint64_t>(m.files_size()),
-                        static_cast<uint64_t>(m.chunks_size()), 0));
+  if (static_cast<uint64_t>(m.chunks_size()) > m.total_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid manifest: the offer brings it to ", m.chunks_size(),
+                     " chunks, more than its ", m.total_size(), " bytes can have"));
+  }
+  const pkgdist::v1::Manifest no_base;
   TransferRequest request;
   for (uint32_t i = 1; i <= parts; ++i) {
-    if (!stream_.Read(&request)) {
-      return absl::CancelledError(
-          absl::StrCat("stream ended before manifest part ", i, " of ", parts));
+    const std::string where = absl::StrCat("manifest part ", i, " of ", parts);
+    RETURN_IF_ERROR(ReadManifestPart(where, &request));
+    RETURN_IF_ERROR(AppendManifestPart(no_base, request.manifest_part(), where, &m));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::ReceiveRequestedManifest(pkgdist::v1::Offer& offer) {
+  pkgdist::v1::Manifest& m = *offer.mutable_manifest();
+  if (offer.manifest_parts() > 0 || m.files_size() > 0 || m.chunks_size() > 0) {
+    return absl::InvalidArgumentError(
+        "an offer with delta_bases must carry no files, chunks or manifest_parts");
+  }
+  if (offer.delta_bases_size() > kMaxDeltaBases) {
+    return absl::InvalidArgumentError(absl::StrCat("an offer names ", offer.delta_bases_size(),
+                                                   " delta bases, more than ", kMaxDeltaBases));
+  }
+  RETURN_IF_ERROR(CheckManifestHead(m));
+  // The newest base published here; none: the manifest comes whole.
+  pkgdist::v1::Manifest base;
+  TransferResponse response;
+  for (const std::string& id : offer.delta_bases()) {
+    if (id.size() != 32) return absl::InvalidArgumentError("a delta base must be 32 bytes");
+    if (std::optional<pkgdist::v1::Manifest> b = store_.PublishedManifest(id)) {
+      base = std::move(*b);
+      response.mutable_manifest_request()->set_base(id);
+      break;
     }
-    if (!request.has_manifest_part()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(Describe(request), " before manifest part ", i, " of ", parts));
-    }
-    auto* part = request.mutable_manifest_part();
-    if (part->files_size() == 0 && part->chunks_size() == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("manifest part ", i, " of ", parts, " is empty"));
-    }
-    RETURN_IF_ERROR(check(static_cast<uint64_t>(m.files_size()) + part->files_size(),
-                          static_cast<uint64_t>(m.chunks_size()) + part->chunks_size(), i));
-    m.mutable_files()->Reserve(m.files_size() + part->files_size());
-    for (auto& f : *part->mutable_files()) m.add_files()->Swap(&f);
-    m.mutable_chunks()->Reserve(m.chunks_size() + part->chunks_size());
-    for (auto& c : *part->mutable_chunks()) m.add_chunks()->Swap(&c);
+  }
+  if (!response.has_manifest_request()) response.mutable_manifest_request();
+  RETURN_IF_ERROR(Send(response));
+  TransferRequest request;
+  uint64_t bytes = 0;
+  uint32_t part = 0;
+  do {
+    const std::string where = absl::StrCat("requested manifest part ", ++part);
+    RETURN_IF_ERROR(ReadManifestPart(where, &request));
+    bytes += request.manifest_part().ByteSizeLong();
+    RETURN_IF_ERROR(AppendManifestPart(base, request.manifest_part(), where, &m));
+  } while (request.manifest_part().more());
+  const std::string& base_id = response.manifest_request().base();
+  if (!base_id.empty()) {
+    spdlog::info("manifest of {}@{}: a delta of {}@{} ({}), {} bytes in {} parts", m.name(),
+                 m.version(), base.name(), base.version(), ToHex(base_id), bytes, part);
   }
   return absl::OkStatus();
 }

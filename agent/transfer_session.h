@@ -2,7 +2,10 @@
 //
 //   Offer   -> (with manifest_parts: read that many ManifestParts first,
 //              appending them to its manifest, refusing as soon as they
-//              exceed the limits) validate the manifest and its id; check its signature
+//              exceed the limits; with delta_bases: ManifestRequest{the
+//              newest of them published here, or none}, then ManifestParts
+//              until more = false, a delta of that base
+//              (shared/manifest_delta.h) or the whole manifest) validate the manifest and its id; check its signature
 //              (agent/signature_policy.h); Published at once if this
 //              package is already published; else open (resume) staging,
 //              check free space, Need{indices, local}: the chunks to send,
@@ -121,6 +124,17 @@ class TransferSession {
   absl::Status Serve();
   // Reads the offer's ManifestParts and appends them to its manifest.
   absl::Status ReceiveManifestParts(pkgdist::v1::Offer& offer);
+  // For an offer with delta_bases: asks for the manifest as a delta of the
+  // newest base published here (or whole), and builds it from the parts.
+  absl::Status ReceiveRequestedManifest(pkgdist::v1::Offer& offer);
+  absl::Status CheckManifestHead(const pkgdist::v1::Manifest& m) const;
+  // The next request, which must be a ManifestPart (`where` names it).
+  absl::Status ReadManifestPart(const std::string& where, pkgdist::v1::TransferRequest* request);
+  // Applies `part` to `m` (a delta of `base`, or entries as they are),
+  // refusing a part that breaks the limits or adds nothing.
+  absl::Status AppendManifestPart(const pkgdist::v1::Manifest& base,
+                                  const pkgdist::v1::ManifestPart& part, const std::string& where,
+                                  pkgdist::v1::Manifest* m);
   absl::Status AcceptOffer(const pkgdist::v1::Offer& offer);
   // Sends the first Need, then copies the chunks it listed as local from the
   // chunk store, acknowledging them as they become durable; requests those

@@ -9,7 +9,9 @@
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/manifest.h"
+#include "shared/manifest_delta.h"
 #include "shared/metrics.h"
+#include "shared/sha256.h"
 
 namespace pkgdist {
 namespace {
@@ -469,6 +471,23 @@ absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> Engine::ManifestFor
   return std::shared_ptr<const pkgdist::v1::Manifest>(std::move(m));
 }
 
+std::vector<std::string> Engine::DeltaBasesFor(const pkgdist::v1::Manifest& m,
+                                               const std::string& id) {
+  std::vector<std::string> bases;
+  if (m.ByteSizeLong() < kMinDeltaManifestBytes) return bases;
+  auto versions = store_->ListPackages(m.name());
+  if (!versions.ok()) return bases;  // the whole manifest still works
+  std::sort(versions->begin(), versions->end(), [](const PackageRow& a, const PackageRow& b) {
+    return a.created_ms > b.created_ms;
+  });
+  for (const PackageRow& p : *versions) {
+    if (p.id == id) continue;
+    if (auto raw = FromHex(p.id)) bases.push_back(*std::move(raw));
+    if (bases.size() == kMaxDeltaBases) break;
+  }
+  return bases;
+}
+
 void Engine::StartTarget(const TargetRow& t) {
   // The job's row only: at 10,000 targets, loading every target per start
   // made starting a job quadratic.
@@ -524,6 +543,8 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   p.max_bytes_per_second = options_.max_bytes_per_second;
   p.detect_seconds = options_.detect_seconds;
   p.read_pool = &read_pool_;
+  p.delta_bases = DeltaBasesFor(**manifest, job.package_id);
+  p.deltas = &deltas_;
   p.metrics = options_.metrics;
   if (p.metrics != nullptr) {
     absl::MutexLock l(&mu_);

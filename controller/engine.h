@@ -42,6 +42,7 @@
 #include "absl/synchronization/mutex.h"
 #include "controller/agent_pool.h"
 #include "controller/manifest_cache.h"
+#include "controller/manifest_deltas.h"
 #include "controller/metrics.h"
 #include "controller/package_store.h"
 #include "controller/state_store.h"
@@ -171,6 +172,9 @@ class Engine {
   // transactions and the engine's active and waiting counts.
   void LogStats(bool force);
   absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> ManifestFor(const std::string& id);
+  // The packages `m` (id `id`, hex) may go out as a delta of: the newest
+  // other versions of its name, raw ids; none for a small manifest.
+  std::vector<std::string> DeltaBasesFor(const pkgdist::v1::Manifest& m, const std::string& id);
   double Random();
 
   const Options options_;
@@ -179,6 +183,8 @@ class Engine {
   AgentPool* pool_;
   const Clock* clock_;
   ManifestCache manifests_;
+  // Before read_pool_, whose jobs use it: destroyed after the pool's join.
+  ManifestDeltas deltas_{[this](const std::string& id) { return ManifestFor(id); }};
   // Reads package content ahead for the transfers. Joined in ~Engine, after
   // Stop(): a read still queued then finds its call ended and does nothing.
   ReadPool read_pool_{2};

@@ -3,9 +3,10 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/io/coded_stream.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
+#include "shared/manifest_delta.h"
+#include "shared/sha256.h"
 
 namespace pkgdist {
 namespace {
@@ -13,13 +14,6 @@ namespace {
 constexpr int64_t kProgressReportMs = 250;
 
 using pkgdist::v1::Manifest;
-
-// The serialized size of `e` as an element of a repeated field: tag,
-// length and body.
-size_t ElementBytes(const google::protobuf::MessageLite& e) {
-  size_t n = e.ByteSizeLong();
-  return 1 + google::protobuf::io::CodedOutputStream::VarintSize64(n) + n;
-}
 
 // A position in a manifest's files and chunks.
 struct ManifestCursor {
@@ -32,7 +26,7 @@ struct ManifestCursor {
 ManifestCursor PartEnd(const Manifest& m, ManifestCursor at) {
   size_t used = 0;
   auto fits = [&used](const google::protobuf::MessageLite& e) {
-    size_t n = ElementBytes(e);
+    size_t n = RepeatedElementBytes(e);
     if (used > 0 && used + n > kManifestPartBytes) return false;
     used += n;
     return true;
@@ -105,7 +99,9 @@ void TransferCall::FillOffer() {
   offer->set_package_id(p_.package_id);
   offer->set_window_bytes(p_.window_bytes);
   if (p_.signature.ByteSizeLong() > 0) *offer->mutable_signature() = p_.signature;
-  if (m.ByteSizeLong() <= kManifestPartBytes) {
+  const bool delta = p_.deltas != nullptr && !p_.delta_bases.empty() &&
+                     (m.files_size() > 0 || m.chunks_size() > 0);
+  if (!delta && m.ByteSizeLong() <= kManifestPartBytes) {
     *offer->mutable_manifest() = m;
     return;
   }
@@ -113,6 +109,11 @@ void TransferCall::FillOffer() {
   head->set_name(m.name());
   head->set_version(m.version());
   head->set_total_size(m.total_size());
+  if (delta) {
+    for (const std::string& id : p_.delta_bases) offer->add_delta_bases(id);
+    awaiting_request_ = true;
+    return;
+  }
   ManifestCursor end = PartEnd(m, {});
   CopyPart(m, {}, end, head->mutable_files(), head->mutable_chunks());
   part_file_ = end.file;
@@ -122,6 +123,11 @@ void TransferCall::FillOffer() {
 }
 
 void TransferCall::NextManifestPart() {
+  --parts_left_;
+  if (delta_ != nullptr) {
+    *req_.mutable_manifest_part() = (*delta_)[delta_next_++];
+    return;
+  }
   const Manifest& m = *p_.manifest;
   const ManifestCursor from{part_file_, part_chunk_};
   const ManifestCursor end = PartEnd(m, from);
@@ -130,9 +136,63 @@ void TransferCall::NextManifestPart() {
   auto* part = req_.mutable_manifest_part();
   part->Clear();
   CopyPart(m, from, end, part->mutable_files(), part->mutable_chunks());
+  part->set_more(requested_ && parts_left_ > 0);
   part_file_ = end.file;
   part_chunk_ = end.chunk;
-  --parts_left_;
+}
+
+TransferCall::Action TransferCall::HandleManifestRequest() {
+  if (!awaiting_request_) {
+    return Fail(absl::InternalError("agent asked for the manifest unasked, or twice"));
+  }
+  awaiting_request_ = false;
+  requested_ = true;
+  const std::string& base = resp_.manifest_request().base();
+  if (base.empty()) return SendRequestedManifest(nullptr);
+  if (std::find(p_.delta_bases.begin(), p_.delta_bases.end(), base) == p_.delta_bases.end()) {
+    return Fail(absl::InternalError(
+        absl::StrCat("agent asked for a delta of ", ToHex(base), ", which was not offered")));
+  }
+  preparing_delta_ = true;
+  p_.read_pool->Submit([self = shared_from_this(), base] {
+    self->OnDeltaReady(self->p_.deltas->Get(base, self->p_.manifest, self->p_.package_id));
+  });
+  return Action::kNone;
+}
+
+void TransferCall::OnDeltaReady(
+    absl::StatusOr<std::shared_ptr<const ManifestDeltas::Parts>> parts) {
+  Action action = Action::kNone;
+  {
+    absl::MutexLock l(&mu_);
+    preparing_delta_ = false;
+    if (read_done_ || !failure_.ok()) return;
+    if (!parts.ok()) {
+      // The agent asked for a delta; the whole manifest rebuilds the same.
+      LogWith({.job = p_.job_id, .agent = p_.agent}, spdlog::level::warn,
+              "sending the whole manifest instead of a delta: {}", parts.status());
+    }
+    action = SendRequestedManifest(parts.ok() ? *std::move(parts) : nullptr);
+    HoldForWrite(action);
+  }
+  PerformDetached(action);
+}
+
+TransferCall::Action TransferCall::SendRequestedManifest(
+    std::shared_ptr<const ManifestDeltas::Parts> delta) {
+  if (delta != nullptr && !delta->empty()) {
+    delta_ = std::move(delta);
+    parts_left_ = static_cast<uint32_t>(delta_->size());
+  } else {
+    part_file_ = part_chunk_ = 0;
+    parts_left_ = PartsFrom(*p_.manifest, {});
+  }
+  // A write still in flight (the Offer's) sends the first part when done.
+  if (write_in_flight_) return Action::kNone;
+  NextManifestPart();
+  write_in_flight_ = true;
+  last_heard_ms_ = clock_->NowMs();
+  return Action::kWrite;
 }
 
 TransferCall::Action TransferCall::Fail(absl::Status s) {
@@ -218,6 +278,10 @@ TransferCall::Action TransferCall::HandleFirstNeed() {
 TransferCall::Action TransferCall::HandleResponse() {
   using R = pkgdist::v1::TransferResponse;
   const auto& chunks = p_.manifest->chunks();
+  if (resp_.has_manifest_request()) return HandleManifestRequest();
+  if (awaiting_request_ || preparing_delta_) {
+    return Fail(absl::InternalError("agent answered an offer of delta bases without asking for the manifest"));
+  }
   if (parts_left_ > 0) {
     // The agent answers only once it holds the whole manifest.
     return Fail(absl::InternalError(absl::StrCat(
@@ -376,7 +440,7 @@ void TransferCall::Tick() {
     // between chunks, so the bound is 4 x detect-seconds, at least 120 s.
     int64_t bound_ms = int64_t{p_.detect_seconds} * 1000;
     if (phase_ == Phase::kCommitted) bound_ms = std::max<int64_t>(bound_ms * 4, 120'000);
-    bool owes_us = phase_ == Phase::kOffered || phase_ == Phase::kCommitted ||
+    bool owes_us = (phase_ == Phase::kOffered && !preparing_delta_) || phase_ == Phase::kCommitted ||
                    inflight_count_ > 0 || local_count_ > 0;
     if (owes_us && now - last_heard_ms_ > bound_ms) {
       action = Fail(absl::DeadlineExceededError(

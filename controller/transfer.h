@@ -8,8 +8,12 @@
 // A manifest larger than kManifestPartBytes goes out as an Offer holding its
 // first files and ManifestPart messages of about that size, each built from
 // the shared manifest when the previous write is done (one part in memory
-// at a time, never a second copy of the manifest). The agent may split its
-// first Need (Need.more); the messages count as one.
+// at a time, never a second copy of the manifest). With delta bases, the
+// Offer names them and carries no entries; the agent's ManifestRequest
+// picks one it holds (the delta's parts are diffed on the read pool, once
+// per pair for all transfers: controller/manifest_deltas.h) or none (the
+// whole manifest, in parts). The agent may split its first Need
+// (Need.more); the messages count as one.
 //
 // The agent's Need is the truth for resume: only chunks it lacks are sent,
 // so a broken transfer re-sends at most one window. Chunks the Need lists as
@@ -45,6 +49,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/chunk_reader.h"
+#include "controller/manifest_deltas.h"
 #include "controller/metrics.h"
 #include "controller/package_store.h"
 #include "controller/read_pool.h"
@@ -73,6 +78,12 @@ struct TransferParams {
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
   int detect_seconds = 15;
   ReadPool* read_pool = nullptr;  // required; must outlive the call
+  // Packages (32 raw bytes each, newest first, at most kMaxDeltaBases) of
+  // which the manifest can go out as a delta, diffed by `deltas` (which
+  // must outlive the call). Empty, or no `deltas`: the Offer carries the
+  // manifest itself.
+  std::vector<std::string> delta_bases;
+  ManifestDeltas* deltas = nullptr;
   // Counts the chunks sent and acknowledged; null counts nothing. Must
   // outlive the call.
   ControllerMetrics* metrics = nullptr;
@@ -136,6 +147,15 @@ class TransferCall final
   void FillOffer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Puts the next ManifestPart into req_.
   void NextManifestPart() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The agent's ManifestRequest: the whole manifest, or the delta it names.
+  Action HandleManifestRequest() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends the requested manifest: every part, or the whole manifest in
+  // parts if `delta` is null.
+  Action SendRequestedManifest(std::shared_ptr<const ManifestDeltas::Parts> delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The read pool's answer to a delta.
+  void OnDeltaReady(absl::StatusOr<std::shared_ptr<const ManifestDeltas::Parts>> parts)
+      ABSL_LOCKS_EXCLUDED(mu_);
   Action Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Action Fail(absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Perform(Action a) ABSL_LOCKS_EXCLUDED(mu_);
@@ -173,6 +193,14 @@ class TransferCall final
   uint32_t parts_left_ ABSL_GUARDED_BY(mu_) = 0;
   int part_file_ ABSL_GUARDED_BY(mu_) = 0;
   int part_chunk_ ABSL_GUARDED_BY(mu_) = 0;
+  // The Offer named delta bases and the agent has not asked yet; a delta
+  // is being diffed; the parts answer a request (they carry `more`); the
+  // delta's parts, the next one to send.
+  bool awaiting_request_ ABSL_GUARDED_BY(mu_) = false;
+  bool preparing_delta_ ABSL_GUARDED_BY(mu_) = false;
+  bool requested_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<const ManifestDeltas::Parts> delta_ ABSL_GUARDED_BY(mu_);
+  size_t delta_next_ ABSL_GUARDED_BY(mu_) = 0;
   // Bytes the messages of the first Need so far list as needed or local.
   uint64_t first_need_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<bool> first_need_listed_ ABSL_GUARDED_BY(mu_);  // until the Need's last message

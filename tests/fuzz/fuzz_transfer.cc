@@ -59,6 +59,7 @@
 #include "agent/transfer_session.h"
 #include "shared/file_util.h"
 #include "shared/manifest.h"
+#include "shared/manifest_delta.h"
 #include "shared/sha256.h"
 #include "shared/signing.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -443,7 +444,7 @@ class Harness {
   void Step(Reader& r) {
     uint8_t op = r.Byte() % kOpCount;
     TransferRequest req;
-    std::vector<TransferRequest> parts;  // after req, for kOfferParts
+    std::vector<TransferRequest> parts;  // after req, for kOfferParts and kOfferDelta
     switch (op) {
       case kOfferParts: {
         const Package& p = Packages()[r.Byte() % Packages().size()];
@@ -458,6 +459,36 @@ class Harness {
         req = std::move(parts.front());
         parts.erase(parts.begin());
         req.mutable_offer()->set_package_id(o.id);
+        if (stream_.requests.empty()) offer_ = o;
+        current_ = std::move(o);
+        break;
+      }
+      case kOfferDelta: {
+        const Package& p = Packages()[r.Byte() % Packages().size()];
+        const Package& base = Packages()[r.Byte() % Packages().size()];
+        const size_t part_bytes = size_t{16} << (r.Byte() % 8);
+        Offered o;
+        o.manifest = p.manifest;
+        o.content = p.content;
+        o.id = p.id;
+        auto* offer = req.mutable_offer();
+        offer->mutable_manifest()->set_name(p.manifest.name());
+        offer->mutable_manifest()->set_version(p.manifest.version());
+        offer->mutable_manifest()->set_total_size(p.manifest.total_size());
+        offer->set_package_id(o.id);
+        offer->add_delta_bases(base.id);
+        // The agent applies the parts to the base if it holds it (the store
+        // stays as it is until this stream runs), else to nothing.
+        const bool held = store_->PublishedManifest(base.id).has_value();
+        Manifest rebuilt = *offer->mutable_manifest();
+        bool applies = true;
+        for (auto& part : DiffManifest(base.manifest, p.manifest, part_bytes)) {
+          applies = applies && ApplyManifestPart(held ? base.manifest : Manifest(), part,
+                                                 uint64_t{1} << 40, uint64_t{1} << 40, &rebuilt)
+                                   .ok();
+          *parts.emplace_back().mutable_manifest_part() = std::move(part);
+        }
+        o.intact = applies && PackageId(rebuilt) == o.id;
         if (stream_.requests.empty()) offer_ = o;
         current_ = std::move(o);
         break;
@@ -730,7 +761,12 @@ class Harness {
     const bool refused = absl::IsFailedPrecondition(s);
     if (!at_offer.accepted && (!prior.has_value() || again) && o.intact &&
         ValidateManifest(o.manifest, TransferOptions().limits).ok()) {
-      Check(refused && stream_.responses.empty(),
+      // Nothing answered but a ManifestRequest (an offer of delta bases
+      // has no manifest to judge before its parts).
+      const bool answered = std::any_of(
+          stream_.responses.begin(), stream_.responses.end(),
+          [](const TransferResponse& r) { return !r.has_manifest_request(); });
+      Check(refused && !answered,
             absl::StrCat("an offer of ", label, " the policy must refuse ended ", s.ToString(),
                          " after ", stream_.responses.size(), " responses"));
     }

@@ -160,6 +160,14 @@ void PartSeeds(const std::string& dir) {
   Write(dir, "split-need-local",
         Str(Cat({Offer(0), AllChunks(0), kCommitOp, split, Offer(1, 2), AllChunks(1),
                  kCommitOp})));
+  // Manifest deltas: of a published base, of one the agent lacks, of itself.
+  Write(dir, "delta-of-published",
+        Str(Cat({Offer(0), AllChunks(0), kCommitOp, kEnd, {kOfferDelta, 1, 0, 1}, AllChunks(1),
+                 kCommitOp})));
+  Write(dir, "delta-of-missing", Str(Cat({{kOfferDelta, 1, 0, 0}, AllChunks(1), kCommitOp})));
+  Write(dir, "delta-unrelated",
+        Str(Cat({Offer(4), AllChunks(4), kCommitOp, kEnd, {kOfferDelta, 5, 4, 7}, AllChunks(5),
+                 kCommitOp})));
   Write(dir, "split-need-resume",
         Str(Cat({split, Offer(0), {kChunk, 1}, kEnd, OfferParts(0, 5), AllChunks(0), kCommitOp})));
 }

@@ -48,6 +48,13 @@
 //                                  one byte more (1), or one byte flipped in
 //                                  the last chunk (2); runs may cross files
 //                                  or the end
+//   kOfferDelta pkg, base, split   Offer of Packages()[pkg % n] naming
+//                                  Packages()[base % n] as its one delta
+//                                  base, then the parts of DiffManifest
+//                                  (that base, the package, 16 << split % 8
+//                                  bytes a part): right if the agent holds
+//                                  the base, runs outside an empty base if
+//                                  it does not
 // Chunk indices are taken modulo (chunk count + 2), so some are out of range.
 //
 // The policies trust one key (kTrustedSeed); the clock starts at kFuzzNow.
@@ -87,7 +94,8 @@ enum Op : uint8_t {
   kPartSlice = 10,
   kPartRaw = 11,
   kChunkRun = 12,
-  kOpCount = 13,
+  kOfferDelta = 13,
+  kOpCount = 14,
 };
 
 enum Control : uint8_t {

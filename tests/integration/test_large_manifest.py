@@ -1,6 +1,7 @@
 """A package whose manifest exceeds the default message bound (issue 13
 item 3): the controller offers it in ManifestParts and the agent
-reassembles it, with the default --max-message-bytes (3 MiB) on both sides.
+reassembles it, with the default --max-message-bytes (3 MiB) on both sides;
+the next version reaches the agent that holds this one as a manifest delta.
 
 Size: a file costs the manifest a FileEntry (its path, a 32-byte sha256
 and about 15 bytes of fields) and a ChunkRef (about 42 bytes) per chunk.
@@ -13,6 +14,7 @@ began; and fewer files also keep the per-file fsyncs of the import and the
 agent's seal to a few seconds each."""
 
 import os
+import re
 import time
 import unittest
 
@@ -83,6 +85,25 @@ class LargeManifestTest(unittest.TestCase):
             print(f"{files} entries, {chunks} chunks: manifest of {size} bytes "
                   f"({size / MiB:.2f} MiB); import {imported:.1f}s, "
                   f"distribution {distributed:.1f}s")
+
+            # Version 2.0, one file changed: dp1 holds 1.0's manifest and
+            # receives 2.0's as a delta of it, not 4 MiB again.
+            with open(os.path.join(src, DIR_NAME.format(3), DIR_NAME.format(4),
+                                   FILE_NAME.format(345)), "w") as f:
+                f.write("changed\n")
+            c.import_package(src, "many", "2.0")
+            job = c.distribute("many@2.0", ["dp1"])
+            c.wait_job(job, lambda j: j["state"] == "complete", TIMEOUT,
+                       "version 2.0 is published")
+            harness.assert_trees_identical(src, c.published("dp1", "many", "2.0"))
+            with open(c.log_of("agent-dp1")) as f:
+                found = re.search(r"manifest of many@2\.0: a delta of many@1\.0 "
+                                  r"\([0-9a-f]{64}\), (\d+) bytes in (\d+) parts", f.read())
+            self.assertIsNotNone(found, "the agent did not receive 2.0's manifest as a delta")
+            delta_bytes = int(found.group(1))
+            print(f"version 2.0: manifest delta of {delta_bytes} bytes in "
+                  f"{found.group(2)} parts, for a manifest of {size} bytes")
+            self.assertLess(delta_bytes * 100, size)
 
 
 if __name__ == "__main__":

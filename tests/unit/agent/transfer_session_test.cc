@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "shared/manifest.h"
+#include "shared/manifest_delta.h"
 #include "shared/signing.h"
 #include "tests/unit/agent/agent_test_util.h"
 
@@ -620,6 +621,134 @@ TEST_F(TransferSessionTest, ASplitFirstNeedCountsLocalChunksTowardsTheBound) {
   EXPECT_THAT(more, ElementsAre(true, true, false));
   EXPECT_THAT(acked, ElementsAre(0, 1, 2, 3, 4));
   EXPECT_TRUE(stream.responses.back().has_published());
+}
+
+// Manifest deltas: an Offer naming delta_bases carries only the manifest's
+// head; the agent asks for it as a delta of a base it has published.
+class DeltaTransferSessionTest : public TransferSessionTest {
+ protected:
+  // Publishes manifest_ as app@1.0, then makes manifest_ app@2.0 with the
+  // config file changed (the data file's chunks stay the same).
+  void PublishVersionOneAndEditTheConfig() {
+    FakeStream first;
+    ReactLikeAController(first);
+    first.requests.push_back(Offer());
+    ASSERT_TRUE(Run(first).ok());
+    v1_ = manifest_;
+    testing::WriteFile(src_ + "/etc/app.conf", "key = other value\n");
+    manifest_ = testing::ManifestOf(src_, "app", "2.0", kChunk);
+  }
+  TransferRequest DeltaOffer(std::vector<std::string> bases) {
+    TransferRequest r;
+    auto* offer = r.mutable_offer();
+    offer->mutable_manifest()->set_name(manifest_.name());
+    offer->mutable_manifest()->set_version(manifest_.version());
+    offer->mutable_manifest()->set_total_size(manifest_.total_size());
+    offer->set_package_id(PackageId(manifest_));
+    offer->set_window_bytes(1 << 20);
+    for (auto& b : bases) offer->add_delta_bases(std::move(b));
+    return r;
+  }
+  // Answers a ManifestRequest with the delta of manifest_ from `from` (the
+  // base the agent named, unless the test says otherwise), in parts of
+  // `part_bytes`; then acts like a controller.
+  void AnswerManifestRequests(FakeStream& stream, size_t part_bytes,
+                              std::optional<pkgdist::v1::Manifest> from = std::nullopt) {
+    ReactLikeAController(stream);
+    auto controller = stream.on_write;
+    stream.on_write = [this, &stream, part_bytes, from, controller](const TransferResponse& r) {
+      if (!r.has_manifest_request()) return controller(r);
+      requested_.push_back(r.manifest_request().base());
+      pkgdist::v1::Manifest base;
+      if (from.has_value()) {
+        base = *from;
+      } else if (!r.manifest_request().base().empty()) {
+        base = v1_;
+      }
+      for (auto& part : DiffManifest(base, manifest_, part_bytes)) {
+        *stream.requests.emplace_back().mutable_manifest_part() = std::move(part);
+      }
+    };
+  }
+  pkgdist::v1::Manifest v1_;
+  std::vector<std::string> requested_;  // the bases asked for
+};
+
+TEST_F(DeltaTransferSessionTest, AnAgentHoldingABaseAsksForTheDeltaAndPublishes) {
+  // Bases: one the agent never had, then app@1.0. The agent names 1.0; the
+  // delta in parts of 100 bytes rebuilds 2.0, whose data chunks are local.
+  PublishVersionOneAndEditTheConfig();
+  FakeStream stream;
+  AnswerManifestRequests(stream, 100);
+  stream.requests.push_back(DeltaOffer({std::string(32, 'z'), PackageId(v1_)}));
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_THAT(requested_, ElementsAre(PackageId(v1_)));
+  ASSERT_TRUE(stream.responses[1].has_need());
+  EXPECT_THAT(Indices(stream.responses[1].need().indices()), ElementsAre(4));
+  EXPECT_THAT(Indices(stream.responses[1].need().local()), ElementsAre(0, 1, 2, 3));
+  EXPECT_EQ(stream.responses.back().published().package_id(), PackageId(manifest_));
+  EXPECT_EQ(testing::ReadFile(tmp_.path() + "/agent-root/packages/app/2.0/etc/app.conf"),
+            "key = other value\n");
+}
+
+TEST_F(DeltaTransferSessionTest, AnAgentHoldingNoBaseAsksForTheWholeManifest) {
+  FakeStream stream;
+  AnswerManifestRequests(stream, 100);
+  stream.requests.push_back(DeltaOffer({std::string(32, 'z')}));
+  absl::Status s = Run(stream);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_THAT(requested_, ElementsAre(""));
+  EXPECT_EQ(stream.responses.back().published().package_id(), PackageId(manifest_));
+}
+
+TEST_F(DeltaTransferSessionTest, ADeltaOfTheWrongBaseIsDataLossAndStagesNothing) {
+  // The rebuilt manifest is checked against the Offer's id like any other:
+  // a delta applied to another base than it was made from cannot publish.
+  PublishVersionOneAndEditTheConfig();
+  pkgdist::v1::Manifest wrong = v1_;  // chunks 1 and 2 swapped
+  wrong.mutable_chunks()->SwapElements(1, 2);
+  FakeStream stream;
+  AnswerManifestRequests(stream, 1 << 20, wrong);
+  stream.requests.push_back(DeltaOffer({PackageId(v1_)}));
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsDataLoss(s) || absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(stream.responses, ElementsAre(::testing::Property(
+                                    &TransferResponse::has_manifest_request, true)));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp_.path() + "/agent-root/staging"));
+}
+
+TEST_F(DeltaTransferSessionTest, ADeltaOfferWithEntriesOrTooManyBasesIsInvalid) {
+  {
+    FakeStream stream;
+    TransferRequest offer = DeltaOffer({PackageId(manifest_)});
+    *offer.mutable_offer()->mutable_manifest()->add_files() = manifest_.files(0);
+    stream.requests.push_back(offer);
+    absl::Status s = Run(stream);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("must carry no files"));
+  }
+  {
+    FakeStream stream;
+    stream.requests.push_back(DeltaOffer(std::vector<std::string>(5, std::string(32, 'z'))));
+    absl::Status s = Run(stream);
+    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("5 delta bases, more than 4"));
+  }
+  {
+    FakeStream stream;
+    stream.requests.push_back(DeltaOffer({"short"}));
+    EXPECT_THAT(std::string(Run(stream).message()), HasSubstr("must be 32 bytes"));
+  }
+}
+
+TEST_F(DeltaTransferSessionTest, ARequestedPartThatAddsNothingIsInvalid) {
+  FakeStream stream;
+  stream.requests.push_back(DeltaOffer({std::string(32, 'z')}));
+  stream.requests.emplace_back().mutable_manifest_part()->set_more(true);
+  absl::Status s = Run(stream);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("requested manifest part 1 is empty"));
 }
 
 // With a signature policy trusting one key ("owner"; "stranger" is not in

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "shared/manifest.h"
+#include "shared/manifest_delta.h"
 
 namespace pkgdist::testing {
 
@@ -187,21 +188,65 @@ bool FakeAgent::ReadOffer(grpc::ServerReaderWriter<TransferResponse, TransferReq
   size_t largest = req.ByteSizeLong();
   offer->Swap(req.mutable_offer());
   pkgdist::v1::Manifest& m = *offer->mutable_manifest();
-  for (uint32_t i = 0; i < offer->manifest_parts(); ++i) {
+  pkgdist::v1::Manifest base;
+  std::string base_id;
+  if (offer->delta_bases_size() > 0) {
+    absl::MutexLock l(&mu_);
+    for (const std::string& id : offer->delta_bases()) {
+      if (auto it = bases_.find(id); it != bases_.end()) {
+        base = it->second;
+        base_id = id;
+        break;
+      }
+    }
+  }
+  if (offer->delta_bases_size() > 0) {
+    TransferResponse ask;
+    ask.mutable_manifest_request()->set_base(base_id);
+    stream->Write(ask);
+  }
+  uint64_t part_bytes = 0;
+  int parts = 0;
+  for (bool more = offer->manifest_parts() > 0 || offer->delta_bases_size() > 0; more;) {
     if (!stream->Read(&req) || !req.has_manifest_part()) {
       *error = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            absl::StrCat("expected manifest part ", i + 1));
+                            absl::StrCat("expected manifest part ", parts + 1));
       return false;
     }
+    ++parts;
     largest = std::max(largest, req.ByteSizeLong());
-    for (const auto& f : req.manifest_part().files()) *m.add_files() = f;
-    for (const auto& c : req.manifest_part().chunks()) *m.add_chunks() = c;
+    part_bytes += req.manifest_part().ByteSizeLong();
+    if (absl::Status s = ApplyManifestPart(base, req.manifest_part(), uint64_t{1} << 40,
+                                           uint64_t{1} << 40, &m);
+        !s.ok()) {
+      *error = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+      return false;
+    }
+    more = offer->delta_bases_size() > 0 ? req.manifest_part().more()
+                                         : parts < static_cast<int>(offer->manifest_parts());
   }
   absl::MutexLock l(&mu_);
   last_manifest_id_ = PackageId(m);
-  last_manifest_parts_ = static_cast<int>(offer->manifest_parts());
+  last_manifest_parts_ = parts;
+  last_manifest_base_ = base_id;
+  last_manifest_part_bytes_ = part_bytes;
   largest_manifest_message_ = std::max(largest_manifest_message_, largest);
   return true;
+}
+
+void FakeAgent::HoldBase(const pkgdist::v1::Manifest& m) {
+  absl::MutexLock l(&mu_);
+  bases_[PackageId(m)] = m;
+}
+
+std::string FakeAgent::last_manifest_base() {
+  absl::MutexLock l(&mu_);
+  return last_manifest_base_;
+}
+
+uint64_t FakeAgent::last_manifest_part_bytes() {
+  absl::MutexLock l(&mu_);
+  return last_manifest_part_bytes_;
 }
 
 std::vector<uint32_t> FakeAgent::SendFirstNeed(

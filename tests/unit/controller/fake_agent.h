@@ -17,6 +17,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -51,10 +52,19 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   // the agent itself right after the Need, as if copied from its chunk store.
   void SplitFirstNeed(size_t per_message, int local_every = 0);
 
+  // Packages this agent holds as delta bases: to an Offer naming delta
+  // bases, it asks for a delta of the first one it holds (or for the whole
+  // manifest) and rebuilds the manifest from the parts.
+  void HoldBase(const pkgdist::v1::Manifest& m);
+
   // What the latest Offer carried: the package id of the reassembled
-  // manifest (PackageId) and the number of ManifestPart messages read.
+  // manifest (PackageId), the number of ManifestPart messages read, the
+  // delta base the agent asked for ("": none or the whole manifest) and the
+  // bytes of the manifest's parts.
   std::string last_manifest_id();
   int last_manifest_parts();
+  std::string last_manifest_base();
+  uint64_t last_manifest_part_bytes();
   // The largest request (serialized) of any Offer or ManifestPart.
   size_t largest_manifest_message();
 
@@ -117,6 +127,9 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   int local_every_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_manifest_id_ ABSL_GUARDED_BY(mu_);
   int last_manifest_parts_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_manifest_base_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_manifest_part_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, pkgdist::v1::Manifest> bases_ ABSL_GUARDED_BY(mu_);
   size_t largest_manifest_message_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -7,6 +7,8 @@
 #include "gtest/gtest.h"
 #include "shared/grpc_options.h"
 #include "shared/manifest.h"
+#include "shared/manifest_delta.h"
+#include "shared/sha256.h"
 #include "tests/unit/controller/core_test_env.h"
 
 namespace pkgdist::testing {
@@ -185,6 +187,79 @@ TEST_F(TransferCallTest, AManifestWithinOnePartGoesOutInTheOffer) {
   EXPECT_TRUE(result.published) << result.status;
   EXPECT_EQ(dp1.last_manifest_id(), id);
   EXPECT_EQ(dp1.last_manifest_parts(), 0);
+}
+
+TEST_F(TransferCallTest, AnAgentHoldingTheBaseReceivesTheManifestAsADelta) {
+  FakeAgent& dp1 = AddAgent("dp1", Behaviour::kHaveAll);
+  TransferParams v1 = Params(ImportPackage("app", "1.0", 4 << 20));
+  TransferParams v2 = Params(ImportPackage("app", "2.0", (4 << 20) + 1));
+  Inflate(v1, 3000, 0);
+  Inflate(v2, 3000, 0);
+  ASSERT_GT(v2.manifest->ByteSizeLong(), kMinDeltaManifestBytes);
+  dp1.HoldBase(*v1.manifest);
+  int loads = 0;
+  ManifestDeltas deltas([&](const std::string& id) -> absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> {
+    ++loads;
+    EXPECT_EQ(id, ToHex(v1.package_id));
+    return v1.manifest;
+  });
+  const std::string id = v2.package_id;
+  const size_t whole = v2.manifest->ByteSizeLong();
+  for (int round = 0; round < 2; ++round) {
+    TransferParams p = v2;
+    p.delta_bases = {std::string(32, 'z'), v1.package_id};
+    p.deltas = &deltas;
+    TransferResult result = RunTransfer(std::move(p));
+    EXPECT_TRUE(result.published) << result.status;
+    EXPECT_EQ(dp1.last_manifest_id(), id);
+    EXPECT_EQ(dp1.last_manifest_base(), v1.package_id);
+    // The changed file entry and the chunks after the new byte, not 3,000
+    // directories again.
+    EXPECT_LT(dp1.last_manifest_part_bytes() * 20, whole)
+        << dp1.last_manifest_part_bytes() << " bytes of a " << whole << "-byte manifest";
+  }
+  EXPECT_EQ(loads, 1) << "the second transfer diffs again";
+  EXPECT_EQ(deltas.diffs(), 1u);
+}
+
+TEST_F(TransferCallTest, AnAgentHoldingNoBaseReceivesTheWholeManifestInParts) {
+  FakeAgent& dp1 = AddAgent("dp1", Behaviour::kHaveAll);
+  TransferParams p = Params(ImportPackage("app", "2.0", 1 << 20));
+  Inflate(p, 30'000, 0);
+  const std::string id = p.package_id;
+  ManifestDeltas deltas([](const std::string&) -> absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> {
+    ADD_FAILURE() << "no delta was asked for";
+    return absl::NotFoundError("no");
+  });
+  p.delta_bases = {std::string(32, 'z')};
+  p.deltas = &deltas;
+  TransferResult result = RunTransfer(std::move(p));
+  EXPECT_TRUE(result.published) << result.status;
+  EXPECT_EQ(dp1.last_manifest_id(), id);
+  EXPECT_EQ(dp1.last_manifest_base(), "");
+  EXPECT_GE(dp1.last_manifest_parts(), 2);
+  EXPECT_LE(dp1.largest_manifest_message(), kManifestPartBytes + 1024);
+}
+
+TEST_F(TransferCallTest, ADeltaThatCannotBeMadeSendsTheWholeManifest) {
+  // The base's manifest cannot be loaded (deleted meanwhile): the agent
+  // asked for a delta and gets the whole manifest, which it can apply to
+  // any base (parts without runs), and the transfer publishes.
+  FakeAgent& dp1 = AddAgent("dp1", Behaviour::kHaveAll);
+  TransferParams v1 = Params(ImportPackage("app", "1.0", 1 << 20));
+  TransferParams p = Params(ImportPackage("app", "2.0", (1 << 20) + 1));
+  Inflate(p, 3000, 0);
+  dp1.HoldBase(*v1.manifest);
+  ManifestDeltas deltas([](const std::string&) -> absl::StatusOr<std::shared_ptr<const pkgdist::v1::Manifest>> {
+    return absl::NotFoundError("package deleted");
+  });
+  const std::string id = p.package_id;
+  p.delta_bases = {v1.package_id};
+  p.deltas = &deltas;
+  TransferResult result = RunTransfer(std::move(p));
+  EXPECT_TRUE(result.published) << result.status;
+  EXPECT_EQ(dp1.last_manifest_id(), id);
+  EXPECT_EQ(dp1.last_manifest_base(), v1.package_id);
 }
 
 TEST_F(TransferCallTest, AFirstNeedSplitInSeveralMessagesCountsAsOne) {
