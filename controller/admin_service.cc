@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "controller/page_token.h"
 #include "absl/time/clock.h"
@@ -91,7 +93,8 @@ std::string SignatureDetail(const v1::PackageSignature& sig, absl::string_view s
 // "package=N@V agents=A,B" (or agents=all): a job request's essentials; at
 // most 50 agents are named, then how many there were.
 std::string JobRequest(const std::string& package,
-                       const google::protobuf::RepeatedPtrField<std::string>& agents, bool all) {
+                       const google::protobuf::RepeatedPtrField<std::string>& agents, bool all,
+                       const std::string& selector) {
   constexpr int kMaxNamed = 50;
   std::string out = absl::StrCat("package=", OneLineBounded(package), " agents=");
   if (all) absl::StrAppend(&out, "all", agents.empty() ? "" : "+");
@@ -99,6 +102,18 @@ std::string JobRequest(const std::string& package,
     absl::StrAppend(&out, i > 0 ? "," : "", OneLineBounded(agents[i]));
   }
   if (agents.size() > kMaxNamed) absl::StrAppend(&out, ",... (", agents.size(), " agents)");
+  if (!selector.empty()) absl::StrAppend(&out, " select=", OneLineBounded(selector));
+  return out;
+}
+
+// The labels of a request, validated.
+absl::StatusOr<Labels> RequestLabels(const google::protobuf::Map<std::string, std::string>& in) {
+  Labels out;
+  for (const auto& [key, value] : in) {
+    RETURN_IF_ERROR(ValidateLabelKey(key));
+    RETURN_IF_ERROR(ValidateLabelValue(value));
+    out[key] = value;
+  }
   return out;
 }
 
@@ -155,20 +170,55 @@ void AdminService::FillAgentInfo(const AgentRow& row, v1::AgentInfo* out) {
   AgentPool::Info info = pool_->GetInfo(row.name);
   out->set_last_contact(FormatRfc3339(info.last_contact_ms));
   out->set_last_error(info.last_error);
+  for (const auto& [key, value] : row.labels) (*out->mutable_labels())[key] = value;
 }
 
 Status AdminService::AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::AgentInfo* resp) {
-  return Audited(ctx, "AddAgent",
-                 absl::StrCat("agent=", OneLineBounded(req->name()),
-                              " address=", OneLineBounded(req->address())),
-                 [&](AuditEntry& audit) -> Status {
+  std::string request = absl::StrCat("agent=", OneLineBounded(req->name()),
+                                     " address=", OneLineBounded(req->address()));
+  auto labels = RequestLabels(req->labels());
+  if (labels.ok() && !labels->empty()) {
+    absl::StrAppend(&request, " labels=", OneLineBounded(FormatLabels(*labels)));
+  }
+  return Audited(ctx, "AddAgent", std::move(request), [&](AuditEntry& audit) -> Status {
     if (auto s = ValidateName(req->name(), "name"); !s.ok()) return ToGrpc(s);
     if (auto s = ValidateAddress(req->address()); !s.ok()) return ToGrpc(s);
-    if (auto s = store_->AddAgent(req->name(), req->address(), &audit); !s.ok()) return ToGrpc(s);
+    if (!labels.ok()) return ToGrpc(labels.status());
+    std::optional<Labels> replace;
+    if (!labels->empty()) replace = *labels;
+    if (auto s = store_->AddAgent(req->name(), req->address(), &audit, replace); !s.ok()) {
+      return ToGrpc(s);
+    }
     auto row = store_->GetAgent(req->name());
     if (!row.ok()) return ToGrpc(row.status());
     spdlog::info("agent {} registered at {}", req->name(), req->address());
     engine_->Kick();
+    FillAgentInfo(*row, resp);
+    return Status::OK;
+  });
+}
+
+Status AdminService::SetAgentLabels(Ctx* ctx, const v1::SetAgentLabelsRequest* req,
+                                    v1::AgentInfo* resp) {
+  auto set = RequestLabels(req->set());
+  std::string request = absl::StrCat("agent=", OneLineBounded(req->name()));
+  if (set.ok() && !set->empty()) absl::StrAppend(&request, " set=", OneLineBounded(FormatLabels(*set)));
+  if (!req->remove().empty()) {
+    absl::StrAppend(&request, " remove=", OneLineBounded(absl::StrJoin(req->remove(), ",")));
+  }
+  return Audited(ctx, "SetAgentLabels", std::move(request), [&](AuditEntry& audit) -> Status {
+    if (!set.ok()) return ToGrpc(set.status());
+    std::vector<std::string> remove;
+    for (const std::string& key : req->remove()) {
+      if (auto s = ValidateLabelKey(key); !s.ok()) return ToGrpc(s);
+      if (set->count(key) > 0) {
+        return Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("label ", key, " is both set and removed"));
+      }
+      remove.push_back(key);
+    }
+    auto row = store_->SetAgentLabels(req->name(), *set, remove, &audit);
+    if (!row.ok()) return ToGrpc(row.status());
     FillAgentInfo(*row, resp);
     return Status::OK;
   });
@@ -472,13 +522,30 @@ Status AdminService::DeletePackage(Ctx* ctx, const v1::DeletePackageRequest* req
 }
 
 absl::StatusOr<std::vector<std::string>> AdminService::ResolveAgents(
-    const google::protobuf::RepeatedPtrField<std::string>& names, bool all) {
+    const google::protobuf::RepeatedPtrField<std::string>& names, bool all,
+    const std::string& selector) {
   std::set<std::string> out;
-  if (all) {
+  if (all || !selector.empty()) {
+    std::optional<LabelSelector> select;
+    if (!selector.empty()) {
+      ASSIGN_OR_RETURN(select, LabelSelector::Parse(selector));
+    }
     auto rows = store_->ListAgents();
     if (!rows.ok()) return rows.status();
-    for (const auto& r : *rows) out.insert(r.name);
-    if (out.empty()) return absl::FailedPreconditionError("all_agents: no agents are registered");
+    size_t matched = 0;
+    for (const auto& r : *rows) {
+      const bool hit = select.has_value() && select->Matches(r.labels);
+      matched += hit ? 1 : 0;
+      if (all || hit) out.insert(r.name);
+    }
+    if (all && rows->empty()) {
+      return absl::FailedPreconditionError("all_agents: no agents are registered");
+    }
+    if (select.has_value() && matched == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "selector ", select->ToString(), " matches none of the ", rows->size(),
+          " registered agents"));
+    }
   }
   for (const std::string& n : names) {
     auto row = store_->GetAgent(n);
@@ -491,18 +558,19 @@ absl::StatusOr<std::vector<std::string>> AdminService::ResolveAgents(
     out.insert(n);
   }
   if (out.empty()) {
-    return absl::InvalidArgumentError("agents: name at least one agent, or set all_agents");
+    return absl::InvalidArgumentError(
+        "agents: name at least one agent, set all_agents or give a selector");
   }
   return std::vector<std::string>(out.begin(), out.end());
 }
 
 Status AdminService::StartJob(JobKind kind, const std::string& package,
                               const google::protobuf::RepeatedPtrField<std::string>& agents,
-                              bool all, const JobPolicy& policy, v1::JobStatus* resp,
-                              AuditEntry& audit) {
+                              bool all, const std::string& selector, const JobPolicy& policy,
+                              v1::JobStatus* resp, AuditEntry& audit) {
   auto p = ResolvePackage(package, "package");
   if (!p.ok()) return ToGrpc(p.status());
-  auto names = ResolveAgents(agents, all);
+  auto names = ResolveAgents(agents, all, selector);
   if (!names.ok()) return ToGrpc(names.status());
   uint64_t total = kind == JobKind::kDistribute ? p->size : 0;
   auto job = store_->CreateJob(kind, p->id, *names, policy, total, &audit);
@@ -517,7 +585,8 @@ Status AdminService::StartJob(JobKind kind, const std::string& package,
 }
 
 Status AdminService::Distribute(Ctx* ctx, const v1::DistributeRequest* req, v1::JobStatus* resp) {
-  std::string request = JobRequest(req->package(), req->agents(), req->all_agents());
+  std::string request =
+      JobRequest(req->package(), req->agents(), req->all_agents(), req->selector());
   if (req->max_attempts() > 0) absl::StrAppend(&request, " max_attempts=", req->max_attempts());
   if (req->deadline_seconds() > 0) {
     absl::StrAppend(&request, " deadline_seconds=", req->deadline_seconds());
@@ -534,17 +603,17 @@ Status AdminService::Distribute(Ctx* ctx, const v1::DistributeRequest* req, v1::
       policy.deadline_ms = clock_->NowMs() + static_cast<int64_t>(req->deadline_seconds()) * 1000;
     }
     return StartJob(JobKind::kDistribute, req->package(), req->agents(), req->all_agents(),
-                    policy, resp, audit);
+                    req->selector(), policy, resp, audit);
   });
 }
 
 Status AdminService::RemoveFromAgents(Ctx* ctx, const v1::RemoveFromAgentsRequest* req,
                                       v1::JobStatus* resp) {
   return Audited(ctx, "RemoveFromAgents",
-                 JobRequest(req->package(), req->agents(), req->all_agents()),
+                 JobRequest(req->package(), req->agents(), req->all_agents(), req->selector()),
                  [&](AuditEntry& audit) {
                    return StartJob(JobKind::kRemove, req->package(), req->agents(),
-                                   req->all_agents(), JobPolicy{}, resp, audit);
+                                   req->all_agents(), req->selector(), JobPolicy{}, resp, audit);
                  });
 }
 

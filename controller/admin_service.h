@@ -52,6 +52,8 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   using Status = grpc::Status;
 
   Status AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::AgentInfo* resp) override;
+  Status SetAgentLabels(Ctx* ctx, const v1::SetAgentLabelsRequest* req,
+                        v1::AgentInfo* resp) override;
   Status ListAgents(Ctx* ctx, const v1::ListAgentsRequest* req,
                     v1::ListAgentsResponse* resp) override;
   Status GetAgent(Ctx* ctx, const v1::GetAgentRequest* req, v1::AgentDetail* resp) override;
@@ -100,11 +102,15 @@ class AdminService final : public pkgdist::v1::Admin::Service {
                  absl::FunctionRef<Status(AuditEntry& audit)> body);
   // Resolves "name@version" to a stored package.
   absl::StatusOr<PackageRow> ResolvePackage(const std::string& label, absl::string_view field);
+  // A job's targets: `names`, every agent if `all`, and the agents
+  // `selector` matches (if not empty), each once, by name.
   absl::StatusOr<std::vector<std::string>> ResolveAgents(
-      const google::protobuf::RepeatedPtrField<std::string>& names, bool all);
+      const google::protobuf::RepeatedPtrField<std::string>& names, bool all,
+      const std::string& selector);
   Status StartJob(JobKind kind, const std::string& package,
                   const google::protobuf::RepeatedPtrField<std::string>& agents, bool all,
-                  const JobPolicy& policy, v1::JobStatus* resp, AuditEntry& audit);
+                  const std::string& selector, const JobPolicy& policy, v1::JobStatus* resp,
+                  AuditEntry& audit);
   // ImportPackage once authorized; completes audit.request as it reads.
   Status ReceivePackage(grpc::ServerReader<v1::ImportPackageRequest>* reader,
                         v1::PackageInfo* resp, AuditEntry& audit);

@@ -24,7 +24,7 @@ namespace {
 constexpr int kBusyTimeoutMs = 5000;
 
 // Column lists, in the order the Read* functions below expect.
-constexpr absl::string_view kAgentCols = "name, address, added_ms";
+constexpr absl::string_view kAgentCols = "name, address, added_ms, labels";
 constexpr absl::string_view kPackageCols =
     "id, name, version, size, files, chunks, created_ms, signature";
 constexpr absl::string_view kJobCols =
@@ -38,7 +38,10 @@ constexpr int kAfterTargetCols = 12;
 constexpr absl::string_view kUnfinished = "t.state IN ('pending', 'transferring', 'retry_wait')";
 
 AgentRow ReadAgent(const Statement& st) {
-  return AgentRow{st.Text(0), st.Text(1), st.Int(2)};
+  // Written only in canonical form (FormatLabels); text that does not parse
+  // (edited by hand) reads as no labels rather than failing every listing.
+  absl::StatusOr<Labels> labels = ParseLabels(st.Text(3));
+  return AgentRow{st.Text(0), st.Text(1), st.Int(2), labels.ok() ? *std::move(labels) : Labels()};
 }
 
 PackageRow ReadPackage(const Statement& st) {
@@ -340,34 +343,70 @@ absl::Status StateStore::Read(absl::FunctionRef<absl::Status(sqlite3*, int64_t)>
 // --- Agents.
 
 absl::Status StateStore::AddAgent(const std::string& name, const std::string& address,
-                                  AuditEntry* audit) {
+                                  AuditEntry* audit, const std::optional<Labels>& labels) {
   RETURN_IF_ERROR(ValidateName(name, "agent name"));
   if (address.empty()) return absl::InvalidArgumentError(absl::StrCat("agent ", name, ": empty address"));
   return Transact(
       [&](ChangeLog& log) -> absl::Status {
-        Statement find(log.db(), "SELECT address FROM agents WHERE name = ?");
+        Statement find(log.db(), "SELECT address, labels FROM agents WHERE name = ?");
         find.BindText(name);
         ASSIGN_OR_RETURN(bool found, find.Step());
-        if (found && find.Text(0) == address) {
+        const std::string old_labels = found ? find.Text(1) : "";
+        const std::string new_labels = labels.has_value() ? FormatLabels(*labels) : old_labels;
+        if (found && find.Text(0) == address && new_labels == old_labels) {
           if (audit != nullptr) audit->result = "already registered at this address";
           return absl::OkStatus();
         }
         Statement st(log.db(),
-                     "INSERT INTO agents(name, address, added_ms) VALUES(?, ?, ?) "
-                     "ON CONFLICT(name) DO UPDATE SET address = excluded.address");
-        st.BindText(name).BindText(address).BindInt(log.now());
+                     "INSERT INTO agents(name, address, added_ms, labels) VALUES(?, ?, ?, ?) "
+                     "ON CONFLICT(name) DO UPDATE SET address = excluded.address, "
+                     "labels = excluded.labels");
+        st.BindText(name).BindText(address).BindInt(log.now()).BindText(new_labels);
         RETURN_IF_ERROR(st.Run());
         EventRow e;
         e.kind = found ? EventKind::kAgentUpdated : EventKind::kAgentAdded;
         e.agent = name;
         e.address = address;
+        if (!new_labels.empty()) e.detail = absl::StrCat("labels ", new_labels);
         if (audit != nullptr) {
-          audit->result = found ? absl::StrCat("address changed from ", find.Text(0))
-                                : std::string("registered");
+          audit->result = !found                      ? std::string("registered")
+                          : find.Text(0) != address ? absl::StrCat("address changed from ", find.Text(0))
+                                                    : absl::StrCat("labels changed from \"", old_labels, "\"");
         }
         return log.Add(std::move(e));
       },
       audit);
+}
+
+absl::StatusOr<AgentRow> StateStore::SetAgentLabels(const std::string& name, const Labels& set,
+                                                    const std::vector<std::string>& remove,
+                                                    AuditEntry* audit) {
+  AgentRow row;
+  RETURN_IF_ERROR(Transact(
+      [&](ChangeLog& log) -> absl::Status {
+        Statement find(log.db(), absl::StrCat("SELECT ", kAgentCols, " FROM agents WHERE name = ?"));
+        find.BindText(name);
+        ASSIGN_OR_RETURN(bool found, find.Step());
+        if (!found) return absl::NotFoundError(absl::StrCat("agent ", name, " is not registered"));
+        row = ReadAgent(find);
+        const std::string before = FormatLabels(row.labels);
+        for (const std::string& key : remove) row.labels.erase(key);
+        for (const auto& [key, value] : set) row.labels[key] = value;
+        const std::string after = FormatLabels(row.labels);
+        if (audit != nullptr) audit->result = absl::StrCat("labels \"", before, "\" -> \"", after, "\"");
+        if (after == before) return absl::OkStatus();
+        Statement st(log.db(), "UPDATE agents SET labels = ? WHERE name = ?");
+        st.BindText(after).BindText(name);
+        RETURN_IF_ERROR(st.Run());
+        EventRow e;
+        e.kind = EventKind::kAgentUpdated;
+        e.agent = name;
+        e.address = row.address;
+        e.detail = absl::StrCat("labels ", after);
+        return log.Add(std::move(e));
+      },
+      audit));
+  return row;
 }
 
 absl::StatusOr<AgentRow> StateStore::GetAgent(const std::string& name) {

@@ -37,6 +37,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/labels.h"
 #include "controller/target_state.h"
 #include "shared/clock.h"
 
@@ -50,6 +51,7 @@ struct AgentRow {
   std::string name;
   std::string address;
   int64_t added_ms = 0;
+  Labels labels;
 };
 
 struct PackageRow {
@@ -216,12 +218,19 @@ class StateStore {
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
 
-  // --- Agents. AddAgent inserts or updates the address.
+  // --- Agents. AddAgent inserts or updates the address, and replaces the
+  // labels if `labels` is set (validated by the caller).
   //
   // Every mutating method below that takes an `audit` entry (null: none)
   // writes it in the transaction of its change (see AuditEntry).
   absl::Status AddAgent(const std::string& name, const std::string& address,
-                        AuditEntry* audit = nullptr);
+                        AuditEntry* audit = nullptr,
+                        const std::optional<Labels>& labels = std::nullopt);
+  // Sets `set` and deletes `remove` in the agent's labels; returns the row
+  // after the change. NOT_FOUND if unknown.
+  absl::StatusOr<AgentRow> SetAgentLabels(const std::string& name, const Labels& set,
+                                          const std::vector<std::string>& remove,
+                                          AuditEntry* audit = nullptr);
   absl::StatusOr<AgentRow> GetAgent(const std::string& name);
   // By name; only names starting with `name_prefix`; only names after
   // `after`; at most `limit` (0: all).

@@ -117,11 +117,18 @@ ALTER TABLE targets ADD COLUMN bytes_reused INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN bytes_reused INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// An agent's labels (controller/labels.h), in their canonical text form
+// "k1=v1,k2=v2"; selectors are evaluated over the registered agents.
+constexpr char kMigration5[] = R"sql(
+ALTER TABLE agents ADD COLUMN labels TEXT NOT NULL DEFAULT '';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kMigration1},
     {2, kMigration2},
     {3, kMigration3},
     {4, kMigration4},
+    {5, kMigration5},
 };
 
 }  // namespace

@@ -122,6 +122,10 @@ absl::StatusOr<v1::AgentInfo> AdminClient::AddAgent(const v1::AddAgentRequest& r
   return Unary(&v1::Admin::StubInterface::AddAgent, req);
 }
 
+absl::StatusOr<v1::AgentInfo> AdminClient::SetAgentLabels(const v1::SetAgentLabelsRequest& req) {
+  return Unary(&v1::Admin::StubInterface::SetAgentLabels, req);
+}
+
 absl::StatusOr<v1::ListAgentsResponse> AdminClient::ListAgents(const std::string& name_prefix) {
   v1::ListAgentsRequest req;
   req.set_name_prefix(name_prefix);

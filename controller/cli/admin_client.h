@@ -67,6 +67,7 @@ class AdminClient {
   static absl::StatusOr<std::unique_ptr<AdminClient>> Connect(const Settings& settings);
 
   absl::StatusOr<v1::AgentInfo> AddAgent(const v1::AddAgentRequest& req);
+  absl::StatusOr<v1::AgentInfo> SetAgentLabels(const v1::SetAgentLabelsRequest& req);
   // Every page; only names starting with `name_prefix`.
   absl::StatusOr<v1::ListAgentsResponse> ListAgents(const std::string& name_prefix = "");
   absl::StatusOr<v1::AgentDetail> GetAgent(const std::string& name);

@@ -1,6 +1,7 @@
-// pkgdistctl agent add | list | show | remove.
+// pkgdistctl agent add | label | list | show | remove.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "controller/cli/command.h"
@@ -12,16 +13,65 @@ namespace {
 struct AgentOptions {
   std::string name;
   std::string address;
+  // add --label KEY=VALUE...; label's KEY=VALUE (set) and KEY- (remove).
+  std::vector<std::string> labels;
 };
+
+// "KEY=VALUE" into `set`, or "KEY-" into `remove` if `allow_remove`;
+// false with a message naming the argument otherwise (the server validates
+// keys and values).
+bool SplitLabelArg(const std::string& arg, bool allow_remove,
+                   google::protobuf::Map<std::string, std::string>* set,
+                   std::vector<std::string>* remove, std::string* error) {
+  const size_t eq = arg.find('=');
+  if (eq != std::string::npos && eq > 0) {
+    (*set)[arg.substr(0, eq)] = arg.substr(eq + 1);
+    return true;
+  }
+  if (allow_remove && arg.size() > 1 && arg.back() == '-') {
+    remove->push_back(arg.substr(0, arg.size() - 1));
+    return true;
+  }
+  *error = absl::StrCat("label \"", arg, "\" must be KEY=VALUE", allow_remove ? " or KEY-" : "");
+  return false;
+}
 
 int RunAdd(CommandEnv& env, const AgentOptions& o) {
   pkgdist::v1::AddAgentRequest req;
   req.set_name(o.name);
   req.set_address(o.address);
+  std::string error;
+  for (const std::string& l : o.labels) {
+    if (!SplitLabelArg(l, false, req.mutable_labels(), nullptr, &error)) {
+      return ReportError(env, absl::InvalidArgumentError(error));
+    }
+  }
   auto agent = env.client.AddAgent(req);
   if (!agent.ok()) return ReportError(env, agent.status());
+  const std::string labels = LabelsText(agent->labels());
   Emit(env, AgentToJson(*agent),
-       absl::StrCat("agent ", agent->name(), " registered at ", agent->address(), "\n"));
+       absl::StrCat("agent ", agent->name(), " registered at ", agent->address(),
+                    labels.empty() ? "" : " with labels ", labels, "\n"));
+  return kExitOk;
+}
+
+int RunLabel(CommandEnv& env, const AgentOptions& o) {
+  pkgdist::v1::SetAgentLabelsRequest req;
+  req.set_name(o.name);
+  std::vector<std::string> remove;
+  std::string error;
+  for (const std::string& l : o.labels) {
+    if (!SplitLabelArg(l, true, req.mutable_set(), &remove, &error)) {
+      return ReportError(env, absl::InvalidArgumentError(error));
+    }
+  }
+  for (auto& key : remove) req.add_remove(std::move(key));
+  auto agent = env.client.SetAgentLabels(req);
+  if (!agent.ok()) return ReportError(env, agent.status());
+  const std::string labels = LabelsText(agent->labels());
+  Emit(env, AgentToJson(*agent),
+       absl::StrCat("agent ", agent->name(), ": labels ", labels.empty() ? "(none)" : labels,
+                    "\n"));
   return kExitOk;
 }
 
@@ -62,7 +112,16 @@ void AddAgentCommands(CLI::App& app, Action& selected) {
       "add", "Register an agent (NAME must be the name in its certificate), or change its address");
   add->add_option("NAME", o->name, "Agent name")->required();
   add->add_option("ADDRESS", o->address, "HOST:PORT the agent listens on")->required();
+  add->add_option("--label", o->labels,
+                  "KEY=VALUE label (repeat for more; `site` groups agents by site); given, "
+                  "they replace the agent's labels");
   OnRun(add, selected, [o](CommandEnv& env) { return RunAdd(env, *o); });
+
+  CLI::App* label = agent->add_subcommand(
+      "label", "Change an agent's labels: KEY=VALUE sets one, KEY- removes one");
+  label->add_option("NAME", o->name, "Agent name")->required();
+  label->add_option("LABEL", o->labels, "KEY=VALUE or KEY-")->required();
+  OnRun(label, selected, [o](CommandEnv& env) { return RunLabel(env, *o); });
 
   CLI::App* list = agent->add_subcommand("list", "List agents with their connection state");
   auto prefix = std::make_shared<std::string>();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "controller/cli/command.h"
 #include "controller/cli/table.h"
 
@@ -16,6 +17,7 @@ struct DistributeOptions {
   std::string package;
   std::vector<std::string> agents;
   bool all = false;
+  std::vector<std::string> select;
   bool wait = false;
   std::string timeout;
   uint32_t max_attempts = 0;
@@ -34,6 +36,7 @@ int RunDistribute(CommandEnv& env, const DistributeOptions& o) {
   req.set_package(o.package);
   for (const auto& a : o.agents) req.add_agents(a);
   req.set_all_agents(o.all);
+  req.set_selector(absl::StrJoin(o.select, ","));
   req.set_max_attempts(o.max_attempts);
   if (!o.deadline.empty()) {
     // Whole seconds, rounded up: a deadline never rounds to "none" (0).
@@ -82,6 +85,10 @@ void AddDistribute(CLI::App& app, Action& selected) {
       cmd->add_option("--to", o->agents, "Target agents (A,B,...)")->delimiter(',');
   CLI::Option* all = cmd->add_flag("--all", o->all, "Send to every registered agent");
   to->excludes(all);
+  cmd->add_option("--select", o->select,
+                  "Also send to the agents whose labels match SELECTOR (site=fra, "
+                  "'tier in (edge,core)', ...; docs/labels.md); repeated: all must match")
+      ->excludes(all);
   CLI::Option* wait =
       cmd->add_flag("--wait", o->wait, "Wait until the job is final; exit 0 only if complete");
   cmd->add_option("--timeout", o->timeout,
@@ -96,7 +103,9 @@ void AddDistribute(CLI::App& app, Action& selected) {
                   "Fail targets not done DURATION from now (default: none)")
       ->check(DurationValidator());
   cmd->callback([&selected, o] {
-    if (o->agents.empty() && !o->all) throw CLI::RequiredError("--to A,B or --all");
+    if (o->agents.empty() && !o->all && o->select.empty()) {
+      throw CLI::RequiredError("--to A,B, --select SELECTOR or --all");
+    }
     selected = [o](CommandEnv& env) { return RunDistribute(env, *o); };
   });
 }

@@ -63,6 +63,9 @@ Json AgentToJson(const pkgdist::v1::AgentInfo& agent) {
   j["connection"] = ConnectionStateName(agent.connection());
   j["last_contact"] = TimeOrNull(agent.last_contact());
   j["last_error"] = agent.last_error();
+  Json labels = Json::object();
+  for (const auto& [key, value] : agent.labels()) labels[key] = value;  // a sorted object
+  j["labels"] = std::move(labels);
   return j;
 }
 

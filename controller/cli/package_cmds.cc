@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "controller/cli/command.h"
 #include "controller/cli/package_import.h"
@@ -23,6 +24,7 @@ struct PackageOptions {
   bool force = false;
   std::vector<std::string> agents;
   bool all = false;
+  std::vector<std::string> select;  // remove-from --select
   bool wait = false;
   std::string timeout;
   SignFlags sign;  // import --sign-key
@@ -102,6 +104,7 @@ int RunRemoveFrom(CommandEnv& env, const PackageOptions& o) {
   req.set_package(o.package);
   for (const auto& a : o.agents) req.add_agents(a);
   req.set_all_agents(o.all);
+  req.set_selector(absl::StrJoin(o.select, ","));
   auto job = env.client.RemoveFromAgents(req);
   if (!job.ok()) return ReportError(env, job.status());
   if (!o.wait || env.output == OutputFormat::kTable) {
@@ -177,13 +180,19 @@ void AddPackageCommands(CLI::App& app, Action& selected) {
           ->delimiter(',');
   CLI::Option* all = remove->add_flag("--all", o->all, "Remove it from every registered agent");
   from->excludes(all);
+  remove->add_option("--select", o->select,
+                     "Also remove it from the agents whose labels match SELECTOR "
+                     "(docs/labels.md); repeated: all must match")
+      ->excludes(all);
   CLI::Option* wait =
       remove->add_flag("--wait", o->wait, "Wait until the job is final; exit 0 only if complete");
   remove->add_option("--timeout", o->timeout, "With --wait: give up after DURATION (exit 4)")
       ->check(DurationValidator())
       ->needs(wait);
   remove->callback([&selected, o] {
-    if (o->agents.empty() && !o->all) throw CLI::RequiredError("--from A,B or --all");
+    if (o->agents.empty() && !o->all && o->select.empty()) {
+      throw CLI::RequiredError("--from A,B, --select SELECTOR or --all");
+    }
     selected = [o](CommandEnv& env) { return RunRemoveFrom(env, *o); };
   });
 }

@@ -1,6 +1,7 @@
 #include "controller/cli/table.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -106,11 +107,19 @@ std::string RenderJobList(const pkgdist::v1::ListJobsResponse& jobs) {
   return t.Render();
 }
 
+std::string LabelsText(const google::protobuf::Map<std::string, std::string>& labels) {
+  std::map<std::string, std::string> sorted(labels.begin(), labels.end());
+  std::string out;
+  for (const auto& [key, value] : sorted) absl::StrAppend(&out, out.empty() ? "" : ",", key, "=", value);
+  return out;
+}
+
 std::string RenderAgentList(const pkgdist::v1::ListAgentsResponse& agents) {
-  TextTable t({"NAME", "ADDRESS", "CONNECTION", "LAST CONTACT", "LAST ERROR"});
+  TextTable t({"NAME", "ADDRESS", "LABELS", "CONNECTION", "LAST CONTACT", "LAST ERROR"});
   for (const auto& a : agents.agents()) {
-    t.AddRow({a.name(), a.address(), ConnectionStateName(a.connection()),
-              OrDash(a.last_contact()), OrDash(a.last_error())});
+    t.AddRow({a.name(), a.address(), OrDash(OneLine(LabelsText(a.labels()))),
+              ConnectionStateName(a.connection()), OrDash(a.last_contact()),
+              OrDash(a.last_error())});
   }
   return t.Render();
 }
@@ -120,6 +129,7 @@ std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail) {
   std::string out = KeyValueBlock({
       {"name", a.name()},
       {"address", a.address()},
+      {"labels", OrDash(OneLine(LabelsText(a.labels())))},
       {"connection", ConnectionStateName(a.connection())},
       {"last contact", OrDash(a.last_contact())},
       {"last error", OrDash(a.last_error())},

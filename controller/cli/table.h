@@ -31,6 +31,8 @@ std::string RenderJob(const pkgdist::v1::JobStatus& job);
 // One line per job: id, kind, package, state, done/total targets, created.
 std::string RenderJobList(const pkgdist::v1::ListJobsResponse& jobs);
 
+// "k1=v1,k2=v2", sorted by key; "" for none.
+std::string LabelsText(const google::protobuf::Map<std::string, std::string>& labels);
 std::string RenderAgentList(const pkgdist::v1::ListAgentsResponse& agents);
 std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail);
 

@@ -28,7 +28,7 @@ BANDWIDTH = 8 * MiB
 WINDOW = 4 * MiB
 JOB_TIMEOUT = 30
 
-AGENT_FIELDS = {"name", "address", "connection", "last_contact", "last_error"}
+AGENT_FIELDS = {"name", "address", "connection", "last_contact", "last_error", "labels"}
 PACKAGE_FIELDS = {"name", "version", "id", "size", "files", "chunks", "created_at",
                   "signature"}
 JOB_FIELDS = {"id", "kind", "package", "state", "created_at", "targets"}
@@ -181,8 +181,8 @@ class CliTest(unittest.TestCase):
         self.assertEqual(by_name["extra"]["address"], f"127.0.0.1:{port}")
         out = self.table("agent", "list")
         header = out.splitlines()[0].split()
-        self.assertEqual(header, ["NAME", "ADDRESS", "CONNECTION", "LAST", "CONTACT", "LAST",
-                                  "ERROR"], out)
+        self.assertEqual(header, ["NAME", "ADDRESS", "LABELS", "CONNECTION", "LAST", "CONTACT",
+                                  "LAST", "ERROR"], out)
         for name in ["dp1", "dp2", "extra"]:
             self.assertRegex(out, rf"(?m)^{name}\s+{re.escape(by_name[name]['address'])}\s", out)
 

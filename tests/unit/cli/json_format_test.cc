@@ -55,7 +55,11 @@ TEST(JsonFormatTest, AgentShowsConnectionByNameAndNullLastContact) {
   a.set_last_error("connection refused");
   EXPECT_EQ(JsonLine(AgentToJson(a)),
             R"({"name":"dp1","address":"10.0.0.1:7001","connection":"unreachable",)"
-            R"("last_contact":null,"last_error":"connection refused"})");
+            R"("last_contact":null,"last_error":"connection refused","labels":{}})");
+  // Labels are an object sorted by key.
+  (*a.mutable_labels())["tier"] = "edge";
+  (*a.mutable_labels())["site"] = "fra";
+  EXPECT_EQ(AgentToJson(a)["labels"].dump(), R"({"site":"fra","tier":"edge"})");
 }
 
 TEST(JsonFormatTest, AgentDetailPrintsPackageIdsInHex) {

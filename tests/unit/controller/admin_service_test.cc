@@ -2,7 +2,10 @@
 // bounds, filters, a job's target counters, job deletion and authorization.
 #include "controller/admin_service.h"
 
+#include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -221,6 +224,62 @@ TEST_F(AdminServiceTest, GetJobReportsEachTargetsBytesAckedSentAndReused) {
   EXPECT_EQ(t.bytes_total(), 1000u);
   EXPECT_EQ(t.bytes_sent(), 450u);
   EXPECT_EQ(t.bytes_reused(), 150u);
+}
+
+TEST_F(AdminServiceTest, ADistributionBySelectorTargetsTheMatchingAgentsAndTheNamedOnes) {
+  ASSERT_TRUE(store_->AddAgent("fra1", "127.0.0.1:9", nullptr, Labels{{"site", "fra"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("fra2", "127.0.0.1:9", nullptr, Labels{{"site", "fra"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("muc1", "127.0.0.1:9", nullptr, Labels{{"site", "muc"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("spare", "127.0.0.1:9").ok());
+  ImportPackage("app", "1.0", 1000);
+  StartAdmin();
+  auto client = Client();
+  auto distribute = [&](const std::string& selector, std::vector<std::string> names,
+                        v1::JobStatus* status) {
+    grpc::ClientContext ctx;
+    v1::DistributeRequest req;
+    req.set_package("app@1.0");
+    req.set_selector(selector);
+    for (auto& n : names) req.add_agents(n);
+    return client->Distribute(&ctx, req, status);
+  };
+  v1::JobStatus status;
+  ASSERT_TRUE(distribute("site=fra", {"spare", "fra1"}, &status).ok());
+  std::vector<std::string> targets;
+  for (const auto& t : status.targets()) targets.push_back(t.agent());
+  EXPECT_THAT(targets, ::testing::ElementsAre("fra1", "fra2", "spare"));
+  grpc::Status s = distribute("site=ber", {}, &status);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("selector site=ber matches none of the 4 registered"));
+  s = distribute("site in (fra", {}, &status);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("expected"));
+}
+
+TEST_F(AdminServiceTest, SetAgentLabelsValidatesKeysAndValues) {
+  AddAgent("dp1");
+  StartAdmin();
+  auto client = Client();
+  auto set = [&](std::map<std::string, std::string> labels, std::vector<std::string> remove) {
+    grpc::ClientContext ctx;
+    v1::SetAgentLabelsRequest req;
+    req.set_name("dp1");
+    for (auto& [k, v] : labels) (*req.mutable_set())[k] = v;
+    for (auto& k : remove) req.add_remove(k);
+    v1::AgentInfo info;
+    grpc::Status s = client->SetAgentLabels(&ctx, req, &info);
+    return std::make_pair(s, info);
+  };
+  auto [ok, info] = set({{"site", "fra"}}, {});
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(info.labels().at("site"), "fra");
+  EXPECT_THAT(set({{"si te", "x"}}, {}).first.error_message(), HasSubstr("si te"));
+  EXPECT_THAT(set({{"site", "a/b"}}, {}).first.error_message(), HasSubstr("a/b"));
+  EXPECT_THAT(set({{"site", "x"}}, {"site"}).first.error_message(),
+              HasSubstr("label site is both set and removed"));
+  auto row = store_->GetAgent("dp1");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(row->labels, (Labels{{"site", "fra"}}));
 }
 
 TEST_F(AdminServiceTest, ForceDeletingAPackageStopsItsRunningTransfers) {

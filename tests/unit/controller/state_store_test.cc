@@ -259,6 +259,26 @@ TEST_F(StateStoreTest, AVersionThreeDatabaseGetsBytesReusedAndKeepsItsRows) {
   EXPECT_EQ(Target("j1", "dp1").bytes_reused, 40u);
 }
 
+TEST_F(StateStoreTest, AVersionFourDatabaseGetsNoLabelsAndKeepsItsAgents) {
+  // Migration 5 adds agents.labels (empty) and keeps every agent.
+  store_.reset();
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    ASSERT_OK(ApplyMigrations(raw, StateStoreMigrations().first(4)));
+    ASSERT_OK(ExecSql(raw, "INSERT INTO agents VALUES('dp1', 'a:1', 1);"));
+    sqlite3_close_v2(raw);
+  }
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(AgentRow a, store_->GetAgent("dp1"));
+  EXPECT_EQ(a.address, "a:1");
+  EXPECT_TRUE(a.labels.empty());
+  ASSERT_OK(store_->SetAgentLabels("dp1", Labels{{"site", "fra"}}, {}).status());
+  ASSERT_OK_AND_ASSIGN(a, store_->GetAgent("dp1"));
+  EXPECT_EQ(a.labels, (Labels{{"site", "fra"}}));
+}
+
 TEST_F(StateStoreTest, RefusesAFileThatIsNotADatabase) {
   // Garbage at the path is reported, not overwritten.
   store_.reset();
@@ -306,6 +326,38 @@ TEST_F(StateStoreTest, AddAgentInsertsThenUpdatesTheAddress) {
   EXPECT_EQ(store_->GetAgent("dp9").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->AddAgent("../etc", "h:1").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->AddAgent("dp2", "").code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StateStoreTest, AddAgentWithLabelsReplacesThemAndWithoutKeepsThem) {
+  ASSERT_OK(store_->AddAgent("dp1", "h:1", nullptr, Labels{{"site", "fra"}, {"tier", "edge"}}));
+  ASSERT_OK(store_->AddAgent("dp1", "h:2"));  // a new address, the labels kept
+  ASSERT_OK_AND_ASSIGN(AgentRow a, store_->GetAgent("dp1"));
+  EXPECT_EQ(a.address, "h:2");
+  EXPECT_EQ(a.labels, (Labels{{"site", "fra"}, {"tier", "edge"}}));
+  ASSERT_OK(store_->AddAgent("dp1", "h:2", nullptr, Labels{{"site", "muc"}}));
+  ASSERT_OK_AND_ASSIGN(a, store_->GetAgent("dp1"));
+  EXPECT_EQ(a.labels, (Labels{{"site", "muc"}}));
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(std::vector<AgentRow> all, store_->ListAgents());
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].labels, (Labels{{"site", "muc"}}));
+}
+
+TEST_F(StateStoreTest, SetAgentLabelsSetsAndRemovesKeysAndRecordsAnEvent) {
+  ASSERT_OK(store_->AddAgent("dp1", "h:1", nullptr, Labels{{"site", "fra"}, {"rack", "r7"}}));
+  ASSERT_OK_AND_ASSIGN(EventBatch before, store_->ReadEvents(0, 0));
+  AuditEntry audit{"admin", "peer", "SetAgentLabels", "agent=dp1"};
+  ASSERT_OK_AND_ASSIGN(AgentRow a, store_->SetAgentLabels("dp1", Labels{{"tier", "core"}, {"site", "muc"}},
+                                                         {"rack", "absent"}, &audit));
+  EXPECT_EQ(a.labels, (Labels{{"site", "muc"}, {"tier", "core"}}));
+  EXPECT_EQ(audit.result, R"(labels "rack=r7,site=fra" -> "site=muc,tier=core")");
+  ASSERT_OK_AND_ASSIGN(AgentRow stored, store_->GetAgent("dp1"));
+  EXPECT_EQ(stored.labels, a.labels);
+  ASSERT_OK_AND_ASSIGN(EventBatch after, store_->ReadEvents(before.newest, 0));
+  ASSERT_EQ(after.events.size(), 1u);
+  EXPECT_EQ(after.events[0].kind, EventKind::kAgentUpdated);
+  EXPECT_EQ(after.events[0].detail, "labels site=muc,tier=core");
+  EXPECT_EQ(store_->SetAgentLabels("dp9", {}, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(StateStoreTest, ListAgentsIsOrderedByName) {
