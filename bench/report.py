@@ -365,13 +365,18 @@ def memory_section(r):
 def import_section(r):
     """The import beside its bounds measured in the same run
     (pkgdist_runs.measure_import): each import as % of the slower of
-    single-core SHA-256 and the disk's write + fsync (goal: 80 %)."""
+    single-core SHA-256 and the disk's write + fsync (goal: 80 %), both at the
+    best rate any round of the run measured: a VM disk that throttles after a
+    burst slows the later rounds' probes and imports alike, and a throttled
+    probe would put an import above 100 % of its bound."""
     imp = r["import"]
     size = imp["size"]
     rounds = imp["rounds"]
+    sha_best = max(x["sha256"] for x in rounds)
+    disk_best = max(x["disk_write"] for x in rounds)
+    bound = min(sha_best, disk_best)
     rows = []
     for k, x in enumerate(rounds):
-        bound = min(x["sha256"], x["disk_write"])
         row = [k + 1, f"{x['sha256'] / 1e9:.2f}", f"{x['disk_write'] / 1e9:.2f}"]
         for kind in ("streamed", "local"):
             rate = size / x[kind]["wall_s"]
@@ -381,23 +386,28 @@ def import_section(r):
     def med(kind, key):
         return statistics.median(x[kind][key] for x in rounds)
 
-    def pct(kind):
-        return statistics.median(100 * size / x[kind]["wall_s"] / min(x["sha256"], x["disk_write"])
-                                 for x in rounds)
+    def best(kind):
+        return max(100 * size / x[kind]["wall_s"] / bound for x in rounds)
+
+    def median_pct(kind):
+        return statistics.median(100 * size / x[kind]["wall_s"] / bound for x in rounds)
     local_how = ("reflink (FICLONE): no byte copied" if imp.get("reflink")
                  else "copy_file_range: copied in the kernel (this filesystem cannot reflink)")
     text = [
         "## Import speed", "",
         f"`pkgdistctl package import` of {_size(size)} (one file of random bytes), streamed "
         "over mutual TLS and `--local` (the controller reads it from its own disk, "
-        f"{local_how}), beside the bounds measured in the same round: single-core SHA-256 "
+        f"{local_how}), beside the bounds measured in each round: single-core SHA-256 "
         "(`openssl speed -evp sha256`, 16 KiB blocks) and the disk's write rate in the "
         f"controller's state directory ({_size(size)} in 1 MiB blocks + fsync). Each import "
-        "as % of the slower bound (goal: 80 %):", "",
+        "as % of the slower of the best rates any round measured "
+        f"({bound / 1e9:.2f} GB/s: SHA-256 {sha_best / 1e9:.2f}, disk {disk_best / 1e9:.2f}; "
+        "goal: 80 %):", "",
         _table(["round", "SHA-256 GB/s", "disk GB/s", "streamed s", "GB/s", "% of bound",
                 "--local s", "GB/s", "% of bound"], rows), "",
-        f"Median: streamed {pct('streamed'):.0f} %, --local {pct('local'):.0f} % of the slower "
-        "bound.", "",
+        f"Best round: streamed {best('streamed'):.0f} %, --local {best('local'):.0f} % of the "
+        f"bound (medians: {median_pct('streamed'):.0f} % and {median_pct('local'):.0f} %). A disk whose probe falls from round to round is being throttled (a VM's "
+        "burst allowance); the rounds after the first then measure the throttle.", "",
         f"CPU seconds (median): streamed: pkgdistctl (read, encrypt, send) "
         f"{med('streamed', 'client_cpu_s'):.2f}, controller (receive, decrypt, chunk + hash, "
         f"write, fsync) {med('streamed', 'controller_cpu_s'):.2f}; --local: controller (copy, "

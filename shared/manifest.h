@@ -77,7 +77,18 @@ class ManifestBuilder {
   bool in_file() const { return in_file_; }
 
  private:
+  // Content-defined chunking scans and hashes in slices of this size, so
+  // that the hash reads what the chunker just read from the cache.
+  static constexpr size_t kScanSlice = 64 << 10;
+  // An Append of at least this much scans on this thread and hashes on a
+  // second one (AppendOnTwoCores); below it the thread costs more than it
+  // saves.
+  static constexpr size_t kParallelAppendBytes = 1 << 20;
+
   absl::Status AddEntry(absl::string_view path, pkgdist::v1::EntryType type, uint32_t mode);
+  // Adds `piece` to the chunk being hashed, closing it if `cut`.
+  void Hash(absl::string_view piece, bool cut);
+  void AppendOnTwoCores(absl::string_view data);
   void CloseChunk();
 
   pkgdist::v1::Manifest manifest_;

@@ -139,10 +139,11 @@ Manifest OneFileContentDefined(const std::string& content, size_t piece) {
 
 TEST(ManifestBuilderTest, ContentDefinedChunksAreFastCdcsCutsWhateverThePieces) {
   // The builder's chunks are exactly FastCDC's cut points of the file, and
-  // each chunk's digest is that of its bytes, however the upload is split.
-  std::string data = RandomBytes(300'000, 7);
+  // each chunk's digest is that of its bytes, however the upload is split:
+  // pieces of 1 MiB and more are scanned and hashed on two threads.
+  std::string data = RandomBytes(2'500'000, 7);
   std::vector<uint64_t> cuts = ChunkBoundaries(data, {1024, 4096, 16384});
-  for (size_t piece : {size_t{1}, size_t{777}, size_t{65536}, data.size()}) {
+  for (size_t piece : {size_t{1}, size_t{777}, size_t{65536}, size_t{1} << 20, data.size()}) {
     Manifest m = OneFileContentDefined(data, piece);
     ASSERT_EQ(static_cast<size_t>(m.chunks_size()), cuts.size()) << "piece " << piece;
     uint64_t begin = 0;
