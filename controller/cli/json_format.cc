@@ -1,5 +1,6 @@
 #include "controller/cli/json_format.h"
 
+#include <map>
 #include <string>
 
 #include "controller/cli/display.h"
@@ -63,8 +64,11 @@ Json AgentToJson(const pkgdist::v1::AgentInfo& agent) {
   j["connection"] = ConnectionStateName(agent.connection());
   j["last_contact"] = TimeOrNull(agent.last_contact());
   j["last_error"] = agent.last_error();
+  // By key: a protobuf map iterates in no fixed order, and Json keeps the
+  // order keys are added in.
   Json labels = Json::object();
-  for (const auto& [key, value] : agent.labels()) labels[key] = value;  // a sorted object
+  const std::map<std::string, std::string> sorted(agent.labels().begin(), agent.labels().end());
+  for (const auto& [key, value] : sorted) labels[key] = value;
   j["labels"] = std::move(labels);
   return j;
 }
