@@ -76,7 +76,7 @@ void BM_CopyLocalChunks256MiB(benchmark::State& state) {
   auto tmp = pkgdist::TempDir::Create("pkgdist-bench-local-copy");
   if (!tmp.ok()) return state.SkipWithError("cannot create a temporary directory");
   const std::string src = tmp->path() + "/src";
-  auto store = pkgdist::PackageStore::Open(tmp->path() + "/root");
+  auto store = pkgdist::PackageStore::Open(tmp->path() + "/agent-root");
   if (!pkgdist::MakeDirs(src).ok() || !store.ok() || !PublishSource(**store, src, chunking)) {
     return state.SkipWithError("cannot publish the source package");
   }
@@ -85,7 +85,9 @@ void BM_CopyLocalChunks256MiB(benchmark::State& state) {
   const std::string id = pkgdist::PackageId(*m);
   for (auto _ : state) {
     state.PauseTiming();
-    for (int f = 0; f < kFiles; ++f) DropFromCache(absl::StrCat(tmp->path(), "/root/packages/a/1/f", f));
+    for (int f = 0; f < kFiles; ++f) {
+      DropFromCache(absl::StrCat(tmp->path(), "/agent-root/packages/a/1/f", f));
+    }
     state.ResumeTiming();
     auto staging = (*store)->OpenStaging(*m, id);
     if (!staging.ok()) return state.SkipWithError("OpenStaging");
