@@ -69,8 +69,8 @@ absl::StatusOr<std::string> AcceptSignature(const v1::PackageSignature& sig,
   return sig.SerializeAsString();
 }
 
-// `s` made one line without spaces and at most 256 bytes, for an audit
-// record's key=value request.
+}  // namespace
+
 std::string OneLineBounded(absl::string_view s) {
   constexpr size_t kMax = 256;
   std::string out(s.substr(0, kMax));
@@ -80,6 +80,8 @@ std::string OneLineBounded(absl::string_view s) {
   if (s.size() > kMax) out += "...";
   return out;
 }
+
+namespace {
 
 // "key K sequence N" (with sep "=": "key=K sequence=N"): what a signature
 // says of itself, for events and the audit trail.
@@ -171,6 +173,7 @@ void AdminService::FillAgentInfo(const AgentRow& row, v1::AgentInfo* out) {
   out->set_last_contact(FormatRfc3339(info.last_contact_ms));
   out->set_last_error(info.last_error);
   for (const auto& [key, value] : row.labels) (*out->mutable_labels())[key] = value;
+  out->set_rate(FormatRate(row.rate));
 }
 
 Status AdminService::AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::AgentInfo* resp) {
@@ -192,6 +195,7 @@ Status AdminService::AddAgent(Ctx* ctx, const v1::AddAgentRequest* req, v1::Agen
     auto row = store_->GetAgent(req->name());
     if (!row.ok()) return ToGrpc(row.status());
     spdlog::info("agent {} registered at {}", req->name(), req->address());
+    engine_->AgentChanged(*row);
     engine_->Kick();
     FillAgentInfo(*row, resp);
     return Status::OK;
@@ -219,6 +223,7 @@ Status AdminService::SetAgentLabels(Ctx* ctx, const v1::SetAgentLabelsRequest* r
     }
     auto row = store_->SetAgentLabels(req->name(), *set, remove, &audit);
     if (!row.ok()) return ToGrpc(row.status());
+    engine_->AgentChanged(*row);  // its site may have changed
     FillAgentInfo(*row, resp);
     return Status::OK;
   });

@@ -31,6 +31,9 @@ pkgdist::v1::JobStatus JobToProto(const JobView& job);
 void TargetToProto(const TargetRow& t, pkgdist::v1::TargetStatus* out);
 pkgdist::v1::Event EventToProto(const EventRow& e);
 pkgdist::v1::AuditRecord AuditToProto(const AuditRow& r);
+// `s` made one line without spaces and at most 256 bytes, for an audit
+// record's key=value request.
+std::string OneLineBounded(absl::string_view s);
 
 class AdminService final : public pkgdist::v1::Admin::Service {
  public:
@@ -84,6 +87,14 @@ class AdminService final : public pkgdist::v1::Admin::Service {
                    v1::ListAuditResponse* resp) override;
   Status WatchEvents(Ctx* ctx, const v1::WatchEventsRequest* req,
                      grpc::ServerWriter<v1::Event>* writer) override;
+  // Bandwidth policy: admin_service_sites.cc.
+  Status SetSite(Ctx* ctx, const v1::SetSiteRequest* req, v1::SiteInfo* resp) override;
+  Status ListSites(Ctx* ctx, const v1::ListSitesRequest* req,
+                   v1::ListSitesResponse* resp) override;
+  Status GetSite(Ctx* ctx, const v1::GetSiteRequest* req, v1::SiteInfo* resp) override;
+  Status SetAgentRate(Ctx* ctx, const v1::SetAgentRateRequest* req, v1::AgentInfo* resp) override;
+  Status SetEgress(Ctx* ctx, const v1::SetEgressRequest* req, v1::EgressInfo* resp) override;
+  Status GetEgress(Ctx* ctx, const v1::GetEgressRequest* req, v1::EgressInfo* resp) override;
 
   // Ends every WatchEvents and WatchJob stream now (UNAVAILABLE, so that
   // clients reconnect), and any started later: call before the server's
@@ -121,6 +132,9 @@ class AdminService final : public pkgdist::v1::Admin::Service {
                       const v1::PackageSignature& signature, v1::PackageInfo* resp,
                       AuditEntry& audit);
   void FillAgentInfo(const AgentRow& row, v1::AgentInfo* out);
+  // A site as the API shows it: `row`'s policy (null: none, the defaults),
+  // its agents, and what the engine is doing there now.
+  Status FillSiteInfo(const std::string& name, const SiteRow* row, v1::SiteInfo* out);
   // JobToProto plus what only the running controller knows (store health).
   v1::JobStatus JobStatusOf(const JobView& job);
 

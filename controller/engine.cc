@@ -12,6 +12,7 @@
 #include "shared/manifest_delta.h"
 #include "shared/metrics.h"
 #include "shared/sha256.h"
+#include "shared/status_macros.h"
 
 namespace pkgdist {
 namespace {
@@ -46,6 +47,10 @@ Engine::Engine(Options options, StateStore* store, PackageStore* packages, Agent
 Engine::~Engine() { Stop(); }
 
 void Engine::Start() {
+  if (absl::Status s = LoadLimits(); !s.ok()) {
+    // The limits are then those changed from now on; say so loudly.
+    spdlog::error("loading the bandwidth limits: {}; running without them", s);
+  }
   started_ms_ = stats_ms_ = clock_->NowMs();
   stats_transactions_ = store_->transactions();
   thread_ = std::thread([this] { Run(); });
@@ -143,7 +148,57 @@ void Engine::CancelActive(const std::string& job_id, const std::string& agent,
   for (auto& r : removals) r->TryCancel();
 }
 
+absl::Status Engine::LoadLimits() {
+  ASSIGN_OR_RETURN(Rate egress, store_->GetEgressRate());
+  bandwidth_.SetEgress(egress);
+  ASSIGN_OR_RETURN(std::vector<SiteRow> sites, store_->ListSites());
+  for (const SiteRow& site : sites) {
+    absl::StatusOr<absl::TimeZone> zone = LoadZone(site.policy.timezone);
+    if (!zone.ok()) {
+      // The zone was valid when set; tzdata changed under us. UTC is a
+      // guess, and the log says so.
+      spdlog::error("site {}: {}; its windows are read in UTC", site.name, zone.status());
+      zone = absl::UTCTimeZone();
+    }
+    bandwidth_.SetSite(site.name, site.policy, *zone);
+  }
+  std::string after;
+  while (true) {
+    ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_->ListAgents("", after, 1000));
+    for (const AgentRow& a : agents) AgentChanged(a);
+    if (agents.size() < 1000) break;
+    after = agents.back().name;
+  }
+  return absl::OkStatus();
+}
+
+void Engine::AgentChanged(const AgentRow& row) {
+  auto site = row.labels.find(kSiteLabel);
+  bandwidth_.SetAgent(row.name, row.rate, site == row.labels.end() ? "" : site->second);
+}
+
+uint32_t Engine::ActiveTransfersAt(const std::string& site) {
+  absl::MutexLock l(&mu_);
+  uint32_t n = 0;
+  for (const auto& [agent, a] : active_) {
+    if (a.transfer != nullptr && !a.ended && a.site == site) ++n;
+  }
+  return n;
+}
+
+bool Engine::Admit(const TargetRow& t, JobKind kind,
+                   absl::flat_hash_map<std::string, uint32_t>& site_active) {
+  if (kind != JobKind::kDistribute) return true;  // a removal sends nothing
+  const std::string site = bandwidth_.SiteOf(t.agent);
+  if (site.empty()) return true;
+  uint32_t& active = site_active[site];
+  if (bandwidth_.SiteHolds(site, active)) return false;
+  ++active;
+  return true;
+}
+
 void Engine::ForgetAgent(const std::string& agent) {
+  bandwidth_.ForgetAgent(agent);
   absl::MutexLock l(&mu_);
   waiting_.erase(agent);
   absl::erase_if(sent_, [&](const auto& kv) { return kv.first.second == agent; });
@@ -258,9 +313,12 @@ void Engine::Pass() {
   PruneSent();
   LogStats(false);
 
+  bandwidth_.Update();
+
   std::vector<std::string> busy;
   size_t room = 0;
   std::vector<std::shared_ptr<TransferCall>> calls;
+  absl::flat_hash_map<std::string, uint32_t> site_active;
   {
     absl::MutexLock l(&mu_);
     if (!pass_failed_ && !progress_unwritten_ && outcomes_.empty() && !health_.error.empty()) {
@@ -270,13 +328,15 @@ void Engine::Pass() {
     for (auto& [agent, a] : active_) {
       busy.push_back(agent);
       if (a.transfer && !a.ended) calls.push_back(a.transfer);
+      if (a.kind == JobKind::kDistribute && !a.site.empty()) ++site_active[a.site];
     }
     room = options_.max_concurrent > active_.size() ? options_.max_concurrent - active_.size() : 0;
     if (stop_) room = 0;
   }
   for (auto& c : calls) c->Tick();
   if (room == 0) return;
-  auto runnable = store_->RunnableTargets(room, busy);
+  auto runnable = store_->RunnableTargets(
+      room, busy, [&](const TargetRow& t, JobKind kind) { return Admit(t, kind, site_active); });
   if (!runnable.ok()) {
     spdlog::error("reading runnable targets: {}", runnable.status());
     return;
@@ -509,8 +569,9 @@ void Engine::StartTarget(const TargetRow& t) {
   {
     absl::MutexLock l(&mu_);
     seq = next_seq_++;
-    active_[t.agent] =
-        Active{t.job_id, agent->address, seq, clock_->NowMs(), job->kind, job->package};
+    active_[t.agent] = Active{t.job_id,     agent->address, seq,
+                              clock_->NowMs(), job->kind,     job->package,
+                              bandwidth_.SiteOf(t.agent)};
     waiting_.erase(t.agent);
   }
   if (job->kind == JobKind::kRemove) {
@@ -541,6 +602,7 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   p.tree = packages_->TreeOf(job.package_id);
   p.window_bytes = options_.window_bytes;
   p.max_bytes_per_second = options_.max_bytes_per_second;
+  p.throttle = bandwidth_.ThrottleFor(t.agent);
   p.detect_seconds = options_.detect_seconds;
   p.read_pool = &read_pool_;
   p.delta_bases = DeltaBasesFor(**manifest, job.package_id);

@@ -41,6 +41,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/agent_pool.h"
+#include "controller/bandwidth.h"
 #include "controller/manifest_cache.h"
 #include "controller/manifest_deltas.h"
 #include "controller/metrics.h"
@@ -91,6 +92,14 @@ class Engine {
   void CancelActive(const std::string& job_id, const std::string& agent, const std::string& why);
   // The agent was removed: stop watching its channel.
   void ForgetAgent(const std::string& agent);
+  // The agent was registered or changed (labels, rate): its limits follow.
+  void AgentChanged(const AgentRow& row);
+
+  // The shared bandwidth limits (docs/sites.md), loaded from the store by
+  // Start(); the admin service tells them each change it stores.
+  Bandwidth& bandwidth() { return bandwidth_; }
+  // Transfers running to agents of `site`.
+  uint32_t ActiveTransfersAt(const std::string& site);
 
   // How many transfers and removals are running (or await their record).
   size_t ActiveCount();
@@ -113,6 +122,7 @@ class Engine {
     int64_t started_ms = 0;
     JobKind kind = JobKind::kDistribute;
     std::string package;  // name@version, for logs
+    std::string site;     // the agent's site when a transfer started ("": none)
     std::shared_ptr<TransferCall> transfer;          // a distribution
     std::shared_ptr<grpc::ClientContext> removal;    // or a removal
     bool stopping = false;  // cancelled by Stop(): its end is not recorded
@@ -160,6 +170,12 @@ class Engine {
   void Finish(const std::string& job_id, const std::string& agent, uint64_t seq,
               absl::Status result);
   void WakeReturnedAgents();
+  // The stored limits into bandwidth_ (at Start).
+  absl::Status LoadLimits();
+  // Whether a runnable target may start now: a distribution waits while
+  // its site is paused or at its max_transfers. Counts into `site_active`.
+  bool Admit(const TargetRow& t, JobKind kind,
+             absl::flat_hash_map<std::string, uint32_t>& site_active);
   void PruneJobs();
   // The target will not be sent anything again: forget its SentChunks.
   void ForgetSent(const std::string& job_id, const std::string& agent);
@@ -182,6 +198,7 @@ class Engine {
   PackageStore* packages_;
   AgentPool* pool_;
   const Clock* clock_;
+  Bandwidth bandwidth_{clock_};
   ManifestCache manifests_;
   // Before read_pool_, whose jobs use it: destroyed after the pool's join.
   ManifestDeltas deltas_{[this](const std::string& id) { return ManifestFor(id); }};

@@ -37,6 +37,9 @@ namespace pkgdist {
 
 using Labels = std::map<std::string, std::string>;
 
+// The label that puts an agent in a site (bandwidth policy: docs/sites.md).
+inline constexpr char kSiteLabel[] = "site";
+
 inline constexpr size_t kMaxLabelKeyLength = 63;
 inline constexpr size_t kMaxLabelValueLength = 63;
 inline constexpr size_t kMaxSelectorBytes = 4096;

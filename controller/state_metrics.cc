@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -98,6 +99,56 @@ absl::StatusOr<std::vector<std::pair<std::string, double>>> StateMetrics::JobsBy
   return out;
 }
 
+namespace {
+
+// Counters read off the bandwidth limits at a scrape, one per label value.
+prometheus::MetricFamily CounterFamily(std::string name, std::string help, const std::string& label,
+                                       const std::vector<std::pair<std::string, double>>& values) {
+  prometheus::MetricFamily f{std::move(name), std::move(help), prometheus::MetricType::Counter, {}};
+  for (const auto& [value_label, value] : values) {
+    prometheus::ClientMetric m;
+    m.label.push_back(prometheus::ClientMetric::Label{label, value_label});
+    m.counter.value = value;
+    f.metric.push_back(std::move(m));
+  }
+  return f;
+}
+
+// A rate in force as a gauge: +Inf unlimited, 0 paused.
+double RateValue(const Rate& r) {
+  if (r.unlimited()) return std::numeric_limits<double>::infinity();
+  return r.paused() ? 0.0 : static_cast<double>(r.bytes_per_second);
+}
+
+// pkgdist_controller_site_sent_bytes_total{site}, ..._site_rate_limit_bytes{site},
+// ..._egress_sent_bytes_total and ..._egress_rate_limit_bytes.
+void CollectLimits(Bandwidth& bandwidth, std::vector<prometheus::MetricFamily>* out) {
+  std::vector<std::pair<std::string, double>> sent, limit;
+  for (const auto& [site, u] : bandwidth.AllSites()) {
+    sent.emplace_back(site, static_cast<double>(u.bytes_sent));
+    limit.emplace_back(site, RateValue(u.rate_now));
+  }
+  out->push_back(CounterFamily("pkgdist_controller_site_sent_bytes_total",
+                               "Chunk bytes sent to a site's agents (across its link) since the "
+                               "controller started", "site", sent));
+  out->push_back(GaugeFamily("pkgdist_controller_site_rate_limit_bytes",
+                             "A site's limit in force now, bytes per second (+Inf: none, 0: paused)",
+                             "site", limit));
+  Bandwidth::Usage egress = bandwidth.EgressUsage();
+  prometheus::MetricFamily total = CounterFamily(
+      "pkgdist_controller_egress_sent_bytes_total", "Chunk bytes sent to all agents since the "
+      "controller started", "", {});
+  prometheus::ClientMetric m;
+  m.counter.value = static_cast<double>(egress.bytes_sent);
+  total.metric.push_back(std::move(m));
+  out->push_back(std::move(total));
+  out->push_back(GaugeFamily("pkgdist_controller_egress_rate_limit_bytes",
+                             "The egress limit in force, bytes per second (+Inf: none, 0: paused)",
+                             "", {{"", RateValue(egress.rate_now)}}));
+}
+
+}  // namespace
+
 absl::Status StateMetrics::CollectStore(std::vector<prometheus::MetricFamily>* out) const {
   // One read transaction: the three counts are of the same moment.
   RETURN_IF_ERROR(ExecSql(db_.get(), "BEGIN"));
@@ -137,6 +188,7 @@ std::vector<prometheus::MetricFamily> StateMetrics::Collect() const {
     out.push_back(GaugeFamily("pkgdist_controller_transfers_active",
                               "Attempts (transfers and removals) running or awaiting their record",
                               "", {{"", static_cast<double>(engine_->ActiveCount())}}));
+    CollectLimits(engine_->bandwidth(), &out);
     out.push_back(GaugeFamily("pkgdist_controller_store_failing",
                               "1 while the controller cannot write its state database",
                               "", {{"", engine_->store_health().error.empty() ? 0.0 : 1.0}}));

@@ -24,7 +24,7 @@ namespace {
 constexpr int kBusyTimeoutMs = 5000;
 
 // Column lists, in the order the Read* functions below expect.
-constexpr absl::string_view kAgentCols = "name, address, added_ms, labels";
+constexpr absl::string_view kAgentCols = "name, address, added_ms, labels, rate";
 constexpr absl::string_view kPackageCols =
     "id, name, version, size, files, chunks, created_ms, signature";
 constexpr absl::string_view kJobCols =
@@ -41,7 +41,10 @@ AgentRow ReadAgent(const Statement& st) {
   // Written only in canonical form (FormatLabels); text that does not parse
   // (edited by hand) reads as no labels rather than failing every listing.
   absl::StatusOr<Labels> labels = ParseLabels(st.Text(3));
-  return AgentRow{st.Text(0), st.Text(1), st.Int(2), labels.ok() ? *std::move(labels) : Labels()};
+  // Likewise a rate: unparseable text reads as no limit.
+  absl::StatusOr<Rate> rate = ParseRate(st.Text(4));
+  return AgentRow{st.Text(0), st.Text(1), st.Int(2), labels.ok() ? *std::move(labels) : Labels(),
+                  rate.ok() ? *rate : Rate::Unlimited()};
 }
 
 PackageRow ReadPackage(const Statement& st) {
@@ -403,6 +406,34 @@ absl::StatusOr<AgentRow> StateStore::SetAgentLabels(const std::string& name, con
         e.agent = name;
         e.address = row.address;
         e.detail = absl::StrCat("labels ", after);
+        return log.Add(std::move(e));
+      },
+      audit));
+  return row;
+}
+
+absl::StatusOr<AgentRow> StateStore::SetAgentRate(const std::string& name, Rate rate,
+                                                  AuditEntry* audit) {
+  AgentRow row;
+  RETURN_IF_ERROR(Transact(
+      [&](ChangeLog& log) -> absl::Status {
+        Statement find(log.db(), absl::StrCat("SELECT ", kAgentCols, " FROM agents WHERE name = ?"));
+        find.BindText(name);
+        ASSIGN_OR_RETURN(bool found, find.Step());
+        if (!found) return absl::NotFoundError(absl::StrCat("agent ", name, " is not registered"));
+        row = ReadAgent(find);
+        const std::string before = FormatRate(row.rate), after = FormatRate(rate);
+        row.rate = rate;
+        if (audit != nullptr) audit->result = absl::StrCat("rate ", before, " -> ", after);
+        if (after == before) return absl::OkStatus();
+        Statement st(log.db(), "UPDATE agents SET rate = ? WHERE name = ?");
+        st.BindText(after).BindText(name);
+        RETURN_IF_ERROR(st.Run());
+        EventRow e;
+        e.kind = EventKind::kAgentUpdated;
+        e.agent = name;
+        e.address = row.address;
+        e.detail = absl::StrCat("rate ", after);
         return log.Add(std::move(e));
       },
       audit));
@@ -1024,12 +1055,12 @@ absl::StatusOr<int> StateStore::FailExpired() {
 }
 
 absl::StatusOr<std::vector<TargetRow>> StateStore::RunnableTargets(
-    size_t limit, const std::vector<std::string>& busy) {
+    size_t limit, const std::vector<std::string>& busy, const AdmitFn& admit) {
   std::vector<TargetRow> out;
   if (limit == 0) return out;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t now) -> absl::Status {
     Statement st(db, absl::StrCat(
-                         "SELECT ", kTargetCols,
+                         "SELECT ", kTargetCols, ", j.kind",
                          " FROM targets t JOIN jobs j ON j.id = t.job_id "
                          "JOIN agents a ON a.name = t.agent "
                          "WHERE (t.state = 'pending' OR (t.state = 'retry_wait' "
@@ -1042,7 +1073,12 @@ absl::StatusOr<std::vector<TargetRow>> StateStore::RunnableTargets(
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
       ASSIGN_OR_RETURN(TargetRow t, ReadTarget(st));
-      if (!taken.insert(t.agent).second) continue;
+      if (taken.contains(t.agent)) continue;
+      if (admit != nullptr) {
+        ASSIGN_OR_RETURN(JobKind kind, ParseJobKind(st.Text(kAfterTargetCols)));
+        if (!admit(t, kind)) continue;
+      }
+      taken.insert(t.agent);
       out.push_back(std::move(t));
     }
     return absl::OkStatus();

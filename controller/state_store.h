@@ -37,6 +37,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/bandwidth_policy.h"
 #include "controller/labels.h"
 #include "controller/target_state.h"
 #include "shared/clock.h"
@@ -52,6 +53,15 @@ struct AgentRow {
   std::string address;
   int64_t added_ms = 0;
   Labels labels;
+  Rate rate;  // the agent's own bandwidth limit
+};
+
+// A site's bandwidth policy (docs/sites.md). A site exists by its policy
+// or by an agent's `site` label; this row is the policy.
+struct SiteRow {
+  std::string name;
+  SitePolicy policy;
+  int64_t updated_ms = 0;
 };
 
 struct PackageRow {
@@ -135,6 +145,7 @@ enum class EventKind {
   kPackageImported,
   kPackageSigned,
   kPackageDeleted,
+  kLimitsChanged,  // a site's policy or the egress limit (detail says which)
   kCaughtUp,  // never stored: WatchEvents' marker
 };
 // "job_created", "target_changed", ... (controller.proto, Event).
@@ -231,12 +242,26 @@ class StateStore {
   absl::StatusOr<AgentRow> SetAgentLabels(const std::string& name, const Labels& set,
                                           const std::vector<std::string>& remove,
                                           AuditEntry* audit = nullptr);
+  // Sets the agent's own bandwidth limit; NOT_FOUND if unknown.
+  absl::StatusOr<AgentRow> SetAgentRate(const std::string& name, Rate rate,
+                                        AuditEntry* audit = nullptr);
   absl::StatusOr<AgentRow> GetAgent(const std::string& name);
   // By name; only names starting with `name_prefix`; only names after
   // `after`; at most `limit` (0: all).
   absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& name_prefix = "",
                                                    const std::string& after = "",
                                                    size_t limit = 0);
+  // --- Sites and the egress limit (state_store_sites.cc). PutSite stores
+  // the whole policy (validated by the caller); GetSite is NOT_FOUND for a
+  // site without one.
+  absl::Status PutSite(const SiteRow& site, AuditEntry* audit = nullptr);
+  absl::StatusOr<SiteRow> GetSite(const std::string& name);
+  absl::StatusOr<std::vector<SiteRow>> ListSites();
+  // The sites agents name in their `site` label, each once, sorted.
+  absl::StatusOr<std::vector<std::string>> LabelledSites();
+  absl::Status SetEgressRate(Rate rate, AuditEntry* audit = nullptr);
+  absl::StatusOr<Rate> GetEgressRate();
+
   // Deletes the agent and cancels its non-final targets with `reason`;
   // returns how many were cancelled. NOT_FOUND if unknown.
   absl::StatusOr<int> RemoveAgent(const std::string& name, const std::string& reason,
@@ -338,9 +363,12 @@ class StateStore {
   // Targets that may start now: pending, or retry_wait due at or before now,
   // of agents still registered and jobs whose deadline has not passed;
   // oldest job first (then by agent), at most `limit`, at most one per
-  // agent, skipping agents in `busy`.
+  // agent, skipping agents in `busy` and targets `admit` (if set) refuses;
+  // `admit` is asked in that order and may count what it admits.
+  using AdmitFn = std::function<bool(const TargetRow& t, JobKind kind)>;
   absl::StatusOr<std::vector<TargetRow>> RunnableTargets(size_t limit,
-                                                         const std::vector<std::string>& busy);
+                                                         const std::vector<std::string>& busy,
+                                                         const AdmitFn& admit = nullptr);
   // The earliest next_attempt_ms among retry_wait targets, if any.
   absl::StatusOr<std::optional<int64_t>> NextWakeupMs();
   // Start-up recovery: every transferring target (its transfer died with the

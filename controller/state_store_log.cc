@@ -14,7 +14,7 @@
 namespace pkgdist {
 namespace {
 
-constexpr std::array<std::pair<EventKind, absl::string_view>, 12> kEventKinds = {{
+constexpr std::array<std::pair<EventKind, absl::string_view>, 13> kEventKinds = {{
     {EventKind::kJobCreated, "job_created"},
     {EventKind::kJobFinished, "job_finished"},
     {EventKind::kJobDeleted, "job_deleted"},
@@ -26,6 +26,7 @@ constexpr std::array<std::pair<EventKind, absl::string_view>, 12> kEventKinds = 
     {EventKind::kPackageImported, "package_imported"},
     {EventKind::kPackageSigned, "package_signed"},
     {EventKind::kPackageDeleted, "package_deleted"},
+    {EventKind::kLimitsChanged, "limits_changed"},
     {EventKind::kCaughtUp, "caught_up"},
 }};
 

@@ -123,12 +123,32 @@ constexpr char kMigration5[] = R"sql(
 ALTER TABLE agents ADD COLUMN labels TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Bandwidth policy (controller/bandwidth_policy.h, docs/sites.md): each
+// site's, each agent's own limit and the controller's egress limit (in
+// `settings`), every rate and window in its canonical text form.
+constexpr char kMigration6[] = R"sql(
+CREATE TABLE sites(
+  name          TEXT PRIMARY KEY,
+  rate          TEXT NOT NULL,
+  windows       TEXT NOT NULL DEFAULT '',
+  timezone      TEXT NOT NULL DEFAULT 'UTC',
+  max_transfers INTEGER NOT NULL DEFAULT 0,
+  updated_ms    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE settings(
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE agents ADD COLUMN rate TEXT NOT NULL DEFAULT 'unlimited';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kMigration1},
     {2, kMigration2},
     {3, kMigration3},
     {4, kMigration4},
     {5, kMigration5},
+    {6, kMigration6},
 };
 
 }  // namespace

@@ -362,14 +362,23 @@ TransferCall::Action TransferCall::Pump() {
   const uint32_t count = ready_count_;
   const uint64_t len = ready_data_.size();
   if (inflight_count_ > 0 && inflight_bytes_ + len > p_.window_bytes) return Action::kNone;
+  // The transfer's own pace, then the shared limits; a message held back
+  // goes when Tick() comes back.
   if (p_.max_bytes_per_second > 0) {
     int64_t now = clock_->NowMs();
     double rate = static_cast<double>(p_.max_bytes_per_second);
     allowance_ = std::min(rate / 5, allowance_ + rate * static_cast<double>(now - allowance_ms_) / 1000);
     allowance_ms_ = now;
-    if (allowance_ < 0) return Action::kNone;  // Tick() comes back.
-    allowance_ -= len;
+    if (allowance_ < 0) {
+      last_held_ms_ = now;
+      return Action::kNone;
+    }
   }
+  if (p_.throttle != nullptr && !p_.throttle->Admit(len)) {
+    last_held_ms_ = clock_->NowMs();
+    return Action::kNone;
+  }
+  if (p_.max_bytes_per_second > 0) allowance_ -= static_cast<double>(len);
   queue_.erase(queue_.begin(), queue_.begin() + count);
   // The run read ahead becomes the message's data, and the previous
   // message's buffer (its write is done) the next read's: two 1 MiB buffers
@@ -442,9 +451,10 @@ void TransferCall::Tick() {
     if (phase_ == Phase::kCommitted) bound_ms = std::max<int64_t>(bound_ms * 4, 120'000);
     bool owes_us = (phase_ == Phase::kOffered && !preparing_delta_) || phase_ == Phase::kCommitted ||
                    inflight_count_ > 0 || local_count_ > 0;
-    if (owes_us && now - last_heard_ms_ > bound_ms) {
+    const int64_t since_ms = std::max(last_heard_ms_, last_held_ms_);
+    if (owes_us && now - since_ms > bound_ms) {
       action = Fail(absl::DeadlineExceededError(
-          absl::StrCat("no answer from agent for ", (now - last_heard_ms_) / 1000, " s")));
+          absl::StrCat("no answer from agent for ", (now - since_ms) / 1000, " s")));
     } else {
       action = Pump();
     }

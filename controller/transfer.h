@@ -48,6 +48,7 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "controller/bandwidth.h"
 #include "controller/chunk_reader.h"
 #include "controller/manifest_deltas.h"
 #include "controller/metrics.h"
@@ -76,6 +77,9 @@ struct TransferParams {
   std::string tree;        // where the content is read from
   uint64_t window_bytes = kDefaultWindowBytes;
   uint64_t max_bytes_per_second = 0;  // 0: unlimited
+  // The shared limits (egress, site, agent) each message must pass; null:
+  // none.
+  std::shared_ptr<Throttle> throttle;
   int detect_seconds = 15;
   ReadPool* read_pool = nullptr;  // required; must outlive the call
   // Packages (32 raw bytes each, newest first, at most kMaxDeltaBases) of
@@ -226,6 +230,11 @@ class TransferCall final
   double allowance_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t allowance_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_heard_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // When a limit last held a message back. The agent acknowledges every
+  // half window, so while the controller holds chunks back the agent owes
+  // no answer: the silence bound counts from the later of the two. (A
+  // dead or frozen agent is still found by the channel's keepalive.)
+  int64_t last_held_ms_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   uint64_t bytes_acked_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t unreported_sent_ ABSL_GUARDED_BY(mu_) = 0;

@@ -144,6 +144,38 @@ absl::StatusOr<v1::RemoveAgentResponse> AdminClient::RemoveAgent(const std::stri
   return Unary(&v1::Admin::StubInterface::RemoveAgent, req);
 }
 
+absl::StatusOr<v1::AgentInfo> AdminClient::SetAgentRate(const std::string& name,
+                                                         const std::string& rate) {
+  v1::SetAgentRateRequest req;
+  req.set_name(name);
+  req.set_rate(rate);
+  return Unary(&v1::Admin::StubInterface::SetAgentRate, req);
+}
+
+absl::StatusOr<v1::SiteInfo> AdminClient::SetSite(const v1::SetSiteRequest& req) {
+  return Unary(&v1::Admin::StubInterface::SetSite, req);
+}
+
+absl::StatusOr<v1::ListSitesResponse> AdminClient::ListSites() {
+  return Unary(&v1::Admin::StubInterface::ListSites, v1::ListSitesRequest());
+}
+
+absl::StatusOr<v1::SiteInfo> AdminClient::GetSite(const std::string& name) {
+  v1::GetSiteRequest req;
+  req.set_name(name);
+  return Unary(&v1::Admin::StubInterface::GetSite, req);
+}
+
+absl::StatusOr<v1::EgressInfo> AdminClient::SetEgress(const std::string& rate) {
+  v1::SetEgressRequest req;
+  req.set_rate(rate);
+  return Unary(&v1::Admin::StubInterface::SetEgress, req);
+}
+
+absl::StatusOr<v1::EgressInfo> AdminClient::GetEgress() {
+  return Unary(&v1::Admin::StubInterface::GetEgress, v1::GetEgressRequest());
+}
+
 absl::StatusOr<v1::ListPackagesResponse> AdminClient::ListPackages() {
   return AllPages(&v1::Admin::StubInterface::ListPackages, v1::ListPackagesRequest());
 }

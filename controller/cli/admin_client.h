@@ -72,6 +72,12 @@ class AdminClient {
   absl::StatusOr<v1::ListAgentsResponse> ListAgents(const std::string& name_prefix = "");
   absl::StatusOr<v1::AgentDetail> GetAgent(const std::string& name);
   absl::StatusOr<v1::RemoveAgentResponse> RemoveAgent(const std::string& name);
+  absl::StatusOr<v1::AgentInfo> SetAgentRate(const std::string& name, const std::string& rate);
+  absl::StatusOr<v1::SiteInfo> SetSite(const v1::SetSiteRequest& req);
+  absl::StatusOr<v1::ListSitesResponse> ListSites();
+  absl::StatusOr<v1::SiteInfo> GetSite(const std::string& name);
+  absl::StatusOr<v1::EgressInfo> SetEgress(const std::string& rate);
+  absl::StatusOr<v1::EgressInfo> GetEgress();
   absl::StatusOr<v1::ListPackagesResponse> ListPackages();
   absl::StatusOr<v1::PackageInfo> GetPackage(const std::string& package);
   absl::Status DeletePackage(const std::string& package, bool force);

@@ -1,4 +1,4 @@
-// pkgdistctl agent add | label | list | show | remove.
+// pkgdistctl agent add | label | set | list | show | remove.
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +15,7 @@ struct AgentOptions {
   std::string address;
   // add --label KEY=VALUE...; label's KEY=VALUE (set) and KEY- (remove).
   std::vector<std::string> labels;
+  std::string rate;  // set --rate
 };
 
 // "KEY=VALUE" into `set`, or "KEY-" into `remove` if `allow_remove`;
@@ -75,6 +76,13 @@ int RunLabel(CommandEnv& env, const AgentOptions& o) {
   return kExitOk;
 }
 
+int RunSet(CommandEnv& env, const AgentOptions& o) {
+  auto agent = env.client.SetAgentRate(o.name, o.rate);
+  if (!agent.ok()) return ReportError(env, agent.status());
+  Emit(env, AgentToJson(*agent), absl::StrCat("agent ", agent->name(), ": rate ", agent->rate(), "\n"));
+  return kExitOk;
+}
+
 int RunList(CommandEnv& env, const std::string& prefix) {
   auto agents = env.client.ListAgents(prefix);
   if (!agents.ok()) return ReportError(env, agents.status());
@@ -122,6 +130,12 @@ void AddAgentCommands(CLI::App& app, Action& selected) {
   label->add_option("NAME", o->name, "Agent name")->required();
   label->add_option("LABEL", o->labels, "KEY=VALUE or KEY-")->required();
   OnRun(label, selected, [o](CommandEnv& env) { return RunLabel(env, *o); });
+
+  CLI::App* set = agent->add_subcommand(
+      "set", "Set an agent's own bandwidth limit (its site's and the egress limit apply too)");
+  set->add_option("NAME", o->name, "Agent name")->required();
+  set->add_option("--rate", o->rate, "RATE: e.g. 5MB/s, 1.5GiB/s, unlimited, paused")->required();
+  OnRun(set, selected, [o](CommandEnv& env) { return RunSet(env, *o); });
 
   CLI::App* list = agent->add_subcommand("list", "List agents with their connection state");
   auto prefix = std::make_shared<std::string>();

@@ -50,6 +50,7 @@ int RunCli(int argc, const char* const argv[], const CliIo& io) {
   AddJobCommands(app, selected);
   AddAuditCommands(app, selected);
   AddEventCommands(app, selected);
+  AddSiteCommands(app, selected);
   LocalAction local;
   AddKeyCommands(app, local);
 

@@ -1,7 +1,7 @@
 // What every verb of pkgdistctl shares: the environment it runs in, exit
 // codes, argument validators and output helpers. Verbs live in
-// agent_cmds.cc, package_cmds.cc, job_cmds.cc, audit_cmds.cc and
-// events_cmds.cc; each Add*Commands adds
+// agent_cmds.cc, package_cmds.cc, job_cmds.cc, audit_cmds.cc,
+// events_cmds.cc and site_cmds.cc; each Add*Commands adds
 // its verbs to the app, and the parsed verb stores its action in
 // `selected`, which the caller runs once the connection is set up.
 #ifndef PKGDIST_CONTROLLER_CLI_COMMAND_H_
@@ -52,6 +52,8 @@ void AddJobCommands(CLI::App& app, Action& selected);
 void AddAuditCommands(CLI::App& app, Action& selected);
 // `events`.
 void AddEventCommands(CLI::App& app, Action& selected);
+// `site ...` and `egress ...`.
+void AddSiteCommands(CLI::App& app, Action& selected);
 
 // Makes `action` the one to run when `cmd` is the verb parsed.
 void OnRun(CLI::App* cmd, Action& selected, Action action);

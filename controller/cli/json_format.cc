@@ -70,6 +70,41 @@ Json AgentToJson(const pkgdist::v1::AgentInfo& agent) {
   const std::map<std::string, std::string> sorted(agent.labels().begin(), agent.labels().end());
   for (const auto& [key, value] : sorted) labels[key] = value;
   j["labels"] = std::move(labels);
+  j["rate"] = agent.rate().empty() ? "unlimited" : agent.rate();
+  return j;
+}
+
+Json SiteToJson(const pkgdist::v1::SiteInfo& site) {
+  Json j;
+  j["name"] = site.name();
+  j["rate"] = site.rate();
+  j["windows"] = Json::array();
+  for (const auto& w : site.windows()) j["windows"].push_back(w);
+  j["timezone"] = site.timezone();
+  j["max_transfers"] = site.max_transfers();
+  j["rate_now"] = site.rate_now();
+  j["rate_now_until"] = TimeOrNull(site.rate_now_until());
+  j["agents"] = Json::array();
+  for (const auto& a : site.agents()) j["agents"].push_back(a);
+  j["active_transfers"] = site.active_transfers();
+  j["bytes_per_second"] = site.bytes_per_second();
+  j["bytes_sent"] = site.bytes_sent();
+  return j;
+}
+
+Json SiteListToJson(const pkgdist::v1::ListSitesResponse& sites) {
+  Json list = Json::array();
+  for (const auto& s : sites.sites()) list.push_back(SiteToJson(s));
+  Json j;
+  j["sites"] = std::move(list);
+  return j;
+}
+
+Json EgressToJson(const pkgdist::v1::EgressInfo& egress) {
+  Json j;
+  j["rate"] = egress.rate();
+  j["bytes_per_second"] = egress.bytes_per_second();
+  j["bytes_sent"] = egress.bytes_sent();
   return j;
 }
 

@@ -25,8 +25,16 @@ Json JobToJson(const pkgdist::v1::JobStatus& job);
 // {"jobs":[...]}
 Json JobListToJson(const pkgdist::v1::ListJobsResponse& jobs);
 
-// {"name","address","connection","last_contact","last_error"}
+// {"name","address","connection","last_contact","last_error","labels","rate"}
 Json AgentToJson(const pkgdist::v1::AgentInfo& agent);
+// {"name","rate","windows":[...],"timezone","max_transfers","rate_now",
+//  "rate_now_until" (null: no change due),"agents":[...],"active_transfers",
+//  "bytes_per_second","bytes_sent"}
+Json SiteToJson(const pkgdist::v1::SiteInfo& site);
+// {"sites":[...]}
+Json SiteListToJson(const pkgdist::v1::ListSitesResponse& sites);
+// {"rate","bytes_per_second","bytes_sent"}
+Json EgressToJson(const pkgdist::v1::EgressInfo& egress);
 // {"agents":[...]}
 Json AgentListToJson(const pkgdist::v1::ListAgentsResponse& agents);
 // The agent's fields, then "inventory": {"published":[{"name","version",

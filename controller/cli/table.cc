@@ -6,6 +6,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "controller/cli/display.h"
 #include "shared/sha256.h"
 
@@ -130,6 +132,7 @@ std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail) {
       {"name", a.name()},
       {"address", a.address()},
       {"labels", OrDash(OneLine(LabelsText(a.labels())))},
+      {"rate", a.rate().empty() ? "unlimited" : OneLine(a.rate())},
       {"connection", ConnectionStateName(a.connection())},
       {"last contact", OrDash(a.last_contact())},
       {"last error", OrDash(a.last_error())},
@@ -158,6 +161,64 @@ std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail) {
     absl::StrAppend(&out, "\n", partial.Render());
   }
   return out;
+}
+
+namespace {
+
+// "20MB/s until 2026-12-01T18:00:00.000Z", or the rate alone.
+std::string RateNow(const pkgdist::v1::SiteInfo& site) {
+  if (site.rate_now_until().empty()) return site.rate_now();
+  return absl::StrCat(site.rate_now(), " until ", site.rate_now_until());
+}
+
+// Decimal units, as rates are set ("19.8 MB/s" beside a limit of 20MB/s).
+std::string PerSecond(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B/s", "kB/s", "MB/s", "GB/s"};
+  double v = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (v >= 1000 && unit + 1 < std::size(kUnits)) {
+    v /= 1000;
+    ++unit;
+  }
+  if (unit == 0) return absl::StrCat(bytes, " B/s");
+  return absl::StrCat(absl::StrFormat("%.1f", v), " ", kUnits[unit]);
+}
+
+}  // namespace
+
+std::string RenderSite(const pkgdist::v1::SiteInfo& site) {
+  std::string windows;
+  for (const auto& w : site.windows()) absl::StrAppend(&windows, windows.empty() ? "" : "; ", w);
+  return KeyValueBlock({
+      {"site", site.name()},
+      {"agents", OrDash(absl::StrJoin(site.agents(), ","))},
+      {"rate", site.rate()},
+      {"windows", OrDash(windows)},
+      {"timezone", site.timezone()},
+      {"max transfers", site.max_transfers() == 0 ? "no limit" : absl::StrCat(site.max_transfers())},
+      {"rate now", RateNow(site)},
+      {"transfers", absl::StrCat(site.active_transfers(), " running")},
+      {"sending", PerSecond(site.bytes_per_second())},
+      {"sent", absl::StrCat(HumanBytes(site.bytes_sent()), " since the controller started")},
+  });
+}
+
+std::string RenderSiteList(const pkgdist::v1::ListSitesResponse& sites) {
+  TextTable t({"SITE", "AGENTS", "RATE NOW", "TRANSFERS", "SENDING", "SENT"});
+  for (const auto& s : sites.sites()) {
+    t.AddRow({s.name(), absl::StrCat(s.agents_size()), RateNow(s),
+              absl::StrCat(s.active_transfers()), PerSecond(s.bytes_per_second()),
+              HumanBytes(s.bytes_sent())});
+  }
+  return t.Render();
+}
+
+std::string RenderEgress(const pkgdist::v1::EgressInfo& egress) {
+  return KeyValueBlock({
+      {"egress rate", egress.rate()},
+      {"sending", PerSecond(egress.bytes_per_second())},
+      {"sent", absl::StrCat(HumanBytes(egress.bytes_sent()), " since the controller started")},
+  });
 }
 
 std::string RenderPackage(const pkgdist::v1::PackageInfo& pkg) {

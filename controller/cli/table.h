@@ -36,6 +36,12 @@ std::string LabelsText(const google::protobuf::Map<std::string, std::string>& la
 std::string RenderAgentList(const pkgdist::v1::ListAgentsResponse& agents);
 std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail);
 
+// A site: its policy, what is in force now, its agents and traffic.
+std::string RenderSite(const pkgdist::v1::SiteInfo& site);
+// One line per site: name, agents, rate in force, measured rate, bytes sent.
+std::string RenderSiteList(const pkgdist::v1::ListSitesResponse& sites);
+std::string RenderEgress(const pkgdist::v1::EgressInfo& egress);
+
 std::string RenderPackage(const pkgdist::v1::PackageInfo& pkg);
 std::string RenderPackageList(const pkgdist::v1::ListPackagesResponse& packages);
 

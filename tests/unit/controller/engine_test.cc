@@ -258,5 +258,63 @@ TEST_F(EngineTest, FinishedJobsAreDeletedAfterTheRetention) {
   EXPECT_TRUE(store_->GetJob(running).ok()) << "an unfinished job was pruned";
 }
 
+// Puts `agents` in site `site` (before StartEngine, which loads the limits).
+void PutInSite(StateStore& store, const std::string& site, std::initializer_list<const char*> agents) {
+  for (const char* a : agents) {
+    ASSERT_TRUE(store.SetAgentLabels(a, {{"site", site}}, {}).ok()) << a;
+  }
+}
+
+TEST_F(EngineTest, APausedSiteStartsNoTransferUntilItOpens) {
+  // dp1 is in a paused site, dp3 in none: dp3 completes (the engine has
+  // passed over dp1 many times by then) while dp1 waits pending, with no
+  // attempt counted; once the site opens dp1 completes too.
+  FakeAgent& dp1 = AddAgent("dp1");
+  AddAgent("dp3");
+  PutInSite(*store_, "fra", {"dp1"});
+  SiteRow paused{"fra", {}, 0};
+  paused.policy.rate = Rate::Paused();
+  ASSERT_TRUE(store_->PutSite(paused).ok());
+  std::string job = Distribute(ImportPackage("app", "1.0", kSize), {"dp1", "dp3"});
+  StartEngine();
+  ASSERT_TRUE(WaitForTarget(job, "dp3", IsDone).has_value());
+  clock_.AdvanceMs(60'000);
+  engine_->Kick();
+  ASSERT_TRUE(WaitForTarget(job, "dp3", IsDone).has_value());
+  TargetRow waiting = Target(job, "dp1");
+  EXPECT_EQ(waiting.state, TargetState::kPending);
+  EXPECT_EQ(waiting.attempts, 0u);
+  EXPECT_FALSE(dp1.WaitForTransfers(1, absl::ZeroDuration())) << "a paused site was sent to";
+  engine_->bandwidth().SetSite("fra", SitePolicy{}, absl::UTCTimeZone());
+  engine_->Kick();
+  auto t = WaitForTarget(job, "dp1", IsDone);
+  ASSERT_TRUE(t.has_value()) << "dp1 did not complete once its site opened";
+  EXPECT_EQ(t->attempts, 1u);
+}
+
+TEST_F(EngineTest, ASiteAtItsMaxTransfersStartsNoMoreUntilItHasRoom) {
+  // fra allows one transfer at a time: dp1's hangs, dp2 waits pending while
+  // dp3 (no site) completes; with room for two, dp2 starts.
+  FakeAgent& dp1 = AddAgent("dp1", Behaviour::kHang);
+  FakeAgent& dp2 = AddAgent("dp2");
+  AddAgent("dp3");
+  PutInSite(*store_, "fra", {"dp1", "dp2"});
+  SiteRow one{"fra", {}, 0};
+  one.policy.max_transfers = 1;
+  ASSERT_TRUE(store_->PutSite(one).ok());
+  std::string job = Distribute(ImportPackage("app", "1.0", kSize), {"dp1", "dp2", "dp3"});
+  StartEngine();
+  ASSERT_TRUE(dp1.WaitForTransfers(1));
+  ASSERT_TRUE(WaitForTarget(job, "dp3", IsDone).has_value());
+  EXPECT_EQ(engine_->ActiveTransfersAt("fra"), 1u);
+  EXPECT_EQ(Target(job, "dp2").state, TargetState::kPending);
+  EXPECT_FALSE(dp2.WaitForTransfers(1, absl::ZeroDuration()));
+  one.policy.max_transfers = 2;
+  engine_->bandwidth().SetSite("fra", one.policy, absl::UTCTimeZone());
+  engine_->Kick();
+  ASSERT_TRUE(WaitForTarget(job, "dp2", IsDone).has_value()) << "dp2 never started";
+  EXPECT_EQ(Target(job, "dp1").state, TargetState::kTransferring);
+}
+
 }  // namespace
 }  // namespace pkgdist::testing
