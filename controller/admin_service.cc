@@ -112,8 +112,7 @@ std::string JobRequest(const std::string& package,
 absl::StatusOr<Labels> RequestLabels(const google::protobuf::Map<std::string, std::string>& in) {
   Labels out;
   for (const auto& [key, value] : in) {
-    RETURN_IF_ERROR(ValidateLabelKey(key));
-    RETURN_IF_ERROR(ValidateLabelValue(value));
+    RETURN_IF_ERROR(ValidateLabel(key, value));
     out[key] = value;
   }
   return out;

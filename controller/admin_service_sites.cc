@@ -29,8 +29,7 @@ absl::StatusOr<std::map<std::string, std::vector<std::string>>> SiteMembers(Stat
     absl::StatusOr<std::vector<AgentRow>> agents = store.ListAgents("", after, kAgentBatch);
     if (!agents.ok()) return agents.status();
     for (const AgentRow& a : *agents) {
-      auto site = a.labels.find(kSiteLabel);
-      if (site != a.labels.end()) out[site->second].push_back(a.name);
+      if (std::string site = SiteOf(a.labels); !site.empty()) out[site].push_back(a.name);
     }
     if (agents->size() < kAgentBatch) break;
     after = agents->back().name;
@@ -115,6 +114,10 @@ Status AdminService::SetSite(Ctx* ctx, const v1::SetSiteRequest* req, v1::SiteIn
     row.name = req->name();
     if (auto old = store_->GetSite(req->name()); old.ok()) {
       row = *std::move(old);
+    } else if (absl::IsDataLoss(old.status())) {
+      // A stored policy that does not parse: this call replaces it, from
+      // the defaults and what it sets.
+      spdlog::warn("{}; replaced by SetSite", old.status().message());
     } else if (!absl::IsNotFound(old.status())) {
       return ToGrpc(old.status());
     }

@@ -42,15 +42,17 @@ Engine::Engine(Options options, StateStore* store, PackageStore* packages, Agent
       pool_(pool),
       clock_(clock),
       manifests_(options.manifest_cache_bytes),
-      rng_(std::random_device{}()) {}
+      rng_(std::random_device{}()) {
+  // Here, not in Start(): the admin service may change a limit as soon as
+  // the server is up, and a load after that would undo the change.
+  if (absl::Status s = LoadLimits(); !s.ok()) {
+    spdlog::error("loading the bandwidth limits: {}; what could not be read is not limited", s);
+  }
+}
 
 Engine::~Engine() { Stop(); }
 
 void Engine::Start() {
-  if (absl::Status s = LoadLimits(); !s.ok()) {
-    // The limits are then those changed from now on; say so loudly.
-    spdlog::error("loading the bandwidth limits: {}; running without them", s);
-  }
   started_ms_ = stats_ms_ = clock_->NowMs();
   stats_transactions_ = store_->transactions();
   thread_ = std::thread([this] { Run(); });
@@ -149,9 +151,21 @@ void Engine::CancelActive(const std::string& job_id, const std::string& agent,
 }
 
 absl::Status Engine::LoadLimits() {
+  // Agents first: their sites and own limits do not depend on the rest.
+  std::string after;
+  while (true) {
+    ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_->ListAgents("", after, 1000));
+    for (const AgentRow& a : agents) AgentChanged(a);
+    if (agents.size() < 1000) break;
+    after = agents.back().name;
+  }
   ASSIGN_OR_RETURN(Rate egress, store_->GetEgressRate());
   bandwidth_.SetEgress(egress);
-  ASSIGN_OR_RETURN(std::vector<SiteRow> sites, store_->ListSites());
+  std::vector<std::string> unreadable;
+  ASSIGN_OR_RETURN(std::vector<SiteRow> sites, store_->ListSites(&unreadable));
+  for (const std::string& why : unreadable) {
+    spdlog::error("{}; that site is not limited until its policy is set again", why);
+  }
   for (const SiteRow& site : sites) {
     absl::StatusOr<absl::TimeZone> zone = LoadZone(site.policy.timezone);
     if (!zone.ok()) {
@@ -162,19 +176,11 @@ absl::Status Engine::LoadLimits() {
     }
     bandwidth_.SetSite(site.name, site.policy, *zone);
   }
-  std::string after;
-  while (true) {
-    ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_->ListAgents("", after, 1000));
-    for (const AgentRow& a : agents) AgentChanged(a);
-    if (agents.size() < 1000) break;
-    after = agents.back().name;
-  }
   return absl::OkStatus();
 }
 
 void Engine::AgentChanged(const AgentRow& row) {
-  auto site = row.labels.find(kSiteLabel);
-  bandwidth_.SetAgent(row.name, row.rate, site == row.labels.end() ? "" : site->second);
+  bandwidth_.SetAgent(row.name, row.rate, SiteOf(row.labels));
 }
 
 uint32_t Engine::ActiveTransfersAt(const std::string& site) {

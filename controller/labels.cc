@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "shared/paths.h"
 #include "shared/status_macros.h"
 
 namespace pkgdist {
@@ -57,6 +58,22 @@ absl::Status ValidateLabelValue(absl::string_view value) {
                                                    kMaxLabelValueLength, " characters"));
   }
   return CheckLabelChars("label value", value);
+}
+
+absl::Status ValidateLabel(absl::string_view key, absl::string_view value) {
+  RETURN_IF_ERROR(ValidateLabelKey(key));
+  RETURN_IF_ERROR(ValidateLabelValue(value));
+  if (key != kSiteLabel) return absl::OkStatus();
+  if (absl::Status s = ValidateName(value, "site name"); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("label site=", value, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+std::string SiteOf(const Labels& labels) {
+  auto it = labels.find(kSiteLabel);
+  if (it == labels.end() || !ValidateName(it->second, "site name").ok()) return "";
+  return it->second;
 }
 
 absl::StatusOr<std::pair<std::string, std::string>> ParseLabel(absl::string_view text) {

@@ -52,6 +52,14 @@ inline constexpr size_t kMaxSelectorSetValues = 256;
 absl::Status ValidateLabelKey(absl::string_view key);
 absl::Status ValidateLabelValue(absl::string_view value);
 
+// A label as an agent may carry it: key and value valid, and the value of
+// `site` a site name (shared/paths.h ValidateName: sites have policies and
+// names in the API). INVALID_ARGUMENT naming the label otherwise.
+absl::Status ValidateLabel(absl::string_view key, absl::string_view value);
+// The agent's site: its `site` label if that is a valid site name, else ""
+// (labels stored before site names were checked read as no site).
+std::string SiteOf(const Labels& labels);
+
 // "key=value" (split at the first "=", both parts validated).
 absl::StatusOr<std::pair<std::string, std::string>> ParseLabel(absl::string_view text);
 

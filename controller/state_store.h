@@ -256,7 +256,9 @@ class StateStore {
   // site without one.
   absl::Status PutSite(const SiteRow& site, AuditEntry* audit = nullptr);
   absl::StatusOr<SiteRow> GetSite(const std::string& name);
-  absl::StatusOr<std::vector<SiteRow>> ListSites();
+  // DATA_LOSS naming a site whose stored policy does not parse; with
+  // `unreadable`, such rows are skipped and their errors added there.
+  absl::StatusOr<std::vector<SiteRow>> ListSites(std::vector<std::string>* unreadable = nullptr);
   // The sites agents name in their `site` label, each once, sorted.
   absl::StatusOr<std::vector<std::string>> LabelledSites();
   absl::Status SetEgressRate(Rate rate, AuditEntry* audit = nullptr);

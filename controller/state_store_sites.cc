@@ -104,15 +104,21 @@ absl::StatusOr<SiteRow> StateStore::GetSite(const std::string& name) {
   return out;
 }
 
-absl::StatusOr<std::vector<SiteRow>> StateStore::ListSites() {
+absl::StatusOr<std::vector<SiteRow>> StateStore::ListSites(std::vector<std::string>* unreadable) {
   std::vector<SiteRow> out;
   RETURN_IF_ERROR(Read([&](sqlite3* db, int64_t) -> absl::Status {
     Statement st(db, absl::StrCat("SELECT ", kSiteCols, " FROM sites ORDER BY name"));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
-      ASSIGN_OR_RETURN(SiteRow site, ReadSite(st));
-      out.push_back(std::move(site));
+      absl::StatusOr<SiteRow> site = ReadSite(st);
+      if (site.ok()) {
+        out.push_back(*std::move(site));
+      } else if (unreadable != nullptr) {
+        unreadable->push_back(std::string(site.status().message()));
+      } else {
+        return site.status();
+      }
     }
     return absl::OkStatus();
   }));
@@ -129,8 +135,7 @@ absl::StatusOr<std::vector<std::string>> StateStore::LabelledSites() {
       if (!row) break;
       absl::StatusOr<Labels> labels = ParseLabels(st.Text(0));
       if (!labels.ok()) continue;
-      auto it = labels->find(kSiteLabel);
-      if (it != labels->end()) sites.insert(it->second);
+      if (std::string site = SiteOf(*labels); !site.empty()) sites.insert(site);
     }
     return absl::OkStatus();
   }));

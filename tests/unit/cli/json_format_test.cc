@@ -55,11 +55,83 @@ TEST(JsonFormatTest, AgentShowsConnectionByNameAndNullLastContact) {
   a.set_last_error("connection refused");
   EXPECT_EQ(JsonLine(AgentToJson(a)),
             R"({"name":"dp1","address":"10.0.0.1:7001","connection":"unreachable",)"
-            R"("last_contact":null,"last_error":"connection refused","labels":{}})");
+            R"("last_contact":null,"last_error":"connection refused","labels":{},)"
+            R"("rate":"unlimited"})");
   // Labels are an object sorted by key.
   (*a.mutable_labels())["tier"] = "edge";
   (*a.mutable_labels())["site"] = "fra";
   EXPECT_EQ(AgentToJson(a)["labels"].dump(), R"({"site":"fra","tier":"edge"})");
+}
+
+TEST(JsonFormatTest, AgentShowsItsOwnRateAndUnlimitedWhenNoneIsGiven) {
+  // "rate" comes last, as the controller sent it; an empty field (an older
+  // controller) reads as "unlimited".
+  pkgdist::v1::AgentInfo a;
+  a.set_name("dp1");
+  EXPECT_EQ(AgentToJson(a)["rate"], "unlimited");
+  a.set_rate("5MB/s");
+  Json j = AgentToJson(a);
+  EXPECT_EQ(j["rate"], "5MB/s");
+  EXPECT_EQ(j.back(), "5MB/s");
+  a.set_rate("paused");
+  EXPECT_EQ(AgentToJson(a)["rate"], "paused");
+  pkgdist::v1::ListAgentsResponse agents;
+  *agents.add_agents() = a;
+  EXPECT_EQ(AgentListToJson(agents)["agents"][0]["rate"], "paused");
+}
+
+TEST(JsonFormatTest, SiteHasTheDocumentedShape) {
+  // Every field, in the documented order (json_format.h); windows and
+  // agents are arrays, a rate_now_until of "" is null.
+  pkgdist::v1::SiteInfo site;
+  site.set_name("fra");
+  site.set_rate("20MB/s");
+  site.add_windows("mon-fri 08:00-18:00 paused");
+  site.add_windows("sat,sun 00:00-24:00 unlimited");
+  site.set_timezone("Europe/Berlin");
+  site.set_max_transfers(3);
+  site.set_rate_now("paused");
+  site.set_rate_now_until("2026-01-02T17:00:00.000Z");
+  site.add_agents("fra1");
+  site.add_agents("fra2");
+  site.set_active_transfers(2);
+  site.set_bytes_per_second(19'800'000);
+  site.set_bytes_sent(123'456'789);
+  EXPECT_EQ(JsonLine(SiteToJson(site)),
+            R"({"name":"fra","rate":"20MB/s",)"
+            R"("windows":["mon-fri 08:00-18:00 paused","sat,sun 00:00-24:00 unlimited"],)"
+            R"("timezone":"Europe/Berlin","max_transfers":3,"rate_now":"paused",)"
+            R"("rate_now_until":"2026-01-02T17:00:00.000Z","agents":["fra1","fra2"],)"
+            R"("active_transfers":2,"bytes_per_second":19800000,"bytes_sent":123456789})");
+  // A site with nothing set: empty arrays and a null until.
+  pkgdist::v1::SiteInfo bare;
+  bare.set_name("muc");
+  bare.set_rate("unlimited");
+  bare.set_timezone("UTC");
+  bare.set_rate_now("unlimited");
+  EXPECT_EQ(JsonLine(SiteToJson(bare)),
+            R"({"name":"muc","rate":"unlimited","windows":[],"timezone":"UTC",)"
+            R"("max_transfers":0,"rate_now":"unlimited","rate_now_until":null,"agents":[],)"
+            R"("active_transfers":0,"bytes_per_second":0,"bytes_sent":0})");
+  pkgdist::v1::ListSitesResponse sites;
+  *sites.add_sites() = bare;
+  *sites.add_sites() = site;
+  Json list = SiteListToJson(sites);
+  ASSERT_TRUE(list["sites"].is_array());
+  ASSERT_EQ(list["sites"].size(), 2u);
+  EXPECT_EQ(list["sites"][0]["name"], "muc");
+  EXPECT_EQ(list["sites"][1]["name"], "fra");
+  EXPECT_TRUE(SiteListToJson(pkgdist::v1::ListSitesResponse())["sites"].is_array());
+}
+
+TEST(JsonFormatTest, EgressHasTheDocumentedShape) {
+  // rate, bytes_per_second, bytes_sent, in that order.
+  pkgdist::v1::EgressInfo egress;
+  egress.set_rate("1GiB/s");
+  egress.set_bytes_per_second(950'000);
+  egress.set_bytes_sent(42);
+  EXPECT_EQ(JsonLine(EgressToJson(egress)),
+            R"({"rate":"1GiB/s","bytes_per_second":950000,"bytes_sent":42})");
 }
 
 TEST(JsonFormatTest, AgentDetailPrintsPackageIdsInHex) {

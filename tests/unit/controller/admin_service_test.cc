@@ -1,14 +1,22 @@
 // The admin API in one process over real mutual TLS: pagination and its
-// bounds, filters, a job's target counters, job deletion and authorization.
+// bounds, filters, a job's target counters, job deletion, bandwidth policy
+// (sites, agents' own rates, egress) and authorization.
 #include "controller/admin_service.h"
 
+#include <sqlite3.h>
+
+#include <functional>
 #include <map>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "controller/bandwidth_policy.h"
+#include "controller/sqlite_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/unit/controller/core_test_env.h"
@@ -46,6 +54,12 @@ class AdminServiceTest : public CoreTest {
     auto creds = MakeChannelCredentials(MakeCertificateProvider(tls), tls,
                                         SpiffeId{"pkgdist.dev", "controller", ""});
     return v1::Admin::NewStub(grpc::CreateChannel(address_, creds));
+  }
+  // Every audit record, oldest first.
+  std::vector<AuditRow> AuditRecords() {
+    absl::StatusOr<std::vector<AuditRow>> rows = store_->ListAudit({});
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    return rows.ok() ? *std::move(rows) : std::vector<AuditRow>();
   }
   void RegisterAgents(int n) {
     for (int i = 0; i < n; ++i) {
@@ -277,6 +291,15 @@ TEST_F(AdminServiceTest, SetAgentLabelsValidatesKeysAndValues) {
   EXPECT_THAT(set({{"site", "a/b"}}, {}).first.error_message(), HasSubstr("a/b"));
   EXPECT_THAT(set({{"site", "x"}}, {"site"}).first.error_message(),
               HasSubstr("label site is both set and removed"));
+  // A site is named in the API (site set NAME): its label takes a site
+  // name, though the value would do for another key.
+  for (const char* bad : {"-edge", "..", ""}) {
+    grpc::Status refused = set({{"site", bad}}, {}).first;
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(refused.error_message(), HasSubstr(absl::StrCat("label site=", bad))) << bad;
+  }
+  EXPECT_TRUE(set({{"tier", "-edge"}}, {}).first.ok()) << "other keys keep the label rules";
+  EXPECT_TRUE(set({}, {"tier"}).first.ok());
   auto row = store_->GetAgent("dp1");
   ASSERT_TRUE(row.ok()) << row.status();
   EXPECT_EQ(row->labels, (Labels{{"site", "fra"}}));
@@ -312,6 +335,540 @@ TEST_F(AdminServiceTest, AnAgentIdentityIsNotAnAdmin) {
   grpc::Status s = client->ListAgents(&ctx, v1::ListAgentsRequest(), &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(s.error_message(), HasSubstr("spiffe://pkgdist.dev/agent/dp1"));
+}
+
+// --- Bandwidth policy: sites, agents' own rates, the egress limit.
+
+v1::SetSiteRequest SiteRequest(const std::string& name) {
+  v1::SetSiteRequest req;
+  req.set_name(name);
+  return req;
+}
+
+std::vector<std::string> Strings(const google::protobuf::RepeatedPtrField<std::string>& field) {
+  return std::vector<std::string>(field.begin(), field.end());
+}
+
+TEST_F(AdminServiceTest, SetSiteRefusesABadRateWindowZoneOrNameAndChangesNothing) {
+  // Each bad field is INVALID_ARGUMENT naming it; no policy is stored (or
+  // the old one stays) and the refusal is the call's one audit record.
+  StartAdmin();
+  auto client = Client();
+  struct Case {
+    std::string what;
+    v1::SetSiteRequest req;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  auto with = [](const std::string& name, const std::function<void(v1::SetSiteRequest&)>& set) {
+    v1::SetSiteRequest req = SiteRequest(name);
+    set(req);
+    return req;
+  };
+  auto for_site = [&](const std::string& site) {
+    cases.clear();
+    cases.push_back({"rate 0", with(site, [](auto& r) { r.set_rate("0"); }),
+                     "a rate of 0 is ambiguous"});
+    cases.push_back({"megabits", with(site, [](auto& r) { r.set_rate("10Mb/s"); }),
+                     "rate \"10Mb/s\": unit \"Mb\": bits are not accepted"});
+    cases.push_back({"bad window", with(site, [](auto& r) {
+                       r.set_set_windows(true);
+                       r.add_windows("mon-fri 08:00-18:00 paused");
+                       r.add_windows("mon-fry 08:00-18:00 1MB");
+                     }),
+                     "window \"mon-fry 08:00-18:00 1MB\": unknown day \"fry\""});
+    cases.push_back({"unknown zone", with(site, [](auto& r) { r.set_timezone("Mars/Olympus_Mons"); }),
+                     "unknown time zone \"Mars/Olympus_Mons\""});
+    cases.push_back({"zone path", with(site, [](auto& r) { r.set_timezone("../../etc/passwd"); }),
+                     "invalid time zone name"});
+  };
+  auto check_all = [&](const std::function<void(const std::string& what)>& unchanged) {
+    for (const Case& c : cases) {
+      const size_t records = AuditRecords().size();
+      grpc::ClientContext ctx;
+      v1::SiteInfo info;
+      grpc::Status s = client->SetSite(&ctx, c.req, &info);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.what;
+      EXPECT_THAT(s.error_message(), HasSubstr(c.message)) << c.what;
+      unchanged(c.what);
+      std::vector<AuditRow> after = AuditRecords();
+      ASSERT_EQ(after.size(), records + 1) << c.what;
+      EXPECT_EQ(after.back().method, "SetSite") << c.what;
+      EXPECT_EQ(after.back().code, "INVALID_ARGUMENT") << c.what;
+      EXPECT_THAT(after.back().message, HasSubstr(c.message)) << c.what;
+    }
+  };
+
+  // A site without a policy gets none.
+  for_site("fra");
+  cases.push_back({"bad name", with("a/b", [](auto& r) { r.set_rate("1MB/s"); }),
+                   "site name \"a/b\" may only hold"});
+  cases.push_back({"empty name", with("", [](auto& r) { r.set_rate("1MB/s"); }),
+                   "site name is empty"});
+  check_all([&](const std::string& what) {
+    EXPECT_EQ(store_->GetSite("fra").status().code(), absl::StatusCode::kNotFound) << what;
+    EXPECT_EQ(store_->GetSite("a/b").status().code(), absl::StatusCode::kNotFound) << what;
+  });
+  absl::StatusOr<std::vector<SiteRow>> none = store_->ListSites();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+
+  // A site with a policy keeps it, as it was.
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_rate("10MB/s");
+    req.set_max_transfers(2);
+    v1::SiteInfo info;
+    ASSERT_TRUE(client->SetSite(&ctx, req, &info).ok());
+  }
+  absl::StatusOr<SiteRow> before = store_->GetSite("fra");
+  ASSERT_TRUE(before.ok()) << before.status();
+  for_site("fra");
+  check_all([&](const std::string& what) {
+    absl::StatusOr<SiteRow> now = store_->GetSite("fra");
+    ASSERT_TRUE(now.ok()) << now.status();
+    EXPECT_EQ(now->policy.rate, Rate::Limited(10'000'000)) << what;
+    EXPECT_TRUE(now->policy.windows.empty()) << what;
+    EXPECT_EQ(now->policy.timezone, "UTC") << what;
+    EXPECT_EQ(now->policy.max_transfers, 2u) << what;
+    EXPECT_EQ(now->updated_ms, before->updated_ms) << what;
+  });
+}
+
+TEST_F(AdminServiceTest, SetSiteReplacesAStoredPolicyThatDoesNotParse) {
+  // A row edited by hand into nonsense is DATA_LOSS for GetSite, and the
+  // next SetSite replaces it (from the defaults) rather than failing too.
+  SiteRow fra{"fra", {}, 0};
+  fra.policy.rate = Rate::Paused();
+  ASSERT_TRUE(store_->PutSite(fra).ok());
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open((state_dir_->path() + "/state.db").c_str(), &raw), SQLITE_OK);
+    DbHandle db(raw);
+    ASSERT_TRUE(ExecSql(db.get(), "UPDATE sites SET rate = 'fast' WHERE name = 'fra'").ok());
+  }
+  StartAdmin();
+  auto client = Client();
+  grpc::ClientContext get_ctx;
+  v1::GetSiteRequest get;
+  get.set_name("fra");
+  v1::SiteInfo info;
+  EXPECT_EQ(client->GetSite(&get_ctx, get, &info).error_code(), grpc::StatusCode::DATA_LOSS);
+  grpc::ClientContext set_ctx;
+  v1::SetSiteRequest req;
+  req.set_name("fra");
+  req.set_max_transfers(3);
+  grpc::Status s = client->SetSite(&set_ctx, req, &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.rate(), "unlimited");
+  EXPECT_EQ(info.max_transfers(), 3u);
+}
+
+TEST_F(AdminServiceTest, SetSiteKeepsTheFieldsTheRequestDoesNotSet) {
+  // A request changes only what it sets: max_transfers alone keeps the
+  // rate, windows and zone; the reply and the store agree, in canonical text.
+  if (!LoadZone("Europe/Berlin").ok()) GTEST_SKIP() << "no tzdata for Europe/Berlin";
+  StartAdmin();
+  auto client = Client();
+  v1::SiteInfo info;
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_rate("20 MB/s");
+    req.set_set_windows(true);
+    req.add_windows("MON-FRI 08:00-18:00 paused");
+    req.set_timezone("Europe/Berlin");
+    grpc::Status s = client->SetSite(&ctx, req, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(info.name(), "fra");
+  EXPECT_EQ(info.rate(), "20MB/s");
+  EXPECT_THAT(Strings(info.windows()), ::testing::ElementsAre("mon-fri 08:00-18:00 paused"));
+  EXPECT_EQ(info.timezone(), "Europe/Berlin");
+  EXPECT_EQ(info.max_transfers(), 0u);
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_max_transfers(4);
+    grpc::Status s = client->SetSite(&ctx, req, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(info.rate(), "20MB/s");
+  EXPECT_THAT(Strings(info.windows()), ::testing::ElementsAre("mon-fri 08:00-18:00 paused"));
+  EXPECT_EQ(info.timezone(), "Europe/Berlin");
+  EXPECT_EQ(info.max_transfers(), 4u);
+  absl::StatusOr<SiteRow> row = store_->GetSite("fra");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(row->policy.rate, Rate::Limited(20'000'000));
+  ASSERT_EQ(row->policy.windows.size(), 1u);
+  EXPECT_EQ(FormatWindow(row->policy.windows[0]), "mon-fri 08:00-18:00 paused");
+  EXPECT_EQ(row->policy.timezone, "Europe/Berlin");
+  EXPECT_EQ(row->policy.max_transfers, 4u);
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_rate("paused");
+    grpc::Status s = client->SetSite(&ctx, req, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(info.rate(), "paused");
+  EXPECT_EQ(info.windows_size(), 1);
+  EXPECT_EQ(info.max_transfers(), 4u);
+}
+
+TEST_F(AdminServiceTest, SetWindowsWithoutWindowsClearsThemAndWindowsAloneAreRefused) {
+  // set_windows with an empty list removes the windows and keeps the rate;
+  // windows without set_windows are INVALID_ARGUMENT and change nothing.
+  StartAdmin();
+  auto client = Client();
+  v1::SiteInfo info;
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_rate("1GiB/s");
+    req.set_set_windows(true);
+    req.add_windows("daily 08:00-18:00 10MB/s");
+    req.add_windows("sat,sun 00:00-24:00 paused");
+    ASSERT_TRUE(client->SetSite(&ctx, req, &info).ok());
+  }
+  EXPECT_EQ(info.windows_size(), 2);
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.add_windows("daily 00:00-24:00 paused");
+    grpc::Status s = client->SetSite(&ctx, req, &info);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("windows given without set_windows"));
+  }
+  absl::StatusOr<SiteRow> row = store_->GetSite("fra");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(row->policy.windows.size(), 2u);
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_set_windows(true);
+    grpc::Status s = client->SetSite(&ctx, req, &info);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(info.windows_size(), 0);
+  EXPECT_EQ(info.rate(), "1GiB/s");
+  EXPECT_EQ(info.rate_now(), "1GiB/s");
+  EXPECT_EQ(info.rate_now_until(), "") << "no window, no change due";
+  row = store_->GetSite("fra");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_TRUE(row->policy.windows.empty());
+  EXPECT_EQ(row->policy.rate, Rate::Limited(uint64_t{1} << 30));
+}
+
+TEST_F(AdminServiceTest, SiteInfoShowsTheRateInForceAndUntilWhen) {
+  // Outside its windows a site sends at its rate until the next window
+  // starts (the fake clock is Tuesday 2023-11-14 22:13:20 UTC).
+  StartAdmin();
+  auto client = Client();
+  grpc::ClientContext ctx;
+  v1::SetSiteRequest req = SiteRequest("fra");
+  req.set_rate("20MB/s");
+  req.set_set_windows(true);
+  req.add_windows("daily 08:00-18:00 paused");
+  v1::SiteInfo info;
+  ASSERT_TRUE(client->SetSite(&ctx, req, &info).ok());
+  EXPECT_EQ(info.rate_now(), "20MB/s");
+  EXPECT_EQ(info.rate_now_until(), FormatRfc3339(1'700'035'200'000));  // 2023-11-15T08:00Z
+  EXPECT_EQ(info.active_transfers(), 0u);
+  EXPECT_EQ(info.bytes_sent(), 0u);
+}
+
+TEST_F(AdminServiceTest, GetSiteOfALabelledSiteWithoutPolicyShowsTheDefaultsAndItsAgents) {
+  // A site named only by agents' labels exists, with the default policy
+  // and its agents by name; a site neither labelled nor set is NOT_FOUND.
+  ASSERT_TRUE(store_->AddAgent("fra2", "127.0.0.1:9", nullptr, Labels{{"site", "fra"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("fra1", "127.0.0.1:9", nullptr, Labels{{"site", "fra"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("muc1", "127.0.0.1:9", nullptr, Labels{{"site", "muc"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("spare", "127.0.0.1:9", nullptr, Labels{{"xsite", "fra"}}).ok());
+  StartAdmin();
+  auto client = Client();
+  grpc::ClientContext ctx;
+  v1::GetSiteRequest req;
+  req.set_name("fra");
+  v1::SiteInfo info;
+  grpc::Status s = client->GetSite(&ctx, req, &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.name(), "fra");
+  EXPECT_EQ(info.rate(), "unlimited");
+  EXPECT_EQ(info.windows_size(), 0);
+  EXPECT_EQ(info.timezone(), "UTC");
+  EXPECT_EQ(info.max_transfers(), 0u);
+  EXPECT_EQ(info.rate_now(), "unlimited");
+  EXPECT_EQ(info.rate_now_until(), "");
+  EXPECT_THAT(Strings(info.agents()), ::testing::ElementsAre("fra1", "fra2"));
+  EXPECT_EQ(store_->GetSite("fra").status().code(), absl::StatusCode::kNotFound)
+      << "reading a site stores no policy";
+
+  grpc::ClientContext c2;
+  req.set_name("ber");
+  s = client->GetSite(&c2, req, &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("site ber"));
+}
+
+TEST_F(AdminServiceTest, ListSitesIsTheUnionOfLabelledAndPolicySitesByName) {
+  // Every site with agents or a policy, once, by name, each with its
+  // agents and its policy (or the defaults).
+  ASSERT_TRUE(store_->AddAgent("fra1", "127.0.0.1:9", nullptr, Labels{{"site", "fra"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("muc1", "127.0.0.1:9", nullptr, Labels{{"site", "muc"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("muc2", "127.0.0.1:9", nullptr, Labels{{"site", "muc"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("spare", "127.0.0.1:9").ok());
+  StartAdmin();
+  auto client = Client();
+  for (const auto& [site, rate] : std::vector<std::pair<std::string, std::string>>{
+           {"zrh", "5MB/s"}, {"fra", "paused"}, {"ams", "1MB/s"}}) {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest(site);
+    req.set_rate(rate);
+    v1::SiteInfo info;
+    ASSERT_TRUE(client->SetSite(&ctx, req, &info).ok()) << site;
+  }
+  grpc::ClientContext ctx;
+  v1::ListSitesResponse resp;
+  grpc::Status s = client->ListSites(&ctx, v1::ListSitesRequest(), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::vector<std::string> summary;
+  for (const v1::SiteInfo& site : resp.sites()) {
+    summary.push_back(absl::StrCat(site.name(), " ", site.rate(), " now ", site.rate_now(), " [",
+                                   absl::StrJoin(site.agents(), ","), "]"));
+  }
+  EXPECT_THAT(summary, ::testing::ElementsAre("ams 1MB/s now 1MB/s []",
+                                              "fra paused now paused [fra1]",
+                                              "muc unlimited now unlimited [muc1,muc2]",
+                                              "zrh 5MB/s now 5MB/s []"));
+}
+
+TEST_F(AdminServiceTest, SetAgentRateIsNotFoundForAnUnknownAgentAndShownInAgentInfo) {
+  // An unknown agent is NOT_FOUND, a bad rate INVALID_ARGUMENT; a set rate
+  // is in the reply and in every later AgentInfo, in canonical text.
+  ASSERT_TRUE(store_->AddAgent("node", "127.0.0.1:9").ok());
+  StartAdmin();
+  auto client = Client();
+  auto set = [&](const std::string& name, const std::string& rate, v1::AgentInfo* info) {
+    grpc::ClientContext ctx;
+    v1::SetAgentRateRequest req;
+    req.set_name(name);
+    req.set_rate(rate);
+    return client->SetAgentRate(&ctx, req, info);
+  };
+  v1::AgentInfo info;
+  grpc::Status s = set("dp9", "5MB/s", &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(), HasSubstr("dp9"));
+  s = set("node", "fast", &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("rate \"fast\""));
+  s = set("node", "5000 kB/s", &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.name(), "node");
+  EXPECT_EQ(info.rate(), "5MB/s");
+  absl::StatusOr<AgentRow> row = store_->GetAgent("node");
+  ASSERT_TRUE(row.ok()) << row.status();
+  EXPECT_EQ(row->rate, Rate::Limited(5'000'000));
+
+  grpc::ClientContext ctx;
+  v1::ListAgentsResponse agents;
+  ASSERT_TRUE(client->ListAgents(&ctx, v1::ListAgentsRequest(), &agents).ok());
+  ASSERT_EQ(agents.agents_size(), 1);
+  EXPECT_EQ(agents.agents(0).rate(), "5MB/s");
+  ASSERT_TRUE(store_->AddAgent("other", "127.0.0.1:9").ok());
+  grpc::ClientContext c2;
+  ASSERT_TRUE(client->ListAgents(&c2, v1::ListAgentsRequest(), &agents).ok());
+  ASSERT_EQ(agents.agents_size(), 2);
+  EXPECT_EQ(agents.agents(1).rate(), "unlimited");
+}
+
+TEST_F(AdminServiceTest, SetEgressSetsTheLimitThatGetEgressShows) {
+  // No limit until one is set; a set one is stored and shown in canonical
+  // text; a bad one is INVALID_ARGUMENT and leaves it.
+  StartAdmin();
+  auto client = Client();
+  auto get = [&] {
+    grpc::ClientContext ctx;
+    v1::EgressInfo info;
+    grpc::Status s = client->GetEgress(&ctx, v1::GetEgressRequest(), &info);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return info.rate();
+  };
+  auto set = [&](const std::string& rate, v1::EgressInfo* info) {
+    grpc::ClientContext ctx;
+    v1::SetEgressRequest req;
+    req.set_rate(rate);
+    return client->SetEgress(&ctx, req, info);
+  };
+  EXPECT_EQ(get(), "unlimited");
+  v1::EgressInfo info;
+  grpc::Status s = set("1024 MiB/s", &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.rate(), "1GiB/s");
+  EXPECT_EQ(get(), "1GiB/s");
+  absl::StatusOr<Rate> stored = store_->GetEgressRate();
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, Rate::Limited(uint64_t{1} << 30));
+  s = set("10Mb/s", &info);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("bits are not accepted"));
+  EXPECT_EQ(get(), "1GiB/s");
+  stored = store_->GetEgressRate();
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(*stored, Rate::Limited(uint64_t{1} << 30));
+}
+
+TEST_F(AdminServiceTest, EachLimitChangeLeavesExactlyOneAuditRecord) {
+  // Every SetSite, SetAgentRate and SetEgress, done or refused, is one
+  // record saying what was asked and what happened; reads leave none.
+  ASSERT_TRUE(store_->AddAgent("node", "127.0.0.1:9").ok());
+  StartAdmin();
+  auto client = Client();
+  struct Step {
+    std::string what;
+    std::function<grpc::Status()> call;
+    std::string method, request, code, message;
+  };
+  auto set_site = [&](v1::SetSiteRequest req) {
+    return [&client, req] {
+      grpc::ClientContext ctx;
+      v1::SiteInfo info;
+      return client->SetSite(&ctx, req, &info);
+    };
+  };
+  auto set_rate = [&](const std::string& name, const std::string& rate) {
+    return [&client, name, rate] {
+      grpc::ClientContext ctx;
+      v1::SetAgentRateRequest req;
+      req.set_name(name);
+      req.set_rate(rate);
+      v1::AgentInfo info;
+      return client->SetAgentRate(&ctx, req, &info);
+    };
+  };
+  auto set_egress = [&](const std::string& rate) {
+    return [&client, rate] {
+      grpc::ClientContext ctx;
+      v1::SetEgressRequest req;
+      req.set_rate(rate);
+      v1::EgressInfo info;
+      return client->SetEgress(&ctx, req, &info);
+    };
+  };
+  v1::SetSiteRequest fra = SiteRequest("fra");
+  fra.set_rate("10MB/s");
+  fra.set_set_windows(true);
+  fra.add_windows("mon-fri 08:00-18:00 paused");
+  fra.set_max_transfers(2);
+  v1::SetSiteRequest bad = SiteRequest("fra");
+  bad.set_rate("0");
+  const std::string policy =
+      "rate 10MB/s, windows [mon-fri 08:00-18:00 paused], timezone UTC, max_transfers 2";
+  std::vector<Step> steps = {
+      {"new site", set_site(fra), "SetSite",
+       "site=fra rate=10MB/s windows=[mon-fri_08:00-18:00_paused] max_transfers=2", "OK",
+       "no policy -> " + policy},
+      {"same site again", set_site(fra), "SetSite",
+       "site=fra rate=10MB/s windows=[mon-fri_08:00-18:00_paused] max_transfers=2", "OK",
+       policy + " -> " + policy},
+      {"bad site", set_site(bad), "SetSite", "site=fra rate=0", "INVALID_ARGUMENT",
+       "a rate of 0 is ambiguous"},
+      {"agent rate", set_rate("node", "5MB/s"), "SetAgentRate", "agent=node rate=5MB/s", "OK",
+       "rate unlimited -> 5MB/s"},
+      {"unknown agent", set_rate("dp9", "5MB/s"), "SetAgentRate", "agent=dp9 rate=5MB/s",
+       "NOT_FOUND", "dp9"},
+      {"egress", set_egress("100MB/s"), "SetEgress", "rate=100MB/s", "OK",
+       "egress unlimited -> 100MB/s"},
+      {"bad egress", set_egress("fast"), "SetEgress", "rate=fast", "INVALID_ARGUMENT", "fast"},
+  };
+  for (const Step& step : steps) {
+    const size_t before = AuditRecords().size();
+    step.call();
+    std::vector<AuditRow> after = AuditRecords();
+    ASSERT_EQ(after.size(), before + 1) << step.what;
+    const AuditRow& r = after.back();
+    EXPECT_EQ(r.method, step.method) << step.what;
+    EXPECT_EQ(r.request, step.request) << step.what;
+    EXPECT_EQ(r.code, step.code) << step.what;
+    EXPECT_THAT(r.message, HasSubstr(step.message)) << step.what;
+    EXPECT_THAT(r.identity, HasSubstr("/admin/admin")) << step.what;
+  }
+
+  const size_t before_reads = AuditRecords().size();
+  grpc::ClientContext c1, c2, c3;
+  v1::ListSitesResponse sites;
+  EXPECT_TRUE(client->ListSites(&c1, v1::ListSitesRequest(), &sites).ok());
+  v1::GetSiteRequest get;
+  get.set_name("fra");
+  v1::SiteInfo site;
+  EXPECT_TRUE(client->GetSite(&c2, get, &site).ok());
+  v1::EgressInfo egress;
+  EXPECT_TRUE(client->GetEgress(&c3, v1::GetEgressRequest(), &egress).ok());
+  EXPECT_EQ(AuditRecords().size(), before_reads);
+}
+
+TEST_F(AdminServiceTest, AnAgentIdentityCannotReadOrChangeTheLimits) {
+  // An agent's certificate gets PERMISSION_DENIED from every bandwidth
+  // call, and the limits stay as they were.
+  ASSERT_TRUE(store_->AddAgent("node", "127.0.0.1:9").ok());
+  StartAdmin();
+  auto client = Client("dp1");
+  std::vector<std::pair<std::string, grpc::Status>> results;
+  {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_rate("paused");
+    v1::SiteInfo info;
+    results.emplace_back("SetSite", client->SetSite(&ctx, req, &info));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SetAgentRateRequest req;
+    req.set_name("node");
+    req.set_rate("paused");
+    v1::AgentInfo info;
+    results.emplace_back("SetAgentRate", client->SetAgentRate(&ctx, req, &info));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::SetEgressRequest req;
+    req.set_rate("paused");
+    v1::EgressInfo info;
+    results.emplace_back("SetEgress", client->SetEgress(&ctx, req, &info));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::ListSitesResponse resp;
+    results.emplace_back("ListSites", client->ListSites(&ctx, v1::ListSitesRequest(), &resp));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetSiteRequest req;
+    req.set_name("fra");
+    v1::SiteInfo info;
+    results.emplace_back("GetSite", client->GetSite(&ctx, req, &info));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::EgressInfo info;
+    results.emplace_back("GetEgress", client->GetEgress(&ctx, v1::GetEgressRequest(), &info));
+  }
+  for (const auto& [method, s] : results) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << method;
+    EXPECT_THAT(s.error_message(), HasSubstr("spiffe://pkgdist.dev/agent/dp1")) << method;
+  }
+  EXPECT_EQ(store_->GetSite("fra").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<AgentRow> node = store_->GetAgent("node");
+  ASSERT_TRUE(node.ok()) << node.status();
+  EXPECT_EQ(node->rate, Rate::Unlimited());
+  absl::StatusOr<Rate> egress = store_->GetEgressRate();
+  ASSERT_TRUE(egress.ok()) << egress.status();
+  EXPECT_EQ(*egress, Rate::Unlimited());
+  std::vector<AuditRow> records = AuditRecords();
+  ASSERT_EQ(records.size(), results.size()) << "each refusal is recorded once";
+  for (const AuditRow& r : records) EXPECT_EQ(r.code, "PERMISSION_DENIED") << r.method;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -9,6 +10,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "controller/sqlite_util.h"
+#include "controller/state_store.h"
+#include "shared/clock.h"
 #include "shared/file_util.h"
 
 namespace pkgdist {
@@ -22,7 +25,7 @@ class MigrationsTest : public ::testing::Test {
     absl::StatusOr<TempDir> dir = TempDir::Create("migrations_test");
     ASSERT_TRUE(dir.ok()) << dir.status();
     dir_.emplace(std::move(*dir));
-    ASSERT_EQ(sqlite3_open((dir_->path() + "/m.db").c_str(), &db_), SQLITE_OK);
+    ASSERT_EQ(sqlite3_open(Path().c_str(), &db_), SQLITE_OK);
   }
   void TearDown() override { sqlite3_close_v2(db_); }
 
@@ -40,6 +43,21 @@ class MigrationsTest : public ::testing::Test {
     sqlite3_finalize(st);
     return found;
   }
+  // The rows of `sql`, "a|b" per row, one per line.
+  std::string Query(const char* sql) {
+    std::string out;
+    sqlite3_exec(
+        db_, sql,
+        [](void* o, int n, char** v, char**) {
+          for (int i = 0; i < n; ++i) {
+            static_cast<std::string*>(o)->append(v[i] ? v[i] : "NULL").append(i + 1 < n ? "|" : "\n");
+          }
+          return 0;
+        },
+        &out, nullptr);
+    return out;
+  }
+  std::string Path() const { return dir_->path() + "/m.db"; }
 
   std::optional<TempDir> dir_;
   sqlite3* db_ = nullptr;
@@ -113,6 +131,50 @@ TEST_F(MigrationsTest, StateStoreMigrationsAreContiguousFromOne) {
   EXPECT_TRUE(s.ok()) << s;
   EXPECT_EQ(Version(), list.back().version);
   for (const char* t : {"agents", "packages", "jobs", "targets"}) EXPECT_TRUE(HasTable(t)) << t;
+}
+
+TEST_F(MigrationsTest, MigrationSixKeepsTheAgentsOfAVersionFiveDatabaseWithoutARateLimit) {
+  // A database at version 5 with agents gets the sites and settings tables
+  // and agents.rate; every agent is kept as it was, with rate 'unlimited',
+  // and the store reads it so.
+  std::span<const Migration> list = StateStoreMigrations();
+  ASSERT_GE(list.size(), 6u);
+  ASSERT_EQ(list[5].version, 6);
+  ASSERT_TRUE(ApplyMigrations(db_, list.first(5)).ok());
+  ASSERT_EQ(Version(), 5);
+  EXPECT_FALSE(HasTable("sites"));
+  EXPECT_FALSE(HasTable("settings"));
+  absl::Status inserted = ExecSql(db_,
+                                  "INSERT INTO agents VALUES('dp1', 'a:1', 1, 'site=fra');"
+                                  "INSERT INTO agents VALUES('dp2', 'b:2', 2, '');");
+  ASSERT_TRUE(inserted.ok()) << inserted;
+
+  absl::Status migrated = ApplyMigrations(db_, list.first(6));
+  ASSERT_TRUE(migrated.ok()) << migrated;
+  EXPECT_EQ(Version(), 6);
+  EXPECT_TRUE(HasTable("sites"));
+  EXPECT_TRUE(HasTable("settings"));
+  EXPECT_EQ(Query("SELECT name, address, added_ms, labels, rate FROM agents ORDER BY name"),
+            "dp1|a:1|1|site=fra|unlimited\ndp2|b:2|2||unlimited\n");
+  EXPECT_EQ(Query("SELECT COUNT(*) FROM sites"), "0\n");
+  EXPECT_EQ(Query("SELECT COUNT(*) FROM settings"), "0\n");
+
+  sqlite3_close_v2(db_);
+  db_ = nullptr;
+  FakeClock clock;
+  absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(Path(), &clock);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<AgentRow> dp1 = (*store)->GetAgent("dp1");
+  ASSERT_TRUE(dp1.ok()) << dp1.status();
+  EXPECT_EQ(dp1->address, "a:1");
+  EXPECT_EQ(dp1->labels, (Labels{{"site", "fra"}}));
+  EXPECT_TRUE(dp1->rate.unlimited());
+  absl::StatusOr<std::vector<std::string>> sites = (*store)->LabelledSites();
+  ASSERT_TRUE(sites.ok()) << sites.status();
+  EXPECT_EQ(*sites, std::vector<std::string>{"fra"});
+  absl::StatusOr<Rate> egress = (*store)->GetEgressRate();
+  ASSERT_TRUE(egress.ok()) << egress.status();
+  EXPECT_TRUE(egress->unlimited());
 }
 
 }  // namespace

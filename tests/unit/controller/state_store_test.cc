@@ -182,7 +182,7 @@ TEST_F(StateStoreTest, OpenCreatesTheSchemaAndRecordsItsVersion) {
             std::to_string(StateStoreMigrations().back().version) + "\n");
   EXPECT_EQ(raw.Query("PRAGMA journal_mode"), "wal\n");
   EXPECT_EQ(raw.Query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"),
-            "agents\naudit\nevents\njobs\npackages\nsqlite_sequence\ntargets\n");
+            "agents\naudit\nevents\njobs\npackages\nsettings\nsites\nsqlite_sequence\ntargets\n");
 }
 
 TEST_F(StateStoreTest, ReopenKeepsEveryRow) {
@@ -1153,6 +1153,369 @@ TEST_F(StateStoreTest, ReadsDoNotWaitForAWriteInProgress) {
   ASSERT_EQ(sqlite3_exec(raw.db, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
   writer.join();
   ASSERT_OK(store_->GetAgent("dp9"));
+}
+
+}  // namespace
+}  // namespace pkgdist
+
+namespace pkgdist {
+namespace {
+
+// --- Sites, agents' own rates and the egress limit (state_store_sites.cc).
+
+// A policy from window texts, each of which must parse.
+SiteRow Site(const std::string& name, Rate rate, const std::vector<std::string>& windows = {},
+             const std::string& timezone = "UTC", uint32_t max_transfers = 0) {
+  SiteRow row;
+  row.name = name;
+  row.policy.rate = rate;
+  for (const std::string& text : windows) {
+    absl::StatusOr<Window> w = ParseWindow(text);
+    EXPECT_TRUE(w.ok()) << w.status();
+    if (w.ok()) row.policy.windows.push_back(*w);
+  }
+  row.policy.timezone = timezone;
+  row.policy.max_transfers = max_transfers;
+  return row;
+}
+
+AuditEntry SiteAudit(const std::string& method) {
+  return AuditEntry{"spiffe://pkgdist.dev/admin/alice", "ipv4:127.0.0.1:1", method, "site=fra"};
+}
+
+std::vector<std::string> SiteNames(const std::vector<SiteRow>& rows) {
+  std::vector<std::string> out;
+  for (const SiteRow& r : rows) out.push_back(r.name);
+  return out;
+}
+
+TEST_F(StateStoreTest, PutSiteThenGetSiteReturnsTheWholePolicy) {
+  // Rate, windows in their order, time zone, max_transfers and the time of
+  // the change come back as stored, also after reopening the store.
+  clock_.AdvanceMs(1234);
+  const int64_t put_ms = clock_.NowMs();
+  SiteRow site = Site("fra", Rate::Limited(20'000'000),
+                      {"mon-fri 08:00-18:00 paused", "sat,sun 00:00-24:00 5MiB/s"}, "Europe/Berlin", 3);
+  AuditEntry audit = SiteAudit("SetSite");
+  ASSERT_OK(store_->PutSite(site, &audit));
+  EXPECT_TRUE(audit.recorded);
+  EXPECT_EQ(audit.result,
+            "no policy -> rate 20MB/s, windows [mon-fri 08:00-18:00 paused;"
+            "sat,sun 00:00-24:00 5MiB/s], timezone Europe/Berlin, max_transfers 3");
+  clock_.AdvanceMs(1000);
+  for (int pass = 0; pass < 2; ++pass) {
+    ASSERT_OK_AND_ASSIGN(SiteRow got, store_->GetSite("fra"));
+    EXPECT_EQ(got.name, "fra");
+    EXPECT_EQ(got.policy.rate, Rate::Limited(20'000'000));
+    EXPECT_EQ(got.policy.windows, site.policy.windows);
+    ASSERT_EQ(got.policy.windows.size(), 2u);
+    EXPECT_EQ(FormatWindow(got.policy.windows[1]), "sat,sun 00:00-24:00 5MiB/s");
+    EXPECT_EQ(got.policy.timezone, "Europe/Berlin");
+    EXPECT_EQ(got.policy.max_transfers, 3u);
+    EXPECT_EQ(got.updated_ms, put_ms);
+    Reopen();
+  }
+}
+
+TEST_F(StateStoreTest, PutSiteReplacesTheWholePolicy) {
+  // A second PutSite is the new policy entire: windows, zone and
+  // max_transfers it leaves at their defaults are reset, not kept.
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Limited(20'000'000), {"daily 08:00-18:00 paused"},
+                                 "Europe/Berlin", 3)));
+  clock_.AdvanceMs(5000);
+  AuditEntry audit = SiteAudit("SetSite");
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Paused()), &audit));
+  EXPECT_EQ(audit.result,
+            "rate 20MB/s, windows [daily 08:00-18:00 paused], timezone Europe/Berlin, "
+            "max_transfers 3 -> rate paused, windows [], timezone UTC, max_transfers 0");
+  ASSERT_OK_AND_ASSIGN(SiteRow got, store_->GetSite("fra"));
+  EXPECT_EQ(got.policy.rate, Rate::Paused());
+  EXPECT_THAT(got.policy.windows, IsEmpty());
+  EXPECT_EQ(got.policy.timezone, "UTC");
+  EXPECT_EQ(got.policy.max_transfers, 0u);
+  EXPECT_EQ(got.updated_ms, clock_.NowMs());
+  ASSERT_OK_AND_ASSIGN(std::vector<SiteRow> all, store_->ListSites());
+  EXPECT_EQ(all.size(), 1u);
+}
+
+TEST_F(StateStoreTest, AnUnchangedPutSiteWritesNoEventAndKeepsUpdatedMs) {
+  // Storing the policy a site already has changes no row and logs no
+  // event; the audit entry is still written, saying before and after.
+  SiteRow site = Site("fra", Rate::Limited(10'000'000), {"mon-fri 08:00-18:00 paused"});
+  ASSERT_OK(store_->PutSite(site));
+  const int64_t put_ms = clock_.NowMs();
+  ASSERT_OK_AND_ASSIGN(EventBatch before, store_->ReadEvents(0, 0));
+  const uint64_t version = store_->version();
+  clock_.AdvanceMs(1000);
+  ASSERT_OK(store_->PutSite(site));
+  EXPECT_EQ(store_->version(), version) << "a no-op PutSite changed a row";
+  AuditEntry audit = SiteAudit("SetSite");
+  ASSERT_OK(store_->PutSite(site, &audit));
+  EXPECT_TRUE(audit.recorded);
+  const std::string policy =
+      "rate 10MB/s, windows [mon-fri 08:00-18:00 paused], timezone UTC, max_transfers 0";
+  EXPECT_EQ(audit.result, policy + " -> " + policy);
+  ASSERT_OK_AND_ASSIGN(EventBatch after, store_->ReadEvents(before.newest, 0));
+  EXPECT_THAT(after.events, IsEmpty());
+  ASSERT_OK_AND_ASSIGN(SiteRow got, store_->GetSite("fra"));
+  EXPECT_EQ(got.updated_ms, put_ms);
+  ASSERT_OK_AND_ASSIGN(std::vector<AuditRow> records, store_->ListAudit({}));
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].method, "SetSite");
+  EXPECT_EQ(records[0].code, "OK");
+  EXPECT_EQ(records[0].message, policy + " -> " + policy);
+}
+
+TEST_F(StateStoreTest, AChangedSiteWritesOneLimitsChangedEventNamingTheSite) {
+  // Each change of a policy is one limits_changed event whose detail names
+  // the site and its new policy; no agent or job is set.
+  EXPECT_EQ(EventKindName(EventKind::kLimitsChanged), "limits_changed");
+  ASSERT_OK_AND_ASSIGN(EventKind parsed, ParseEventKind("limits_changed"));
+  EXPECT_EQ(parsed, EventKind::kLimitsChanged);
+  ASSERT_OK_AND_ASSIGN(EventBatch before, store_->ReadEvents(0, 0));
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Limited(10'000'000))));
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Limited(10'000'000), {"daily 22:00-06:00 unlimited"},
+                                 "UTC", 2)));
+  ASSERT_OK_AND_ASSIGN(EventBatch after, store_->ReadEvents(before.newest, 0));
+  ASSERT_EQ(after.events.size(), 2u);
+  for (const EventRow& e : after.events) {
+    EXPECT_EQ(e.kind, EventKind::kLimitsChanged);
+    EXPECT_EQ(e.agent, "");
+    EXPECT_EQ(e.job_id, "");
+    EXPECT_FALSE(e.target.has_value());
+  }
+  EXPECT_EQ(after.events[0].detail,
+            "site fra: rate 10MB/s, windows [], timezone UTC, max_transfers 0");
+  EXPECT_EQ(after.events[1].detail,
+            "site fra: rate 10MB/s, windows [daily 22:00-06:00 unlimited], timezone UTC, "
+            "max_transfers 2");
+  Reopen();  // stored, not only made
+  ASSERT_OK_AND_ASSIGN(EventBatch stored, store_->ReadEvents(before.newest, 0));
+  ASSERT_EQ(stored.events.size(), 2u);
+  EXPECT_EQ(stored.events[1].kind, EventKind::kLimitsChanged);
+  EXPECT_EQ(stored.events[1].detail, after.events[1].detail);
+}
+
+TEST_F(StateStoreTest, ListSitesIsSortedByName) {
+  // Sites come back by name whatever the order their policies were stored in.
+  ASSERT_OK_AND_ASSIGN(std::vector<SiteRow> none, store_->ListSites());
+  EXPECT_THAT(none, IsEmpty());
+  ASSERT_OK(store_->PutSite(Site("muc", Rate::Paused())));
+  ASSERT_OK(store_->PutSite(Site("ber", Rate::Unlimited())));
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Limited(1000))));
+  ASSERT_OK_AND_ASSIGN(std::vector<SiteRow> all, store_->ListSites());
+  EXPECT_THAT(SiteNames(all), ElementsAre("ber", "fra", "muc"));
+  EXPECT_EQ(all[0].policy.rate, Rate::Unlimited());
+  EXPECT_EQ(all[1].policy.rate, Rate::Limited(1000));
+  EXPECT_EQ(all[2].policy.rate, Rate::Paused());
+}
+
+TEST_F(StateStoreTest, GetSiteOfASiteWithoutPolicyIsNotFoundAndABadNameIsRefused) {
+  // NOT_FOUND names the site; PutSite refuses a name that is not one and
+  // stores nothing.
+  absl::Status missing = store_->GetSite("ber").status();
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.message(), HasSubstr("ber"));
+  ASSERT_OK(store_->AddAgent("dp1", "h:1", nullptr, Labels{{"site", "ber"}}));
+  EXPECT_EQ(store_->GetSite("ber").status().code(), absl::StatusCode::kNotFound)
+      << "a label alone is no policy";
+  AuditEntry audit = SiteAudit("SetSite");
+  absl::Status bad = store_->PutSite(Site("a/b", Rate::Paused()), &audit);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("a/b"));
+  EXPECT_FALSE(audit.recorded);
+  EXPECT_EQ(store_->PutSite(Site("", Rate::Paused())).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_OK_AND_ASSIGN(std::vector<SiteRow> all, store_->ListSites());
+  EXPECT_THAT(all, IsEmpty());
+}
+
+TEST_F(StateStoreTest, ASiteRowEditedIntoNonsenseIsDataLossUntilReplaced) {
+  // A stored rate or window that does not parse is reported naming the
+  // site, never read as some other limit; PutSite replaces it.
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Paused())));
+  {
+    RawDb raw(path_);
+    raw.Query("UPDATE sites SET rate = '10Mb/s' WHERE name = 'fra'");
+  }
+  absl::Status bad = store_->GetSite("fra").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kDataLoss) << bad;
+  EXPECT_THAT(bad.message(), HasSubstr("site fra"));
+  EXPECT_EQ(store_->ListSites().status().code(), absl::StatusCode::kDataLoss);
+  // The engine's load skips it and says why; the other sites still load.
+  ASSERT_OK(store_->PutSite(Site("muc", Rate::Limited(1000))));
+  std::vector<std::string> unreadable;
+  ASSERT_OK_AND_ASSIGN(std::vector<SiteRow> readable, store_->ListSites(&unreadable));
+  ASSERT_EQ(readable.size(), 1u);
+  EXPECT_EQ(readable[0].name, "muc");
+  ASSERT_EQ(unreadable.size(), 1u);
+  EXPECT_THAT(unreadable[0], HasSubstr("site fra"));
+  AuditEntry audit = SiteAudit("SetSite");
+  ASSERT_OK(store_->PutSite(Site("fra", Rate::Limited(1000)), &audit));
+  EXPECT_THAT(audit.result, HasSubstr("site fra in the state database"));
+  ASSERT_OK_AND_ASSIGN(SiteRow repaired, store_->GetSite("fra"));
+  EXPECT_EQ(repaired.policy.rate, Rate::Limited(1000));
+  {
+    RawDb raw(path_);
+    raw.Query("UPDATE sites SET windows = 'mon-fry 08:00-18:00 paused' WHERE name = 'fra'");
+  }
+  EXPECT_EQ(store_->GetSite("fra").status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(StateStoreTest, LabelledSitesListsEachSiteNamedByASiteLabelOnce) {
+  // Every value of a `site` label, once and sorted; agents without one,
+  // keys that merely contain "site", and policies without agents do not count.
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> none, store_->LabelledSites());
+  EXPECT_THAT(none, IsEmpty());
+  ASSERT_OK(store_->AddAgent("dp1", "h:1", nullptr, Labels{{"site", "muc"}}));
+  ASSERT_OK(store_->AddAgent("dp2", "h:2", nullptr, Labels{{"site", "fra"}}));
+  ASSERT_OK(store_->AddAgent("dp3", "h:3", nullptr, Labels{{"site", "fra"}, {"tier", "edge"}}));
+  ASSERT_OK(store_->AddAgent("dp4", "h:4", nullptr, Labels{{"rack", "r1"}, {"site", "ams"}}));
+  ASSERT_OK(store_->AddAgent("dp5", "h:5", nullptr, Labels{{"xsite", "a"}}));
+  ASSERT_OK(store_->AddAgent("dp6", "h:6", nullptr, Labels{{"sitex", "b"}, {"tier", "core"}}));
+  ASSERT_OK(store_->AddAgent("dp7", "h:7"));
+  ASSERT_OK(store_->PutSite(Site("lon", Rate::Paused())));
+  ASSERT_OK_AND_ASSIGN(std::vector<std::string> sites, store_->LabelledSites());
+  EXPECT_THAT(sites, ElementsAre("ams", "fra", "muc"));
+  ASSERT_OK(store_->SetAgentLabels("dp1", {}, {"site"}).status());
+  ASSERT_OK_AND_ASSIGN(sites, store_->LabelledSites());
+  EXPECT_THAT(sites, ElementsAre("ams", "fra"));
+}
+
+TEST_F(StateStoreTest, EgressRateIsUnlimitedUntilSetAndSurvivesReopening) {
+  // The default is no limit; a set rate is stored (one limits_changed
+  // event per change, none for the same rate again) and read back after
+  // reopening; the audit result says before and after.
+  ASSERT_OK_AND_ASSIGN(Rate rate, store_->GetEgressRate());
+  EXPECT_EQ(rate, Rate::Unlimited());
+  ASSERT_OK_AND_ASSIGN(EventBatch before, store_->ReadEvents(0, 0));
+  AuditEntry audit = SiteAudit("SetEgress");
+  ASSERT_OK(store_->SetEgressRate(Rate::Limited(100'000'000), &audit));
+  EXPECT_TRUE(audit.recorded);
+  EXPECT_EQ(audit.result, "egress unlimited -> 100MB/s");
+  ASSERT_OK_AND_ASSIGN(rate, store_->GetEgressRate());
+  EXPECT_EQ(rate, Rate::Limited(100'000'000));
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(rate, store_->GetEgressRate());
+  EXPECT_EQ(rate, Rate::Limited(100'000'000));
+
+  AuditEntry same = SiteAudit("SetEgress");
+  ASSERT_OK(store_->SetEgressRate(Rate::Limited(100'000'000), &same));
+  EXPECT_EQ(same.result, "egress 100MB/s -> 100MB/s");
+  AuditEntry pause = SiteAudit("SetEgress");
+  ASSERT_OK(store_->SetEgressRate(Rate::Paused(), &pause));
+  EXPECT_EQ(pause.result, "egress 100MB/s -> paused");
+  ASSERT_OK_AND_ASSIGN(rate, store_->GetEgressRate());
+  EXPECT_EQ(rate, Rate::Paused());
+
+  ASSERT_OK_AND_ASSIGN(EventBatch after, store_->ReadEvents(before.newest, 0));
+  ASSERT_EQ(after.events.size(), 2u);
+  EXPECT_EQ(after.events[0].kind, EventKind::kLimitsChanged);
+  EXPECT_EQ(after.events[0].detail, "egress: rate 100MB/s");
+  EXPECT_EQ(after.events[1].kind, EventKind::kLimitsChanged);
+  EXPECT_EQ(after.events[1].detail, "egress: rate paused");
+  ASSERT_OK_AND_ASSIGN(std::vector<AuditRow> records, store_->ListAudit({}));
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[2].message, "egress 100MB/s -> paused");
+}
+
+TEST_F(StateStoreTest, SetAgentRateStoresTheAgentsOwnLimit) {
+  // Unknown agents are NOT_FOUND (nothing recorded); a known one gets the
+  // rate (shown by GetAgent and ListAgents, kept by AddAgent and
+  // reopening) and an agent_updated event "rate ..." per change.
+  AuditEntry missing = SiteAudit("SetAgentRate");
+  absl::Status unknown = store_->SetAgentRate("dp9", Rate::Paused(), &missing).status();
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(unknown.message(), HasSubstr("dp9"));
+  EXPECT_FALSE(missing.recorded);
+
+  ASSERT_OK(store_->AddAgent("dp1", "h:1"));
+  ASSERT_OK_AND_ASSIGN(AgentRow fresh, store_->GetAgent("dp1"));
+  EXPECT_EQ(fresh.rate, Rate::Unlimited());
+  ASSERT_OK_AND_ASSIGN(EventBatch before, store_->ReadEvents(0, 0));
+  AuditEntry audit = SiteAudit("SetAgentRate");
+  ASSERT_OK_AND_ASSIGN(AgentRow row, store_->SetAgentRate("dp1", Rate::Limited(5'000'000), &audit));
+  EXPECT_EQ(row.name, "dp1");
+  EXPECT_EQ(row.rate, Rate::Limited(5'000'000));
+  EXPECT_TRUE(audit.recorded);
+  EXPECT_EQ(audit.result, "rate unlimited -> 5MB/s");
+  ASSERT_OK_AND_ASSIGN(AgentRow stored, store_->GetAgent("dp1"));
+  EXPECT_EQ(stored.rate, Rate::Limited(5'000'000));
+  ASSERT_OK_AND_ASSIGN(EventBatch after, store_->ReadEvents(before.newest, 0));
+  ASSERT_EQ(after.events.size(), 1u);
+  EXPECT_EQ(after.events[0].kind, EventKind::kAgentUpdated);
+  EXPECT_EQ(after.events[0].agent, "dp1");
+  EXPECT_EQ(after.events[0].address, "h:1");
+  EXPECT_EQ(after.events[0].detail, "rate 5MB/s");
+
+  AuditEntry same = SiteAudit("SetAgentRate");
+  ASSERT_OK(store_->SetAgentRate("dp1", Rate::Limited(5'000'000), &same));
+  EXPECT_EQ(same.result, "rate 5MB/s -> 5MB/s");
+  ASSERT_OK_AND_ASSIGN(EventBatch unchanged, store_->ReadEvents(after.newest, 0));
+  EXPECT_THAT(unchanged.events, IsEmpty());
+
+  ASSERT_OK(store_->AddAgent("dp1", "h:2", nullptr, Labels{{"site", "fra"}}));
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(std::vector<AgentRow> agents, store_->ListAgents());
+  ASSERT_EQ(agents.size(), 1u);
+  EXPECT_EQ(agents[0].address, "h:2");
+  EXPECT_EQ(agents[0].rate, Rate::Limited(5'000'000));
+  ASSERT_OK_AND_ASSIGN(AgentRow paused, store_->SetAgentRate("dp1", Rate::Paused()));
+  EXPECT_EQ(paused.rate, Rate::Paused());
+  EXPECT_EQ(paused.labels, (Labels{{"site", "fra"}}));
+}
+
+TEST_F(StateStoreTest, RunnableTargetsSkipWhatAdmitRefusesAndTryTheAgentsNextTarget) {
+  // A target `admit` refuses is skipped without taking its agent: the
+  // agent's target in a later job may still start. The callback sees each
+  // target's job kind.
+  std::string a = NewJob({"dp1", "dp2"});
+  clock_.AdvanceMs(1);
+  ASSERT_OK(store_->AddAgent("dp3", "dp3.example:7000"));
+  ASSERT_OK_AND_ASSIGN(JobRow removal,
+                       store_->CreateJob(JobKind::kRemove, kPkgId, {"dp1", "dp3"}, {}, 0));
+  const std::string b = removal.id;
+  std::vector<std::string> asked;
+  auto name = [&](const TargetRow& t) { return (t.job_id == a ? "a/" : "b/") + t.agent; };
+  StateStore::AdmitFn refuse_a_dp1 = [&](const TargetRow& t, JobKind kind) {
+    asked.push_back(name(t) + " " + std::string(JobKindName(kind)));
+    return !(t.job_id == a && t.agent == "dp1");
+  };
+  ASSERT_OK_AND_ASSIGN(std::vector<TargetRow> admitted, store_->RunnableTargets(10, {}, refuse_a_dp1));
+  std::vector<std::string> names;
+  for (const TargetRow& t : admitted) names.push_back(name(t));
+  EXPECT_THAT(names, ElementsAre("a/dp2", "b/dp1", "b/dp3"));
+  EXPECT_THAT(asked, ElementsAre("a/dp1 distribute", "a/dp2 distribute", "b/dp1 remove",
+                                 "b/dp3 remove"));
+
+  // The limit counts admitted targets only.
+  asked.clear();
+  ASSERT_OK_AND_ASSIGN(admitted, store_->RunnableTargets(1, {}, refuse_a_dp1));
+  ASSERT_EQ(admitted.size(), 1u);
+  EXPECT_EQ(name(admitted[0]), "a/dp2");
+}
+
+TEST_F(StateStoreTest, AdmitIsAskedInOrderOnlyForAgentsStillFree) {
+  // Busy agents and agents already given a target are not asked about, so
+  // a callback that counts what it admits (at most one here) counts right.
+  std::string a = NewJob({"dp1", "dp2"});
+  clock_.AdvanceMs(1);
+  std::string b = NewJob({"dp1", "dp3"});
+  std::vector<std::string> asked;
+  int admitted_count = 0;
+  StateStore::AdmitFn one = [&](const TargetRow& t, JobKind) {
+    asked.push_back((t.job_id == a ? "a/" : "b/") + t.agent);
+    if (admitted_count >= 1) return false;
+    ++admitted_count;
+    return true;
+  };
+  ASSERT_OK_AND_ASSIGN(std::vector<TargetRow> admitted, store_->RunnableTargets(10, {"dp2"}, one));
+  ASSERT_EQ(admitted.size(), 1u);
+  EXPECT_EQ(admitted[0].job_id, a);
+  EXPECT_EQ(admitted[0].agent, "dp1");
+  EXPECT_THAT(asked, ElementsAre("a/dp1", "b/dp3"));
+  // Without a callback everything runnable is returned, as before.
+  ASSERT_OK_AND_ASSIGN(admitted, store_->RunnableTargets(10, {}));
+  EXPECT_EQ(admitted.size(), 3u);
 }
 
 }  // namespace
