@@ -13,8 +13,6 @@ veth pair with them), whatever happened."""
 import contextlib
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 import unittest
@@ -24,7 +22,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
 import results  # noqa: E402
-from harness import Cluster, MiB, binary, target  # noqa: E402
+from harness import MiB, target  # noqa: E402
+from netns import Link, NetnsCluster, environment_problem, remove_stale_namespaces  # noqa: E402
 
 DETECT_SECONDS = 6
 SLACK_SECONDS = 3
@@ -35,148 +34,6 @@ MAX_BACKOFF_SECONDS = 2
 WINDOW = 4 * MiB
 RATE = 8 * MiB
 SLOW_LINK_BITS = 20_000_000
-CMD_TIMEOUT = 15
-NS_PREFIX = "pkgdist-t"
-
-
-def run(*cmd, check=True):
-    """Runs a short command; raises with its stderr when check and it fails."""
-    return harness.run_cmd(*cmd, check=check, timeout=CMD_TIMEOUT)
-
-
-def environment_problem():
-    """Why these tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (running as uid %d)" % os.geteuid()
-    for tool, package in (("ip", "iproute2"), ("iptables", "iptables"), ("tc", "iproute2")):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian package {package})"
-    probe = f"{NS_PREFIX}{os.getpid()}-probe"
-    r = run("ip", "netns", "add", probe, check=False)
-    if r.returncode != 0:
-        return f"`ip netns add` does not work here: {r.stderr.strip()}"
-    try:
-        for rule in (["-A", "INPUT", "-m", "statistic", "--mode", "random",
-                      "--probability", "0.05", "-j", "DROP"],
-                     ["-A", "INPUT", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]):
-            r = run("ip", "netns", "exec", probe, "iptables", *rule, check=False)
-            if r.returncode != 0:
-                return (f"iptables does not work inside a network namespace "
-                        f"(iptables {' '.join(rule)}): {r.stderr.strip()}")
-    finally:
-        run("ip", "netns", "del", probe, check=False)
-    return None
-
-
-def remove_stale_namespaces():
-    """Deletes namespaces left by an earlier run of this file whose process is gone."""
-    r = run("ip", "netns", "list", check=False)
-    for line in r.stdout.splitlines():
-        m = re.match(rf"({re.escape(NS_PREFIX)}(\d+)-\S+)", line)
-        if not m:
-            continue
-        try:
-            os.kill(int(m.group(2)), 0)
-        except ProcessLookupError:
-            run("ip", "netns", "del", m.group(1), check=False)
-        except PermissionError:
-            pass
-
-
-class Link:
-    """Two namespaces joined by a veth pair: the controller's side at
-    .1 and the agent's at .2 of a /30 in 10.231.0.0/16."""
-
-    def __init__(self, index):
-        pid = os.getpid()
-        tag = f"{pid}-{index}"
-        self.ns_ctrl = f"{NS_PREFIX}{tag}-ctrl"
-        self.ns_agent = f"{NS_PREFIX}{tag}-agent"
-        self.veth_ctrl = f"pd{pid}{index}c"[:15]
-        self.veth_agent = f"pd{pid}{index}a"[:15]
-        base = 4 * ((pid * 8 + index) % 64)
-        third = (pid // 8) % 256
-        self.ip_ctrl = f"10.231.{third}.{base + 1}"
-        self.ip_agent = f"10.231.{third}.{base + 2}"
-
-    def up(self):
-        try:
-            run("ip", "netns", "add", self.ns_ctrl)
-            run("ip", "netns", "add", self.ns_agent)
-            run("ip", "link", "add", self.veth_ctrl, "netns", self.ns_ctrl, "type", "veth",
-                "peer", "name", self.veth_agent, "netns", self.ns_agent)
-            for ns, dev, ip in ((self.ns_ctrl, self.veth_ctrl, self.ip_ctrl),
-                                (self.ns_agent, self.veth_agent, self.ip_agent)):
-                run("ip", "-n", ns, "addr", "add", ip + "/30", "dev", dev)
-                run("ip", "-n", ns, "link", "set", dev, "up")
-                run("ip", "-n", ns, "link", "set", "lo", "up")
-            for ns, dev in ((self.ns_ctrl, self.veth_ctrl), (self.ns_agent, self.veth_agent)):
-                harness.wait_for(lambda: " UP " in run("ip", "-n", ns, "-br", "link", "show",
-                                                       "dev", dev).stdout + " ",
-                                 timeout=10, what=f"{dev} in {ns} to be up", interval=0.02)
-        except BaseException:
-            self.down()
-            raise
-
-    def down(self):
-        for ns in (self.ns_ctrl, self.ns_agent):
-            run("ip", "netns", "del", ns, check=False)
-
-    def in_agent_ns(self, *cmd):
-        return run("ip", "netns", "exec", self.ns_agent, *cmd)
-
-    def in_ctrl_ns(self, *cmd):
-        return run("ip", "netns", "exec", self.ns_ctrl, *cmd)
-
-
-class NetnsCluster(Cluster):
-    """A Cluster whose controller and pkgdistctl run in the controller's
-    namespace and whose agents run in the agent's namespace, on the veth
-    addresses."""
-
-    def __init__(self, link, agents):
-        super().__init__(agents=agents)
-        self.link = link
-
-    def start_controller(self, extra=(), **opts):
-        port_file = os.path.join(self.dir, "controller.port")
-        argv = ["ip", "netns", "exec", self.link.ns_ctrl, binary("pkgdist-controller"),
-                "--listen", f"{self.link.ip_ctrl}:0", "--port-file", port_file,
-                "--state-dir", os.path.join(self.dir, "controller-state"),
-                *self.tls_flags("controller")]
-        for k, v in opts.items():
-            argv += ["--" + k.replace("_", "-"), str(v)]
-        self.controller, self.controller_port = self._start("controller", argv + list(extra),
-                                                            port_file)
-        return self.controller
-
-    @property
-    def controller_address(self):
-        return f"{self.link.ip_ctrl}:{self.controller_port}"
-
-    def start_agent(self, name, cert=None, port=None, extra=()):
-        agent = self._agent(name)
-        port_file = os.path.join(self.dir, f"agent-{name}.port")
-        argv = ["ip", "netns", "exec", self.link.ns_agent, binary("pkgdist-agent"),
-                "--name", name, "--listen", f"{self.link.ip_agent}:{agent.port}",
-                "--port-file", port_file, "--root", agent.root, *self.tls_flags(name), *extra]
-        agent.proc, agent.port = self._start(f"agent-{name}", argv, port_file)
-        return agent.proc
-
-    def add_agent(self, name):
-        return self.ctl("agent", "add", name, f"{self.link.ip_agent}:{self._agent(name).port}")
-
-    def ctl_raw(self, *args, timeout=harness.CTL_TIMEOUT, cert="admin"):
-        argv = ["ip", "netns", "exec", self.link.ns_ctrl, binary("pkgdistctl"),
-                "--controller", self.controller_address, *self.tls_flags(cert),
-                "--output", "json", *map(str, args)]
-        try:
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                               timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"pkgdistctl {' '.join(map(str, args))} did not finish "
-                                 f"within {timeout}s") from None
-        return r.returncode, r.stdout, r.stderr
 
 
 class NetworkNamespaceTest(unittest.TestCase):
