@@ -276,7 +276,10 @@ std::string EventDetail(const pkgdist::v1::Event& e) {
     if (!t.last_error().empty()) absl::StrAppend(&out, ": ", t.last_error());
     return out;
   }
-  if (kind == "agent_added" || kind == "agent_updated") return e.address();
+  if (kind == "agent_added" || kind == "agent_updated") {
+    // The detail says what changed: labels, or the agent's own rate.
+    return e.detail().empty() ? e.address() : absl::StrCat(e.address(), ", ", e.detail());
+  }
   if (absl::StartsWith(kind, "package_")) {
     return absl::StrCat("id ", ShortId(e.package_id()), e.detail().empty() ? "" : ", ",
                         e.detail());

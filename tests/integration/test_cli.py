@@ -28,7 +28,8 @@ BANDWIDTH = 8 * MiB
 WINDOW = 4 * MiB
 JOB_TIMEOUT = 30
 
-AGENT_FIELDS = {"name", "address", "connection", "last_contact", "last_error", "labels"}
+AGENT_FIELDS = {"name", "address", "connection", "last_contact", "last_error", "labels",
+                "rate"}
 PACKAGE_FIELDS = {"name", "version", "id", "size", "files", "chunks", "created_at",
                   "signature"}
 JOB_FIELDS = {"id", "kind", "package", "state", "created_at", "targets"}

@@ -97,6 +97,15 @@ TEST(TableTest, RendersOneLinePerEventInFixedColumns) {
   agent.set_address("h:7701");
   EXPECT_NE(RenderEventLine(agent).find("agent dp1"), std::string::npos);
   EXPECT_EQ(RenderEventLine(agent).find("h:7701"), header.find("STATE/DETAIL"));
+  // A change says what changed; a limit change has only its detail.
+  agent.set_kind("agent_updated");
+  agent.set_detail("rate 5MB/s");
+  EXPECT_NE(RenderEventLine(agent).find("h:7701, rate 5MB/s"), std::string::npos);
+  pkgdist::v1::Event limits;
+  limits.set_kind("limits_changed");
+  limits.set_detail("site fra: rate 20MB/s");
+  const std::string line_of_limits = RenderEventLine(limits);
+  EXPECT_EQ(line_of_limits.find("site fra: rate 20MB/s"), header.find("STATE/DETAIL"));
 }
 
 TEST(TableTest, ProgressCellWithoutTotalIsADash) {
