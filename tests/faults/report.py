@@ -220,7 +220,8 @@ def render(entries, tests, now):
     w(f"{REGENERATE} --no-build B  # use the already built build directory B")
     w("```")
     w("")
-    w("Tests in `tests/faults/test_network_netns.py` need root, `ip netns` and iptables "
+    w("Tests in `tests/faults/test_network_netns.py` and `test_site_bandwidth.py` need root, "
+      "`ip netns` and iptables "
       "(Debian packages iproute2, iptables); without them they are skipped and listed as "
       "such above.")
     return "\n".join(out) + "\n"
