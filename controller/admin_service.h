@@ -134,7 +134,7 @@ class AdminService final : public pkgdist::v1::Admin::Service {
   void FillAgentInfo(const AgentRow& row, v1::AgentInfo* out);
   // A site as the API shows it: `row`'s policy (null: none, the defaults),
   // its agents, and what the engine is doing there now.
-  Status FillSiteInfo(const std::string& name, const SiteRow* row, v1::SiteInfo* out);
+  void FillSiteInfo(const std::string& name, const SiteRow* row, v1::SiteInfo* out);
   // JobToProto plus what only the running controller knows (store health).
   v1::JobStatus JobStatusOf(const JobView& job);
 

@@ -2,6 +2,7 @@
 // egress limit). Each change is stored first, then handed to the engine's
 // limits, which running transfers read at their next message.
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -81,8 +82,8 @@ void FillEgress(Bandwidth& bandwidth, v1::EgressInfo* out) {
 
 }  // namespace
 
-Status AdminService::FillSiteInfo(const std::string& name, const SiteRow* row,
-                                  v1::SiteInfo* out) {
+void AdminService::FillSiteInfo(const std::string& name, const SiteRow* row,
+                                v1::SiteInfo* out) {
   const SitePolicy policy = row != nullptr ? row->policy : SitePolicy{};
   out->set_name(name);
   out->set_rate(FormatRate(policy.rate));
@@ -97,7 +98,6 @@ Status AdminService::FillSiteInfo(const std::string& name, const SiteRow* row,
   out->set_active_transfers(engine_->ActiveTransfersAt(name));
   out->set_bytes_per_second(u.bytes_per_second);
   out->set_bytes_sent(u.bytes_sent);
-  return Status::OK;
 }
 
 Status AdminService::SetSite(Ctx* ctx, const v1::SetSiteRequest* req, v1::SiteInfo* resp) {
@@ -131,7 +131,8 @@ Status AdminService::SetSite(Ctx* ctx, const v1::SetSiteRequest* req, v1::SiteIn
     auto members = SiteMembers(*store_);
     if (!members.ok()) return ToGrpc(members.status());
     for (const std::string& agent : (*members)[row.name]) resp->add_agents(agent);
-    return FillSiteInfo(row.name, &row, resp);
+    FillSiteInfo(row.name, &row, resp);
+    return Status::OK;
   });
 }
 
@@ -143,10 +144,10 @@ Status AdminService::ListSites(Ctx* ctx, const v1::ListSitesRequest*, v1::ListSi
   if (!rows.ok()) return ToGrpc(rows.status());
   std::map<std::string, const SiteRow*> policies;
   for (const SiteRow& r : *rows) policies[r.name] = &r;
-  std::map<std::string, bool> names;
-  for (const auto& [name, agents] : *members) names[name] = true;
-  for (const auto& [name, row] : policies) names[name] = true;
-  for (const auto& [name, unused] : names) {
+  std::set<std::string> names;
+  for (const auto& [name, agents] : *members) names.insert(name);
+  for (const auto& [name, row] : policies) names.insert(name);
+  for (const std::string& name : names) {
     v1::SiteInfo* info = resp->add_sites();
     for (const std::string& agent : (*members)[name]) info->add_agents(agent);
     auto p = policies.find(name);
@@ -170,7 +171,8 @@ Status AdminService::GetSite(Ctx* ctx, const v1::GetSiteRequest* req, v1::SiteIn
   if (agents != members->end()) {
     for (const std::string& agent : agents->second) resp->add_agents(agent);
   }
-  return FillSiteInfo(req->name(), row.ok() ? &*row : nullptr, resp);
+  FillSiteInfo(req->name(), row.ok() ? &*row : nullptr, resp);
+  return Status::OK;
 }
 
 Status AdminService::SetAgentRate(Ctx* ctx, const v1::SetAgentRateRequest* req,

@@ -23,7 +23,7 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 import results  # noqa: E402
 from harness import MiB, target  # noqa: E402
-from netns import Link, NetnsCluster, environment_problem, remove_stale_namespaces  # noqa: E402
+from netns import Link, NamespaceTestCase, NetnsCluster  # noqa: E402
 
 DETECT_SECONDS = 6
 SLACK_SECONDS = 3
@@ -36,24 +36,11 @@ RATE = 8 * MiB
 SLOW_LINK_BITS = 20_000_000
 
 
-class NetworkNamespaceTest(unittest.TestCase):
-    problem = None
-    counter = 0
-
-    @classmethod
-    def setUpClass(cls):
-        cls.problem = environment_problem()
-        if cls.problem:
-            # ctest reports the test as skipped on this line (tests/faults/CMakeLists.txt).
-            print(f"network namespace tests skipped: {cls.problem}", flush=True)
-        else:
-            remove_stale_namespaces()
+class NetworkNamespaceTest(NamespaceTestCase):
 
     def setUp(self):
-        if self.problem:
-            self.skipTest(self.problem)
-        NetworkNamespaceTest.counter += 1
-        self.link = Link(NetworkNamespaceTest.counter)
+        super().setUp()
+        self.link = Link(self.next_index())
         self.link.up()
         # Cleanups run last-in first-out: the cluster (processes) is stopped
         # before the namespaces are deleted.

@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 import results  # noqa: E402
 from harness import Cluster, MiB  # noqa: E402
-from netns import Sites, SitesCluster, environment_problem, remove_stale_namespaces  # noqa: E402
+from netns import NamespaceTestCase, Sites, SitesCluster  # noqa: E402
 
 MB = 1_000_000
 RATE = 20 * MB              # --rate 20MB/s
@@ -99,28 +99,12 @@ def mb(rate):
     return f"{rate / MB:.2f} MB/s"
 
 
-class SiteBandwidthTest(unittest.TestCase):
-    problem = None
-    counter = 0
-
-    @classmethod
-    def setUpClass(cls):
-        cls.problem = environment_problem()
-        if cls.problem:
-            # ctest reports the test as skipped on this line (tests/faults/CMakeLists.txt).
-            print(f"network namespace tests skipped: {cls.problem}", flush=True)
-        else:
-            remove_stale_namespaces()
-
-    def setUp(self):
-        if self.problem:
-            self.skipTest(self.problem)
+class SiteBandwidthTest(NamespaceTestCase):
 
     def topology(self, sites):
         """Brings up a Sites topology; deleted when the test ends, after the
         cluster (a `with` inside the test) has stopped every process."""
-        SiteBandwidthTest.counter += 1
-        topo = Sites(sites, index=SiteBandwidthTest.counter)
+        topo = Sites(sites, index=self.next_index())
         topo.up()
         self.addCleanup(topo.down)
         return topo
