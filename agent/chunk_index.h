@@ -14,7 +14,9 @@
 // only means the chunk is needed from the controller after all. A staged
 // tree in particular holds unwritten chunks as zeros.
 //
-// Memory: about 80 bytes per distinct chunk plus each source's paths.
+// Memory: about 210 bytes per distinct chunk as measured (a 64-byte slot in a
+// table at most 7/8 full, grown by doubling, and its references) plus each
+// source's paths; bench/analysis.md, "Memory", has the profile.
 // Thread-safe.
 #ifndef PKGDIST_AGENT_CHUNK_INDEX_H_
 #define PKGDIST_AGENT_CHUNK_INDEX_H_
