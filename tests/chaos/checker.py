@@ -729,6 +729,7 @@ class Transfer(NamedTuple):
     transferring_events: int
     controller_faults: int
     interruptions: int
+    removals: int  # remove jobs of the package for the agent, created meanwhile
 
 
 def transfers(h):
@@ -750,9 +751,14 @@ def transfers(h):
         done = tgt.first("done")
         t_done = done.t if done else snap.t
         faults = sum(1 for t in ctl if tr and tr[0].t <= t <= t_done)
+        # A removal of the same package from the agent deletes its staging
+        # too (Agent.Remove), so what had been received is sent again.
+        removals = sum(1 for other in h.jobs.values()
+                       if other.kind == "remove" and other.package == job.package
+                       and agent in other.targets and tr and tr[0].t <= other.start <= t_done)
         out.append(Transfer(jid, agent, job.package, int(td.get("bytes_sent") or 0),
                             int(td.get("bytes_total") or 0), len(tr), faults,
-                            max(len(tr) - 1, faults, 0)))
+                            max(len(tr) - 1, faults, 0), removals))
     return out
 
 
@@ -760,13 +766,14 @@ def resent_too_much(h):
     """Resumption re-sends at most the window of unacknowledged bytes per
     interruption: bytes_sent - bytes_total <= window_bytes * interruptions
     for every done distribute target (sending less than the total, thanks to
-    delta reuse, is fine)."""
+    delta reuse, is fine), plus the whole package once per removal of it
+    from the agent that started meanwhile (it deletes the staging)."""
     if h.window is None:
         return []
     out = []
     for x in transfers(h):
         resent = x.sent - x.total
-        if resent > h.window * x.interruptions:
+        if resent > h.window * x.interruptions + x.total * x.removals:
             out.append(Violation(
                 "resent_too_much", f"{x.job}/{x.agent}",
                 f"the target on {x.agent} of distribute job {x.job} of {x.package} re-sent {resent} bytes "

@@ -397,6 +397,19 @@ class RuleTest(unittest.TestCase):
         (v,) = self.assertRules(b, {"resent_too_much"})
         self.assertIn("1 interruption", v.message)
 
+    def test_a_removal_of_the_package_meanwhile_allows_sending_it_again(self):
+        # J4 removes a@1 from dp2 while J1 still sends it there: the staging
+        # goes, and the whole package may be sent once more.
+        b = clean()
+        b.snap_target(J1, "dp2")["bytes_sent"] = 3 * MiB + 3 * MiB
+        b.created(4.5, "J4", "remove", "a@1", "aa11", 1)
+        b.target(4.6, "J4", "dp2", "transferring")
+        b.target(4.8, "J4", "dp2", "done")
+        b.finished(4.85, "J4", "complete")
+        self.assertNotIn("resent_too_much", rules(b))
+        b.snap_target(J1, "dp2")["bytes_sent"] = 3 * MiB + 3 * MiB + 2 * MiB
+        self.assertIn("resent_too_much", rules(b), "beyond the package and a window")
+
     def test_a_controller_kill_counts_as_an_interruption(self):
         b = clean()
         b.snap_target(J1, "dp1")["bytes_sent"] = 3 * MiB + MiB  # one transferring event
