@@ -381,9 +381,9 @@ absl::Status StateStore::AddAgent(const std::string& name, const std::string& ad
       audit);
 }
 
-absl::StatusOr<AgentRow> StateStore::SetAgentLabels(const std::string& name, const Labels& set,
-                                                    const std::vector<std::string>& remove,
-                                                    AuditEntry* audit) {
+absl::StatusOr<AgentRow> StateStore::ChangeAgent(
+    const std::string& name, absl::string_view column, bool quote,
+    absl::FunctionRef<std::pair<std::string, std::string>(AgentRow&)> change, AuditEntry* audit) {
   AgentRow row;
   RETURN_IF_ERROR(Transact(
       [&](ChangeLog& log) -> absl::Status {
@@ -392,52 +392,44 @@ absl::StatusOr<AgentRow> StateStore::SetAgentLabels(const std::string& name, con
         ASSIGN_OR_RETURN(bool found, find.Step());
         if (!found) return absl::NotFoundError(absl::StrCat("agent ", name, " is not registered"));
         row = ReadAgent(find);
-        const std::string before = FormatLabels(row.labels);
-        for (const std::string& key : remove) row.labels.erase(key);
-        for (const auto& [key, value] : set) row.labels[key] = value;
-        const std::string after = FormatLabels(row.labels);
-        if (audit != nullptr) audit->result = absl::StrCat("labels \"", before, "\" -> \"", after, "\"");
+        const auto [before, after] = change(row);
+        const char* q = quote ? "\"" : "";
+        if (audit != nullptr) {
+          audit->result = absl::StrCat(column, " ", q, before, q, " -> ", q, after, q);
+        }
         if (after == before) return absl::OkStatus();
-        Statement st(log.db(), "UPDATE agents SET labels = ? WHERE name = ?");
+        Statement st(log.db(), absl::StrCat("UPDATE agents SET ", column, " = ? WHERE name = ?"));
         st.BindText(after).BindText(name);
         RETURN_IF_ERROR(st.Run());
         EventRow e;
         e.kind = EventKind::kAgentUpdated;
         e.agent = name;
         e.address = row.address;
-        e.detail = absl::StrCat("labels ", after);
+        e.detail = absl::StrCat(column, " ", after);
         return log.Add(std::move(e));
       },
       audit));
   return row;
 }
 
+absl::StatusOr<AgentRow> StateStore::SetAgentLabels(const std::string& name, const Labels& set,
+                                                    const std::vector<std::string>& remove,
+                                                    AuditEntry* audit) {
+  return ChangeAgent(name, "labels", /*quote=*/true, [&](AgentRow& row) {
+    const std::string before = FormatLabels(row.labels);
+    for (const std::string& key : remove) row.labels.erase(key);
+    for (const auto& [key, value] : set) row.labels[key] = value;
+    return std::make_pair(before, FormatLabels(row.labels));
+  }, audit);
+}
+
 absl::StatusOr<AgentRow> StateStore::SetAgentRate(const std::string& name, Rate rate,
                                                   AuditEntry* audit) {
-  AgentRow row;
-  RETURN_IF_ERROR(Transact(
-      [&](ChangeLog& log) -> absl::Status {
-        Statement find(log.db(), absl::StrCat("SELECT ", kAgentCols, " FROM agents WHERE name = ?"));
-        find.BindText(name);
-        ASSIGN_OR_RETURN(bool found, find.Step());
-        if (!found) return absl::NotFoundError(absl::StrCat("agent ", name, " is not registered"));
-        row = ReadAgent(find);
-        const std::string before = FormatRate(row.rate), after = FormatRate(rate);
-        row.rate = rate;
-        if (audit != nullptr) audit->result = absl::StrCat("rate ", before, " -> ", after);
-        if (after == before) return absl::OkStatus();
-        Statement st(log.db(), "UPDATE agents SET rate = ? WHERE name = ?");
-        st.BindText(after).BindText(name);
-        RETURN_IF_ERROR(st.Run());
-        EventRow e;
-        e.kind = EventKind::kAgentUpdated;
-        e.agent = name;
-        e.address = row.address;
-        e.detail = absl::StrCat("rate ", after);
-        return log.Add(std::move(e));
-      },
-      audit));
-  return row;
+  return ChangeAgent(name, "rate", /*quote=*/false, [&](AgentRow& row) {
+    const std::string before = FormatRate(row.rate);
+    row.rate = rate;
+    return std::make_pair(before, FormatRate(rate));
+  }, audit);
 }
 
 absl::StatusOr<AgentRow> StateStore::GetAgent(const std::string& name) {

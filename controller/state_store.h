@@ -421,6 +421,16 @@ class StateStore {
   StateStore(sqlite3* db, sqlite3* read_db, const Clock* clock, StoreOptions options,
              int64_t newest_event);
 
+  // Changes one column of agent `name` (`labels` or `rate`) in one
+  // transaction: `change` alters the row and returns the column's text
+  // before and after. A change writes the column, an agent_updated event
+  // "COLUMN AFTER" and the audit result "COLUMN BEFORE -> AFTER" (each side
+  // in quotes if `quote`). NOT_FOUND if unknown.
+  absl::StatusOr<AgentRow> ChangeAgent(
+      const std::string& name, absl::string_view column, bool quote,
+      absl::FunctionRef<std::pair<std::string, std::string>(AgentRow&)> change,
+      AuditEntry* audit);
+
   // Runs `fn` inside one BEGIN IMMEDIATE ... COMMIT transaction with a
   // ChangeLog over the connection and the clock's time, then completes the
   // log (job_finished events, event pruning) and writes `audit` (if given)
