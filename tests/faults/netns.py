@@ -538,6 +538,15 @@ class NamespaceTestCase(unittest.TestCase):
         if self.problem:
             self.skipTest(self.problem)
 
+    def package(self, c, name, size, seed):
+        """Imports a one-file package name@1.0 of `size` random bytes; returns
+        the directory it came from."""
+        path = harness.make_file_package(os.path.join(c.dir, "src-" + name), name + ".bin",
+                                         size, seed)
+        info = c.import_package(path, name, "1.0")
+        self.assertEqual(int(info["size"]), size)
+        return os.path.dirname(path)
+
     @staticmethod
     def next_index():
         NamespaceTestCase._counter += 1

@@ -55,13 +55,6 @@ class NetworkNamespaceTest(NamespaceTestCase):
             c.add_agent("dp1")
             yield c
 
-    def package(self, c, name, size, seed):
-        path = harness.make_file_package(os.path.join(c.dir, "src-" + name), name + ".bin",
-                                         size, seed)
-        info = c.import_package(path, name, "1.0")
-        self.assertEqual(int(info["size"]), size)
-        return os.path.dirname(path)
-
     def iptables(self, *rule):
         self.link.in_agent_ns("iptables", *rule)
 

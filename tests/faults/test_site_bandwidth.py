@@ -119,13 +119,6 @@ class SiteBandwidthTest(NamespaceTestCase):
             c.start_all_agents()
             yield c
 
-    def package(self, c, name, size, seed):
-        path = harness.make_file_package(os.path.join(c.dir, "src-" + name), name + ".bin",
-                                         size, seed)
-        info = c.import_package(path, name, "1.0")
-        self.assertEqual(int(info["size"]), size)
-        return os.path.dirname(path)
-
     def wire_overhead(self, c, topo, site, agents):
         """Distributes a WARMUP package to `agents` unlimited; returns the
         wire bytes to the site per chunk byte sent, the throughput and the
