@@ -140,6 +140,7 @@ void TargetToProto(const TargetRow& t, v1::TargetStatus* o) {
   o->set_bytes_total(t.bytes_total);
   o->set_bytes_sent(t.bytes_sent);
   o->set_bytes_reused(t.bytes_reused);
+  o->set_bytes_from_peer(t.bytes_from_peer);
   o->set_updated_at(FormatRfc3339(t.updated_ms));
 }
 

@@ -12,6 +12,7 @@
 #include "controller/admin_service.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
+#include "shared/status_macros.h"
 
 namespace pkgdist {
 namespace {
@@ -21,6 +22,8 @@ using grpc::Status;
 constexpr size_t kAgentBatch = 1000;
 // What one request may carry (a site has a handful of windows).
 constexpr int kMaxWindows = 32;
+// SetSiteRequest.relay that lets the controller choose (as "" does).
+constexpr absl::string_view kAutoRelay = "auto";
 
 // The sites' agents, by site, each list by name: one pass over the agents.
 absl::StatusOr<std::map<std::string, std::vector<std::string>>> SiteMembers(StateStore& store) {
@@ -73,6 +76,28 @@ Status ApplySiteRequest(const v1::SetSiteRequest& req, SitePolicy& policy) {
   return Status::OK;
 }
 
+// The relay `req` sets for site `site` ("" for auto), checked: a valid
+// name (INVALID_ARGUMENT), a registered agent (NOT_FOUND) labelled
+// site=SITE (FAILED_PRECONDITION).
+absl::StatusOr<std::string> RequestRelay(StateStore& store, const v1::SetSiteRequest& req,
+                                         const std::string& site) {
+  if (req.relay().empty() || req.relay() == kAutoRelay) return std::string();
+  RETURN_IF_ERROR(ValidateName(req.relay(), "relay"));
+  absl::StatusOr<AgentRow> agent = store.GetAgent(req.relay());
+  if (!agent.ok()) return agent.status();
+  const std::string in = SiteOf(agent->labels);
+  if (in.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("agent ", agent->name, " has no site label (a relay of site ", site,
+                     " must be labelled site=", site, ")"));
+  }
+  if (in != site) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("agent ", agent->name, " is in site ", in, ", not ", site));
+  }
+  return agent->name;
+}
+
 void FillEgress(Bandwidth& bandwidth, v1::EgressInfo* out) {
   Bandwidth::Usage u = bandwidth.EgressUsage();
   out->set_rate(FormatRate(u.rate_now));
@@ -90,6 +115,7 @@ void AdminService::FillSiteInfo(const std::string& name, const SiteRow* row,
   for (const Window& w : policy.windows) out->add_windows(FormatWindow(w));
   out->set_timezone(policy.timezone);
   out->set_max_transfers(policy.max_transfers);
+  out->set_relay(row != nullptr ? row->relay : "");
   Bandwidth::Usage u = engine_->bandwidth().SiteUsage(name);
   out->set_rate_now(FormatRate(u.rate_now));
   if (u.until != absl::InfiniteFuture()) {
@@ -108,6 +134,7 @@ Status AdminService::SetSite(Ctx* ctx, const v1::SetSiteRequest* req, v1::SiteIn
   }
   if (req->has_timezone()) absl::StrAppend(&request, " timezone=", OneLineBounded(req->timezone()));
   if (req->has_max_transfers()) absl::StrAppend(&request, " max_transfers=", req->max_transfers());
+  if (req->has_relay()) absl::StrAppend(&request, " relay=", OneLineBounded(req->relay()));
   return Audited(ctx, "SetSite", std::move(request), [&](AuditEntry& audit) -> Status {
     if (auto s = ValidateName(req->name(), "site name"); !s.ok()) return ToGrpc(s);
     SiteRow row;
@@ -122,6 +149,11 @@ Status AdminService::SetSite(Ctx* ctx, const v1::SetSiteRequest* req, v1::SiteIn
       return ToGrpc(old.status());
     }
     if (Status s = ApplySiteRequest(*req, row.policy); !s.ok()) return s;
+    if (req->has_relay()) {
+      absl::StatusOr<std::string> relay = RequestRelay(*store_, *req, row.name);
+      if (!relay.ok()) return ToGrpc(relay.status());
+      row.relay = *std::move(relay);
+    }
     absl::StatusOr<absl::TimeZone> zone = LoadZone(row.policy.timezone);
     if (!zone.ok()) return ToGrpc(zone.status());
     if (auto s = store_->PutSite(row, &audit); !s.ok()) return ToGrpc(s);

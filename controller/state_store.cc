@@ -32,9 +32,10 @@ constexpr absl::string_view kJobCols =
     "j.rowid";
 constexpr absl::string_view kTargetCols =
     "t.job_id, t.agent, t.state, t.attempts, t.consecutive_failures, t.next_attempt_ms, "
-    "t.last_error, t.bytes_acked, t.bytes_total, t.bytes_sent, t.bytes_reused, t.updated_ms";
+    "t.last_error, t.bytes_acked, t.bytes_total, t.bytes_sent, t.bytes_reused, t.updated_ms, "
+    "t.bytes_from_peer";
 // A column selected after kTargetCols has this index.
-constexpr int kAfterTargetCols = 12;
+constexpr int kAfterTargetCols = 13;
 constexpr absl::string_view kUnfinished = "t.state IN ('pending', 'transferring', 'retry_wait')";
 
 AgentRow ReadAgent(const Statement& st) {
@@ -94,6 +95,7 @@ absl::StatusOr<TargetRow> ReadTarget(const Statement& st) {
   t.bytes_sent = static_cast<uint64_t>(st.Int(9));
   t.bytes_reused = static_cast<uint64_t>(st.Int(10));
   t.updated_ms = st.Int(11);
+  t.bytes_from_peer = static_cast<uint64_t>(st.Int(12));
   return t;
 }
 
@@ -173,7 +175,8 @@ absl::Status Transition(ChangeLog& log, TargetRow row, TargetState to) {
   Statement st(log.db(),
                "UPDATE targets SET state = ?, attempts = ?, consecutive_failures = ?, "
                "next_attempt_ms = ?, last_error = ?, bytes_acked = ?, bytes_total = ?, "
-               "bytes_sent = ?, bytes_reused = ?, updated_ms = ? WHERE job_id = ? AND agent = ?");
+               "bytes_sent = ?, bytes_reused = ?, bytes_from_peer = ?, updated_ms = ? "
+               "WHERE job_id = ? AND agent = ?");
   st.BindText(TargetStateName(row.state))
       .BindInt(row.attempts)
       .BindInt(row.consecutive_failures)
@@ -183,6 +186,7 @@ absl::Status Transition(ChangeLog& log, TargetRow row, TargetState to) {
       .BindInt(static_cast<int64_t>(row.bytes_total))
       .BindInt(static_cast<int64_t>(row.bytes_sent))
       .BindInt(static_cast<int64_t>(row.bytes_reused))
+      .BindInt(static_cast<int64_t>(row.bytes_from_peer))
       .BindInt(row.updated_ms)
       .BindText(row.job_id)
       .BindText(row.agent);
@@ -873,7 +877,8 @@ absl::Status StateStore::StartAttempt(const std::string& job, const std::string&
 
 absl::Status StateStore::RecordProgress(const std::string& job, const std::string& agent,
                                         uint64_t bytes_acked, uint64_t bytes_sent_delta,
-                                        bool made_progress, uint64_t bytes_reused_delta) {
+                                        bool made_progress, uint64_t bytes_reused_delta,
+                                        uint64_t bytes_from_peer_delta) {
   return Transact([&](ChangeLog& log) -> absl::Status {
     sqlite3* db = log.db();
     const int64_t now = log.now();
@@ -884,12 +889,13 @@ absl::Status StateStore::RecordProgress(const std::string& job, const std::strin
     }
     Statement st(db,
                  "UPDATE targets SET bytes_acked = ?, bytes_sent = bytes_sent + ?, "
-                 "bytes_reused = bytes_reused + ?, "
+                 "bytes_reused = bytes_reused + ?, bytes_from_peer = bytes_from_peer + ?, "
                  "consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END, "
                  "updated_ms = ? WHERE job_id = ? AND agent = ?");
     st.BindInt(static_cast<int64_t>(bytes_acked))
         .BindInt(static_cast<int64_t>(bytes_sent_delta))
         .BindInt(static_cast<int64_t>(bytes_reused_delta))
+        .BindInt(static_cast<int64_t>(bytes_from_peer_delta))
         .BindInt(made_progress ? 1 : 0)
         .BindInt(now)
         .BindText(job)
@@ -907,7 +913,7 @@ absl::StatusOr<int> StateStore::RecordProgressBatch(const std::vector<ProgressUp
     applied = 0;
     Statement st(db,
                  "UPDATE targets SET bytes_acked = ?, bytes_sent = bytes_sent + ?, "
-                 "bytes_reused = bytes_reused + ?, "
+                 "bytes_reused = bytes_reused + ?, bytes_from_peer = bytes_from_peer + ?, "
                  "consecutive_failures = CASE WHEN ? THEN 0 ELSE consecutive_failures END, "
                  "updated_ms = ? WHERE job_id = ? AND agent = ? AND state = 'transferring'");
     for (const ProgressUpdate& u : updates) {
@@ -915,6 +921,7 @@ absl::StatusOr<int> StateStore::RecordProgressBatch(const std::vector<ProgressUp
       st.BindInt(static_cast<int64_t>(u.bytes_acked))
           .BindInt(static_cast<int64_t>(u.bytes_sent_delta))
           .BindInt(static_cast<int64_t>(u.bytes_reused_delta))
+          .BindInt(static_cast<int64_t>(u.bytes_from_peer_delta))
           .BindInt(u.made_progress ? 1 : 0)
           .BindInt(now)
           .BindText(u.job_id)

@@ -62,6 +62,9 @@ struct SiteRow {
   std::string name;
   SitePolicy policy;
   int64_t updated_ms = 0;
+  // The agent that receives packages for the site from the controller
+  // (labelled site=NAME, checked by the caller); "": the controller chooses.
+  std::string relay;
 };
 
 struct PackageRow {
@@ -90,6 +93,9 @@ struct TargetRow {
   // Filled by the agent from its own chunk store instead of sent; summed
   // over attempts like bytes_sent.
   uint64_t bytes_reused = 0;
+  // Fetched by the agent from another agent of its site (its relay) and
+  // acknowledged; summed over attempts like bytes_sent.
+  uint64_t bytes_from_peer = 0;
   int64_t updated_ms = 0;
 };
 
@@ -123,6 +129,9 @@ struct ProgressUpdate {
   uint64_t bytes_sent_delta = 0;  // added to bytes_sent
   uint64_t bytes_reused_delta = 0;  // added to bytes_reused
   bool made_progress = false;     // an acknowledgement arrived
+  // Last, so that positional initializers of the fields above keep meaning
+  // what they meant.
+  uint64_t bytes_from_peer_delta = 0;  // added to bytes_from_peer
 };
 
 struct JobFilter {
@@ -329,10 +338,12 @@ class StateStore {
   // pending|retry_wait -> transferring; attempts += 1.
   absl::Status StartAttempt(const std::string& job, const std::string& agent);
   // Progress of a transferring target: sets bytes_acked, adds to bytes_sent
-  // and bytes_reused; if `made_progress`, resets consecutive_failures.
+  // bytes_reused and bytes_from_peer; if `made_progress`, resets
+  // consecutive_failures.
   absl::Status RecordProgress(const std::string& job, const std::string& agent,
                               uint64_t bytes_acked, uint64_t bytes_sent_delta,
-                              bool made_progress, uint64_t bytes_reused_delta = 0);
+                              bool made_progress, uint64_t bytes_reused_delta = 0,
+                              uint64_t bytes_from_peer_delta = 0);
   // RecordProgress for many transfers in one transaction (the engine's
   // coalesced reports). An update for a target that is no longer
   // transferring is stale and skipped. Returns how many were applied.

@@ -37,7 +37,7 @@ constexpr size_t kMaxIdentity = 512, kMaxRequest = 4096, kMaxMessage = 2048;
 constexpr absl::string_view kEventCols =
     "seq, time_ms, kind, job_id, job_kind, package, package_id, agent, address, state, "
     "has_target, attempts, last_error, next_attempt_ms, bytes_acked, bytes_total, bytes_sent, "
-    "bytes_reused, detail";
+    "bytes_reused, detail, bytes_from_peer";
 
 std::string Bounded(absl::string_view s, size_t max) {
   if (s.size() <= max) return std::string(s);
@@ -72,6 +72,7 @@ absl::StatusOr<EventRow> ReadEvent(const Statement& st) {
     t.bytes_total = static_cast<uint64_t>(st.Int(15));
     t.bytes_sent = static_cast<uint64_t>(st.Int(16));
     t.bytes_reused = static_cast<uint64_t>(st.Int(17));
+    t.bytes_from_peer = static_cast<uint64_t>(st.Int(19));
     t.updated_ms = e.time_ms;
     e.target = std::move(t);
   }
@@ -105,8 +106,8 @@ absl::Status ChangeLog::Add(EventRow e) {
         db_,
         "INSERT INTO events(time_ms, kind, job_id, job_kind, package, package_id, agent, address, "
         "state, has_target, attempts, last_error, next_attempt_ms, bytes_acked, bytes_total, "
-        "bytes_sent, bytes_reused, detail) "
-        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        "bytes_sent, bytes_reused, detail, bytes_from_peer) "
+        "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   }
   const TargetRow none;
   const TargetRow& t = e.target.has_value() ? *e.target : none;
@@ -129,7 +130,8 @@ absl::Status ChangeLog::Add(EventRow e) {
       .BindInt(static_cast<int64_t>(t.bytes_total))
       .BindInt(static_cast<int64_t>(t.bytes_sent))
       .BindInt(static_cast<int64_t>(t.bytes_reused))
-      .BindText(e.detail);
+      .BindText(e.detail)
+      .BindInt(static_cast<int64_t>(t.bytes_from_peer));
   RETURN_IF_ERROR(st.Run());
   last_seq_ = sqlite3_last_insert_rowid(db_);
   return absl::OkStatus();

@@ -142,6 +142,16 @@ CREATE TABLE settings(
 ALTER TABLE agents ADD COLUMN rate TEXT NOT NULL DEFAULT 'unlimited';
 )sql";
 
+// Relays (issue 14 item 2): the agent of a site that receives packages
+// from the controller ('': the controller chooses), and the bytes a target
+// fetched from another agent of its site, summed over attempts like
+// bytes_sent; the events keep them in their target snapshot.
+constexpr char kMigration7[] = R"sql(
+ALTER TABLE sites ADD COLUMN relay TEXT NOT NULL DEFAULT '';
+ALTER TABLE targets ADD COLUMN bytes_from_peer INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN bytes_from_peer INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, kMigration1},
     {2, kMigration2},
@@ -149,6 +159,7 @@ constexpr Migration kMigrations[] = {
     {4, kMigration4},
     {5, kMigration5},
     {6, kMigration6},
+    {7, kMigration7},
 };
 
 }  // namespace

@@ -1,4 +1,5 @@
-// StateStore: sites' bandwidth policies and the egress limit (migration 6).
+// StateStore: sites' bandwidth policies and the egress limit (migration 6),
+// and each site's relay (migration 7).
 #include <sqlite3.h>
 
 #include <set>
@@ -15,7 +16,7 @@
 namespace pkgdist {
 namespace {
 
-constexpr absl::string_view kSiteCols = "name, rate, windows, timezone, max_transfers, updated_ms";
+constexpr absl::string_view kSiteCols = "name, rate, windows, timezone, max_transfers, updated_ms, relay";
 constexpr absl::string_view kEgressKey = "egress_rate";
 // Windows are stored joined by this (no canonical window contains it).
 constexpr absl::string_view kWindowSeparator = ";";
@@ -45,18 +46,24 @@ absl::StatusOr<SiteRow> ReadSite(const Statement& st) {
   row.policy.timezone = st.Text(3);
   row.policy.max_transfers = static_cast<uint32_t>(st.Int(4));
   row.updated_ms = st.Int(5);
+  row.relay = st.Text(6);
   return row;
 }
 
-std::string Describe(const SitePolicy& p) {
-  return absl::StrCat("rate ", FormatRate(p.rate), ", windows [", WindowsText(p), "], timezone ",
-                      p.timezone, ", max_transfers ", p.max_transfers);
+// The policy, and the relay if one is set ("relay=NAME").
+std::string Describe(const SiteRow& site) {
+  const SitePolicy& p = site.policy;
+  std::string out = absl::StrCat("rate ", FormatRate(p.rate), ", windows [", WindowsText(p),
+                                 "], timezone ", p.timezone, ", max_transfers ", p.max_transfers);
+  if (!site.relay.empty()) absl::StrAppend(&out, ", relay=", site.relay);
+  return out;
 }
 
 }  // namespace
 
 absl::Status StateStore::PutSite(const SiteRow& site, AuditEntry* audit) {
   RETURN_IF_ERROR(ValidateName(site.name, "site name"));
+  if (!site.relay.empty()) RETURN_IF_ERROR(ValidateName(site.relay, "relay"));
   return Transact(
       [&](ChangeLog& log) -> absl::Status {
         Statement find(log.db(), absl::StrCat("SELECT ", kSiteCols, " FROM sites WHERE name = ?"));
@@ -65,23 +72,24 @@ absl::Status StateStore::PutSite(const SiteRow& site, AuditEntry* audit) {
         std::string before = "no policy";
         if (found) {
           absl::StatusOr<SiteRow> old = ReadSite(find);
-          before = old.ok() ? Describe(old->policy) : std::string(old.status().message());
+          before = old.ok() ? Describe(*old) : std::string(old.status().message());
         }
-        const std::string after = Describe(site.policy);
+        const std::string after = Describe(site);
         if (audit != nullptr) audit->result = absl::StrCat(before, " -> ", after);
         if (after == before) return absl::OkStatus();
         Statement st(log.db(),
-                     "INSERT INTO sites(name, rate, windows, timezone, max_transfers, updated_ms) "
-                     "VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                     "INSERT INTO sites(name, rate, windows, timezone, max_transfers, updated_ms, "
+                     "relay) VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                      "rate = excluded.rate, windows = excluded.windows, "
                      "timezone = excluded.timezone, max_transfers = excluded.max_transfers, "
-                     "updated_ms = excluded.updated_ms");
+                     "updated_ms = excluded.updated_ms, relay = excluded.relay");
         st.BindText(site.name)
             .BindText(FormatRate(site.policy.rate))
             .BindText(WindowsText(site.policy))
             .BindText(site.policy.timezone)
             .BindInt(site.policy.max_transfers)
-            .BindInt(log.now());
+            .BindInt(log.now())
+            .BindText(site.relay);
         RETURN_IF_ERROR(st.Run());
         EventRow e;
         e.kind = EventKind::kLimitsChanged;

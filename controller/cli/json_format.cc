@@ -31,6 +31,7 @@ Json TargetToJson(const pkgdist::v1::TargetStatus& t) {
   j["bytes_total"] = t.bytes_total();
   j["bytes_sent"] = t.bytes_sent();
   j["bytes_reused"] = t.bytes_reused();
+  j["bytes_from_peer"] = t.bytes_from_peer();
   j["updated_at"] = TimeOrNull(t.updated_at());
   return j;
 }
@@ -82,6 +83,7 @@ Json SiteToJson(const pkgdist::v1::SiteInfo& site) {
   for (const auto& w : site.windows()) j["windows"].push_back(w);
   j["timezone"] = site.timezone();
   j["max_transfers"] = site.max_transfers();
+  j["relay"] = site.relay();
   j["rate_now"] = site.rate_now();
   j["rate_now_until"] = TimeOrNull(site.rate_now_until());
   j["agents"] = Json::array();

@@ -18,7 +18,7 @@ using Json = nlohmann::ordered_json;
 std::string JsonLine(const Json& j);
 
 // {"agent","state","attempts","last_error","next_attempt_at","bytes_acked",
-//  "bytes_total","bytes_sent","bytes_reused","updated_at"}
+//  "bytes_total","bytes_sent","bytes_reused","bytes_from_peer","updated_at"}
 Json TargetToJson(const pkgdist::v1::TargetStatus& t);
 // {"id","kind","package","state","created_at","targets":[...]}
 Json JobToJson(const pkgdist::v1::JobStatus& job);
@@ -27,8 +27,8 @@ Json JobListToJson(const pkgdist::v1::ListJobsResponse& jobs);
 
 // {"name","address","connection","last_contact","last_error","labels","rate"}
 Json AgentToJson(const pkgdist::v1::AgentInfo& agent);
-// {"name","rate","windows":[...],"timezone","max_transfers","rate_now",
-//  "rate_now_until" (null: no change due),"agents":[...],"active_transfers",
+// {"name","rate","windows":[...],"timezone","max_transfers","relay" (""
+//  for auto),"rate_now","rate_now_until" (null: no change due),"agents":[...],"active_transfers",
 //  "bytes_per_second","bytes_sent"}
 Json SiteToJson(const pkgdist::v1::SiteInfo& site);
 // {"sites":[...]}

@@ -20,6 +20,7 @@ struct SiteOptions {
   bool clear_windows = false;
   std::optional<std::string> timezone;
   std::optional<uint32_t> max_transfers;
+  std::optional<std::string> relay;
 };
 
 int RunSet(CommandEnv& env, const SiteOptions& o) {
@@ -35,6 +36,7 @@ int RunSet(CommandEnv& env, const SiteOptions& o) {
   }
   if (o.timezone.has_value()) req.set_timezone(*o.timezone);
   if (o.max_transfers.has_value()) req.set_max_transfers(*o.max_transfers);
+  if (o.relay.has_value()) req.set_relay(*o.relay);
   auto site = env.client.SetSite(req);
   if (!site.ok()) return ReportError(env, site.status());
   Emit(env, SiteToJson(*site), RenderSite(*site));
@@ -85,6 +87,10 @@ void AddSiteCommands(CLI::App& app, Action& selected) {
                   "Time zone of the windows, from the system's tzdata (default UTC)");
   set->add_option("--max-transfers", o->max_transfers,
                   "Transfers to the site's agents at once (0: no limit)");
+  set->add_option("--relay", o->relay,
+                  "AGENT|auto: the agent of the site (labelled site=NAME) that receives "
+                  "packages from the controller, the others fetching chunks from it; auto "
+                  "lets the controller choose");
   OnRun(set, selected, [o](CommandEnv& env) { return RunSet(env, *o); });
 
   CLI::App* list = site->add_subcommand("list", "List sites with their agents and traffic");

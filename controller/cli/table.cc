@@ -88,13 +88,13 @@ std::string RenderJob(const pkgdist::v1::JobStatus& job) {
     absl::StrAppend(&out, "warning:  the controller cannot write its state database: ",
                     job.store_error(), "\n");
   }
-  TextTable t({"AGENT", "STATE", "ATTEMPTS", "PROGRESS", "SENT", "REUSED", "NEXT ATTEMPT",
-               "LAST ERROR"});
+  TextTable t({"AGENT", "STATE", "ATTEMPTS", "PROGRESS", "SENT", "REUSED", "FROM PEER",
+               "NEXT ATTEMPT", "LAST ERROR"});
   for (const auto& target : job.targets()) {
     t.AddRow({target.agent(), target.state(), absl::StrCat(target.attempts()),
               ProgressCell(target.bytes_acked(), target.bytes_total()),
               HumanBytes(target.bytes_sent()), HumanBytes(target.bytes_reused()),
-              OrDash(target.next_attempt_at()), OrDash(target.last_error())});
+              HumanBytes(target.bytes_from_peer()), OrDash(target.next_attempt_at()), OrDash(target.last_error())});
   }
   absl::StrAppend(&out, "\n", t.Render());
   return out;
@@ -171,6 +171,11 @@ std::string RateNow(const pkgdist::v1::SiteInfo& site) {
   return absl::StrCat(site.rate_now(), " until ", site.rate_now_until());
 }
 
+// The configured relay, "auto" when the controller chooses.
+std::string RelayText(const pkgdist::v1::SiteInfo& site) {
+  return site.relay().empty() ? "auto" : site.relay();
+}
+
 // Decimal units, as rates are set ("19.8 MB/s" beside a limit of 20MB/s).
 std::string PerSecond(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"B/s", "kB/s", "MB/s", "GB/s"};
@@ -196,6 +201,7 @@ std::string RenderSite(const pkgdist::v1::SiteInfo& site) {
       {"windows", OrDash(windows)},
       {"timezone", site.timezone()},
       {"max transfers", site.max_transfers() == 0 ? "no limit" : absl::StrCat(site.max_transfers())},
+      {"relay", RelayText(site)},
       {"rate now", RateNow(site)},
       {"transfers", absl::StrCat(site.active_transfers(), " running")},
       {"sending", PerSecond(site.bytes_per_second())},
@@ -204,9 +210,9 @@ std::string RenderSite(const pkgdist::v1::SiteInfo& site) {
 }
 
 std::string RenderSiteList(const pkgdist::v1::ListSitesResponse& sites) {
-  TextTable t({"SITE", "AGENTS", "RATE NOW", "TRANSFERS", "SENDING", "SENT"});
+  TextTable t({"SITE", "AGENTS", "RELAY", "RATE NOW", "TRANSFERS", "SENDING", "SENT"});
   for (const auto& s : sites.sites()) {
-    t.AddRow({s.name(), absl::StrCat(s.agents_size()), RateNow(s),
+    t.AddRow({s.name(), absl::StrCat(s.agents_size()), RelayText(s), RateNow(s),
               absl::StrCat(s.active_transfers()), PerSecond(s.bytes_per_second()),
               HumanBytes(s.bytes_sent())});
   }

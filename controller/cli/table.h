@@ -38,7 +38,8 @@ std::string RenderAgentDetail(const pkgdist::v1::AgentDetail& detail);
 
 // A site: its policy, what is in force now, its agents and traffic.
 std::string RenderSite(const pkgdist::v1::SiteInfo& site);
-// One line per site: name, agents, rate in force, measured rate, bytes sent.
+// One line per site: name, agents, relay, rate in force, measured rate,
+// bytes sent.
 std::string RenderSiteList(const pkgdist::v1::ListSitesResponse& sites);
 std::string RenderEgress(const pkgdist::v1::EgressInfo& egress);
 

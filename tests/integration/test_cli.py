@@ -34,7 +34,7 @@ PACKAGE_FIELDS = {"name", "version", "id", "size", "files", "chunks", "created_a
                   "signature"}
 JOB_FIELDS = {"id", "kind", "package", "state", "created_at", "targets"}
 TARGET_FIELDS = {"agent", "state", "attempts", "last_error", "next_attempt_at", "bytes_acked",
-                 "bytes_total", "bytes_sent", "bytes_reused", "updated_at"}
+                 "bytes_total", "bytes_sent", "bytes_reused", "bytes_from_peer", "updated_at"}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 VERBS = [[], ["agent"], ["agent", "add"], ["agent", "list"], ["agent", "show"],

@@ -2,8 +2,10 @@
 and agents (issue 14, item 3): `site set` with a rate, windows, a time zone
 and max_transfers is kept across a controller kill -9 and shown by `site
 show` and `site list` with the site's agents and the rate in force now; bad
-input is refused with a message naming it and changes nothing. What the
-limits do on the wire is tested in tests/faults/test_site_bandwidth.py."""
+input is refused with a message naming it and changes nothing. A site's
+relay (`site set --relay`) is kept likewise, and only an agent of the site
+is accepted. What the limits do on the wire is tested in
+tests/faults/test_site_bandwidth.py."""
 
 import datetime
 import os
@@ -125,6 +127,55 @@ class SitePolicyTest(unittest.TestCase):
             rc, _, err = c.ctl_raw("site", "set", "ber", "--rate", "0")
             self.assertNotEqual(rc, 0, "site set ber --rate 0 was accepted")
             self.assertEqual(site_names(c), ["fra", "muc"], "a refused site set made a site")
+
+
+class SiteRelayTest(unittest.TestCase):
+
+    def test_a_relay_is_kept_across_a_controller_restart_and_bad_relays_are_refused(self):
+        # `site set fra --relay dp1` is shown by site show/list and kept after
+        # kill -9 and restart; an unknown agent, one of another site, one with
+        # no site and a bad name are refused naming why, changing nothing;
+        # --relay auto clears it.
+        with Cluster() as c:
+            c.start_controller()
+            for name, labels in [("dp1", ["--label", "site=fra"]),
+                                 ("dp2", ["--label", "site=fra"]),
+                                 ("muc1", ["--label", "site=muc"]), ("spare", [])]:
+                c.reserve_port(name)
+                c.ctl("agent", "add", name, c.agents[name].address, *labels)
+            site = site_set(c, "fra", "--relay", "dp1", "--rate", "20MB/s")
+            self.assertEqual((site["relay"], site["rate"], sorted(site["agents"])),
+                             ("dp1", "20MB/s", ["dp1", "dp2"]), site)
+
+            c.kill(c.controller, signal.SIGKILL)
+            c.restart_controller()
+            self.assertEqual(site_show(c, "fra")["relay"], "dp1")
+            relays = {s["name"]: s["relay"] for s in c.ctl("site", "list")["sites"]}
+            self.assertEqual(relays, {"fra": "dp1", "muc": ""})
+            rc, table, err = c.ctl_raw("site", "list", output="table")
+            self.assertEqual(rc, 0, err)
+            self.assertRegex(table, r"(?m)^SITE\s+AGENTS\s+RELAY\s")
+            self.assertRegex(table, r"(?m)^fra\s+2\s+dp1\s")
+            self.assertRegex(table, r"(?m)^muc\s+1\s+auto\s")
+
+            for relay, words in [("nobody", "agent nobody is not registered"),
+                                 ("muc1", "agent muc1 is in site muc, not fra"),
+                                 ("spare", "agent spare has no site label"),
+                                 ("a/b", 'relay "a/b"')]:
+                rc, out, err = c.ctl_raw("site", "set", "fra", "--relay", relay)
+                self.assertNotEqual(rc, 0, f"site set fra --relay {relay} was accepted: {out}")
+                self.assertIn(words, err, f"--relay {relay}")
+                print(f"site set fra --relay {relay}: exit {rc}: {err.strip()}")
+                self.assertEqual(site_show(c, "fra")["relay"], "dp1", f"changed by {relay}")
+
+            site = site_set(c, "fra", "--relay", "auto")
+            self.assertEqual((site["relay"], site["rate"]), ("", "20MB/s"), site)
+            rc, table, err = c.ctl_raw("site", "show", "fra", output="table")
+            self.assertEqual(rc, 0, err)
+            self.assertRegex(table, r"(?m)^relay:\s+auto$")
+            c.kill(c.controller, signal.SIGKILL)
+            c.restart_controller()
+            self.assertEqual(site_show(c, "fra")["relay"], "")
 
 
 class AgentAndEgressLimitTest(unittest.TestCase):

@@ -17,11 +17,13 @@ TEST(JsonFormatTest, JobHasTheDocumentedShape) {
             R"("created_at":"2026-01-02T03:00:00.000Z","targets":[)"
             R"({"agent":"dp1","state":"done","attempts":1,"last_error":"",)"
             R"("next_attempt_at":null,"bytes_acked":3145728,"bytes_total":3145728,)"
-            R"("bytes_sent":3145728,"bytes_reused":0,"updated_at":"2026-01-02T03:04:05.000Z"},)"
+            R"("bytes_sent":3145728,"bytes_reused":0,"bytes_from_peer":0,)"
+            R"("updated_at":"2026-01-02T03:04:05.000Z"},)"
             R"({"agent":"dp2","state":"retry_wait","attempts":3,)"
             R"("last_error":"connection refused","next_attempt_at":"2026-01-02T03:04:35.000Z",)"
             R"("bytes_acked":1048576,"bytes_total":3145728,"bytes_sent":2097152,)"
-            R"("bytes_reused":524288,"updated_at":"2026-01-02T03:04:05.000Z"}]})");
+            R"("bytes_reused":524288,"bytes_from_peer":262144,)"
+            R"("updated_at":"2026-01-02T03:04:05.000Z"}]})");
 }
 
 TEST(JsonFormatTest, JobWithoutTargetsHasAnEmptyArray) {
@@ -90,6 +92,7 @@ TEST(JsonFormatTest, SiteHasTheDocumentedShape) {
   site.add_windows("sat,sun 00:00-24:00 unlimited");
   site.set_timezone("Europe/Berlin");
   site.set_max_transfers(3);
+  site.set_relay("fra1");
   site.set_rate_now("paused");
   site.set_rate_now_until("2026-01-02T17:00:00.000Z");
   site.add_agents("fra1");
@@ -100,10 +103,10 @@ TEST(JsonFormatTest, SiteHasTheDocumentedShape) {
   EXPECT_EQ(JsonLine(SiteToJson(site)),
             R"({"name":"fra","rate":"20MB/s",)"
             R"("windows":["mon-fri 08:00-18:00 paused","sat,sun 00:00-24:00 unlimited"],)"
-            R"("timezone":"Europe/Berlin","max_transfers":3,"rate_now":"paused",)"
+            R"("timezone":"Europe/Berlin","max_transfers":3,"relay":"fra1","rate_now":"paused",)"
             R"("rate_now_until":"2026-01-02T17:00:00.000Z","agents":["fra1","fra2"],)"
             R"("active_transfers":2,"bytes_per_second":19800000,"bytes_sent":123456789})");
-  // A site with nothing set: empty arrays and a null until.
+  // A site with nothing set: empty arrays, a null until and relay "" (auto).
   pkgdist::v1::SiteInfo bare;
   bare.set_name("muc");
   bare.set_rate("unlimited");
@@ -111,7 +114,8 @@ TEST(JsonFormatTest, SiteHasTheDocumentedShape) {
   bare.set_rate_now("unlimited");
   EXPECT_EQ(JsonLine(SiteToJson(bare)),
             R"({"name":"muc","rate":"unlimited","windows":[],"timezone":"UTC",)"
-            R"("max_transfers":0,"rate_now":"unlimited","rate_now_until":null,"agents":[],)"
+            R"("max_transfers":0,"relay":"","rate_now":"unlimited","rate_now_until":null,)"
+            R"("agents":[],)"
             R"("active_transfers":0,"bytes_per_second":0,"bytes_sent":0})");
   pkgdist::v1::ListSitesResponse sites;
   *sites.add_sites() = bare;
@@ -204,7 +208,7 @@ TEST(JsonFormatTest, EventAndAuditRecordHaveTheDocumentedShape) {
             R"("attempts":3,"last_error":"connection refused",)"
             R"("next_attempt_at":"2026-01-02T03:04:35.000Z","bytes_acked":1048576,)"
             R"("bytes_total":3145728,"bytes_sent":2097152,"bytes_reused":524288,)"
-            R"("updated_at":"2026-01-02T03:04:05.000Z"},"detail":""})");
+            R"("bytes_from_peer":262144,"updated_at":"2026-01-02T03:04:05.000Z"},"detail":""})");
   e.clear_target();
   EXPECT_TRUE(EventToJson(e)["target"].is_null());
   pkgdist::v1::ListAuditResponse audit;

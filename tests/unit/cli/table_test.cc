@@ -33,7 +33,7 @@ TEST(TextTableTest, CountsUtf8CodePointsAndFlattensNewlines) {
 
 TEST(TableTest, RendersAJobWithItsTargets) {
   // A job shows its summary, then one row per target with progress, bytes
-  // sent and reused, and error.
+  // sent, reused and fetched from a peer, and error.
   EXPECT_EQ(RenderJob(TwoTargetJob()),
             "job:      j-1\n"
             "kind:     distribute\n"
@@ -41,11 +41,11 @@ TEST(TableTest, RendersAJobWithItsTargets) {
             "state:    in_progress (1/2 targets done)\n"
             "created:  2026-01-02T03:00:00.000Z\n"
             "\n"
-            "AGENT  STATE       ATTEMPTS  PROGRESS              SENT     REUSED     "
+            "AGENT  STATE       ATTEMPTS  PROGRESS              SENT     REUSED     FROM PEER  "
             "NEXT ATTEMPT              LAST ERROR\n"
-            "dp1    done        1         3.0 MiB/3.0 MiB 100%  3.0 MiB  0 B        -"
+            "dp1    done        1         3.0 MiB/3.0 MiB 100%  3.0 MiB  0 B        0 B        -"
             "                         -\n"
-            "dp2    retry_wait  3         1.0 MiB/3.0 MiB 33%   2.0 MiB  512.0 KiB  "
+            "dp2    retry_wait  3         1.0 MiB/3.0 MiB 33%   2.0 MiB  512.0 KiB  256.0 KiB  "
             "2026-01-02T03:04:35.000Z  connection refused\n");
 }
 
@@ -112,6 +112,34 @@ TEST(TableTest, ProgressCellWithoutTotalIsADash) {
   // A removal job has no bytes to move.
   EXPECT_EQ(ProgressCell(0, 0), "-");
   EXPECT_EQ(ProgressCell(512, 1024), "512 B/1.0 KiB 50%");
+}
+
+TEST(TableTest, SitesShowTheirRelayOrAuto) {
+  // `site list` has a RELAY column and `site show` a relay line; a site
+  // without one reads "auto".
+  pkgdist::v1::ListSitesResponse sites;
+  auto* fra = sites.add_sites();
+  fra->set_name("fra");
+  fra->add_agents("fra1");
+  fra->add_agents("fra2");
+  fra->set_relay("fra1");
+  fra->set_rate("20MB/s");
+  fra->set_rate_now("20MB/s");
+  fra->set_timezone("UTC");
+  auto* muc = sites.add_sites();
+  muc->set_name("muc");
+  muc->add_agents("muc1");
+  muc->set_rate("unlimited");
+  muc->set_rate_now("unlimited");
+  muc->set_timezone("UTC");
+  EXPECT_EQ(RenderSiteList(sites),
+            "SITE  AGENTS  RELAY  RATE NOW   TRANSFERS  SENDING  SENT\n"
+            "fra   2       fra1   20MB/s     0          0 B/s    0 B\n"
+            "muc   1       auto   unlimited  0          0 B/s    0 B\n");
+  EXPECT_NE(RenderSite(*fra).find("\nrelay:          fra1\n"), std::string::npos)
+      << RenderSite(*fra);
+  EXPECT_NE(RenderSite(*muc).find("\nrelay:          auto\n"), std::string::npos)
+      << RenderSite(*muc);
 }
 
 TEST(TableTest, AgentDetailSaysWhyTheInventoryIsMissing) {

@@ -23,7 +23,7 @@ inline pkgdist::v1::TargetStatus Target(const std::string& agent, const std::str
 }
 
 // dp1 done, dp2 waiting to retry after "connection refused" (512 KiB of it
-// filled from the agent's own chunks).
+// filled from the agent's own chunks, 256 KiB fetched from its relay).
 inline pkgdist::v1::JobStatus TwoTargetJob() {
   pkgdist::v1::JobStatus job;
   job.set_id("j-1");
@@ -36,6 +36,7 @@ inline pkgdist::v1::JobStatus TwoTargetJob() {
   *t = Target("dp2", "retry_wait", 3, 1 << 20, 3 << 20);
   t->set_bytes_sent(2 << 20);
   t->set_bytes_reused(512 << 10);
+  t->set_bytes_from_peer(256 << 10);
   t->set_last_error("connection refused");
   t->set_next_attempt_at("2026-01-02T03:04:35.000Z");
   return job;

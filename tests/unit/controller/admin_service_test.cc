@@ -218,12 +218,12 @@ TEST_F(AdminServiceTest, DeleteJobRefusesARunningJobAndDeletesAFinishedOne) {
   EXPECT_EQ(client->GetJob(&c3, get, &status).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(AdminServiceTest, GetJobReportsEachTargetsBytesAckedSentAndReused) {
+TEST_F(AdminServiceTest, GetJobReportsEachTargetsBytesAckedSentReusedAndFromPeer) {
   // A target's byte counters as stored reach the API unchanged.
   AddAgent("dp1");
   std::string job = Distribute(ImportPackage("app", "1.0", 1000), {"dp1"});
   ASSERT_TRUE(store_->StartAttempt(job, "dp1").ok());
-  ASSERT_TRUE(store_->RecordProgress(job, "dp1", 600, 450, true, 150).ok());
+  ASSERT_TRUE(store_->RecordProgress(job, "dp1", 600, 450, true, 150, 70).ok());
   StartAdmin();
   auto client = Client();
   grpc::ClientContext ctx;
@@ -238,6 +238,7 @@ TEST_F(AdminServiceTest, GetJobReportsEachTargetsBytesAckedSentAndReused) {
   EXPECT_EQ(t.bytes_total(), 1000u);
   EXPECT_EQ(t.bytes_sent(), 450u);
   EXPECT_EQ(t.bytes_reused(), 150u);
+  EXPECT_EQ(t.bytes_from_peer(), 70u);
 }
 
 TEST_F(AdminServiceTest, ADistributionBySelectorTargetsTheMatchingAgentsAndTheNamedOnes) {
@@ -515,6 +516,97 @@ TEST_F(AdminServiceTest, SetSiteKeepsTheFieldsTheRequestDoesNotSet) {
   EXPECT_EQ(info.rate(), "paused");
   EXPECT_EQ(info.windows_size(), 1);
   EXPECT_EQ(info.max_transfers(), 4u);
+}
+
+TEST_F(AdminServiceTest, SetSiteRelayMustBeARegisteredAgentOfTheSiteAndAutoClearsIt) {
+  // A relay is a registered agent labelled site=NAME: a bad name is
+  // INVALID_ARGUMENT, an unknown agent NOT_FOUND, an agent of another site
+  // or of none FAILED_PRECONDITION, and each refusal keeps the relay. It is
+  // stored, audited and shown by SetSite, GetSite and ListSites; "auto"
+  // and "" clear it, and a request without relay keeps it.
+  ASSERT_TRUE(store_->AddAgent("fra1", "127.0.0.1:9", nullptr, Labels{{"site", "fra"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("muc1", "127.0.0.1:9", nullptr, Labels{{"site", "muc"}}).ok());
+  ASSERT_TRUE(store_->AddAgent("spare", "127.0.0.1:9").ok());
+  StartAdmin();
+  auto client = Client();
+  auto set_relay = [&](const std::string& relay, v1::SiteInfo* info) {
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_relay(relay);
+    return client->SetSite(&ctx, req, info);
+  };
+  auto stored_relay = [&]() -> std::string {
+    absl::StatusOr<SiteRow> row = store_->GetSite("fra");
+    return row.ok() ? row->relay : std::string(row.status().message());
+  };
+
+  v1::SiteInfo info;
+  grpc::Status s = set_relay("fra1", &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.relay(), "fra1");
+  EXPECT_EQ(stored_relay(), "fra1");
+  std::vector<AuditRow> records = AuditRecords();
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records.back().request, "site=fra relay=fra1");
+  EXPECT_THAT(records.back().message, HasSubstr("-> rate unlimited"));
+  EXPECT_THAT(records.back().message, HasSubstr("relay=fra1"));
+  absl::StatusOr<EventBatch> events = store_->ReadEvents(0, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_FALSE(events->events.empty());
+  EXPECT_EQ(events->events.back().kind, EventKind::kLimitsChanged);
+  EXPECT_THAT(events->events.back().detail, HasSubstr("site fra: "));
+  EXPECT_THAT(events->events.back().detail, HasSubstr("relay=fra1"));
+
+  struct Case {
+    std::string relay;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"a/b", grpc::StatusCode::INVALID_ARGUMENT, "relay \"a/b\" may only hold"},
+           {"dp9", grpc::StatusCode::NOT_FOUND, "agent dp9 is not registered"},
+           {"muc1", grpc::StatusCode::FAILED_PRECONDITION, "agent muc1 is in site muc, not fra"},
+           {"spare", grpc::StatusCode::FAILED_PRECONDITION, "agent spare has no site label"},
+       }) {
+    const size_t before = AuditRecords().size();
+    s = set_relay(c.relay, &info);
+    EXPECT_EQ(s.error_code(), c.code) << c.relay;
+    EXPECT_THAT(s.error_message(), HasSubstr(c.message)) << c.relay;
+    EXPECT_EQ(stored_relay(), "fra1") << c.relay;
+    records = AuditRecords();
+    ASSERT_EQ(records.size(), before + 1) << c.relay;
+    EXPECT_EQ(records.back().request, "site=fra relay=" + c.relay);
+    EXPECT_THAT(records.back().message, HasSubstr(c.message)) << c.relay;
+  }
+
+  {
+    // Another field alone keeps the relay; GetSite and ListSites show it.
+    grpc::ClientContext ctx;
+    v1::SetSiteRequest req = SiteRequest("fra");
+    req.set_max_transfers(2);
+    ASSERT_TRUE(client->SetSite(&ctx, req, &info).ok());
+    EXPECT_EQ(info.relay(), "fra1");
+    grpc::ClientContext get_ctx;
+    v1::GetSiteRequest get;
+    get.set_name("fra");
+    ASSERT_TRUE(client->GetSite(&get_ctx, get, &info).ok());
+    EXPECT_EQ(info.relay(), "fra1");
+    grpc::ClientContext list_ctx;
+    v1::ListSitesResponse list;
+    ASSERT_TRUE(client->ListSites(&list_ctx, v1::ListSitesRequest(), &list).ok());
+    std::map<std::string, std::string> relays;
+    for (const v1::SiteInfo& site : list.sites()) relays[site.name()] = site.relay();
+    EXPECT_EQ(relays, (std::map<std::string, std::string>{{"fra", "fra1"}, {"muc", ""}}));
+  }
+
+  for (const char* clear : {"auto", ""}) {
+    ASSERT_TRUE(set_relay("fra1", &info).ok()) << clear;
+    s = set_relay(clear, &info);
+    ASSERT_TRUE(s.ok()) << clear << ": " << s.error_message();
+    EXPECT_EQ(info.relay(), "") << clear;
+    EXPECT_EQ(stored_relay(), "") << clear;
+    EXPECT_THAT(AuditRecords().back().message, ::testing::EndsWith("max_transfers 2")) << clear;
+  }
 }
 
 TEST_F(AdminServiceTest, SetWindowsWithoutWindowsClearsThemAndWindowsAloneAreRefused) {

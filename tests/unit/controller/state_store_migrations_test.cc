@@ -177,5 +177,64 @@ TEST_F(MigrationsTest, MigrationSixKeepsTheAgentsOfAVersionFiveDatabaseWithoutAR
   EXPECT_TRUE(egress->unlimited());
 }
 
+TEST_F(MigrationsTest, MigrationSevenGivesAVersionSixDatabaseAutoRelaysAndNoBytesFromPeers) {
+  // A database at version 6 with a site policy, a target and its event
+  // gets sites.relay '' (auto) and bytes_from_peer 0 on targets and events;
+  // every row is kept, and the store reads them so and adds to them.
+  std::span<const Migration> list = StateStoreMigrations();
+  ASSERT_GE(list.size(), 7u);
+  ASSERT_EQ(list[6].version, 7);
+  ASSERT_TRUE(ApplyMigrations(db_, list.first(6)).ok());
+  ASSERT_EQ(Version(), 6);
+  absl::Status inserted = ExecSql(
+      db_,
+      "INSERT INTO agents VALUES('fra1', 'a:1', 1, 'site=fra', 'unlimited');"
+      "INSERT INTO sites VALUES('fra', '20MB/s', '', 'UTC', 2, 5);"
+      "INSERT INTO packages(id, name, version, size, files, chunks, created_ms, manifest) "
+      "VALUES('p', 'app', '1.0', 300, 1, 1, 1, x'00');"
+      "INSERT INTO jobs VALUES('j1', 'distribute', 'p', 'app@1.0', 0, 0, 1);"
+      "INSERT INTO targets(job_id, agent, state, attempts, bytes_acked, bytes_total, "
+      "bytes_sent, bytes_reused, updated_ms) "
+      "VALUES('j1', 'fra1', 'transferring', 1, 100, 300, 80, 20, 2);"
+      "INSERT INTO events(time_ms, kind, job_id, agent, state, has_target, attempts, "
+      "bytes_total, bytes_sent, bytes_reused) "
+      "VALUES(2, 'target_changed', 'j1', 'fra1', 'transferring', 1, 1, 300, 80, 20);");
+  ASSERT_TRUE(inserted.ok()) << inserted;
+
+  absl::Status migrated = ApplyMigrations(db_, list.first(7));
+  ASSERT_TRUE(migrated.ok()) << migrated;
+  EXPECT_EQ(Version(), 7);
+  EXPECT_EQ(Query("SELECT name, rate, max_transfers, updated_ms, relay FROM sites"),
+            "fra|20MB/s|2|5|\n");
+  EXPECT_EQ(Query("SELECT bytes_acked, bytes_sent, bytes_reused, bytes_from_peer FROM targets"),
+            "100|80|20|0\n");
+  EXPECT_EQ(Query("SELECT bytes_sent, bytes_reused, bytes_from_peer FROM events"), "80|20|0\n");
+
+  sqlite3_close_v2(db_);
+  db_ = nullptr;
+  FakeClock clock;
+  absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(Path(), &clock);
+  ASSERT_TRUE(store.ok()) << store.status();
+  absl::StatusOr<SiteRow> fra = (*store)->GetSite("fra");
+  ASSERT_TRUE(fra.ok()) << fra.status();
+  EXPECT_EQ(fra->relay, "");
+  EXPECT_EQ(fra->policy.rate, Rate::Limited(20'000'000));
+  EXPECT_EQ(fra->policy.max_transfers, 2u);
+  absl::StatusOr<JobView> job = (*store)->GetJob("j1");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(job->targets.size(), 1u);
+  EXPECT_EQ(job->targets[0].bytes_reused, 20u);
+  EXPECT_EQ(job->targets[0].bytes_from_peer, 0u);
+  absl::StatusOr<EventBatch> events = (*store)->ReadEvents(0, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->events.size(), 1u);
+  ASSERT_TRUE(events->events[0].target.has_value());
+  EXPECT_EQ(events->events[0].target->bytes_from_peer, 0u);
+  ASSERT_TRUE((*store)->RecordProgress("j1", "fra1", 200, 0, true, 0, 100).ok());
+  job = (*store)->GetJob("j1");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->targets[0].bytes_from_peer, 100u);
+}
+
 }  // namespace
 }  // namespace pkgdist

@@ -56,7 +56,8 @@ constexpr BackoffPolicy kNoJitter{.initial_ms = 1000, .max_ms = 60'000, .jitter 
 auto Tie(const TargetRow& t) {
   return std::make_tuple(t.job_id, t.agent, TargetStateName(t.state), t.attempts,
                          t.consecutive_failures, t.next_attempt_ms, t.last_error, t.bytes_acked,
-                         t.bytes_total, t.bytes_sent, t.bytes_reused, t.updated_ms);
+                         t.bytes_total, t.bytes_sent, t.bytes_reused, t.bytes_from_peer,
+                         t.updated_ms);
 }
 
 auto Tie(const JobRow& j) {
@@ -189,11 +190,12 @@ TEST_F(StateStoreTest, ReopenKeepsEveryRow) {
   // Agents, packages, jobs and targets survive closing and reopening.
   std::string job = NewJob({"dp1", "dp2"}, JobPolicy{.max_attempts = 7, .deadline_ms = 0});
   ASSERT_OK(store_->StartAttempt(job, "dp1"));
-  ASSERT_OK(store_->RecordProgress(job, "dp1", 100, 150, true, 60));
+  ASSERT_OK(store_->RecordProgress(job, "dp1", 100, 150, true, 60, 25));
   ASSERT_OK(store_->StartAttempt(job, "dp2"));
   ASSERT_OK(store_->MarkDone(job, "dp2"));
   ASSERT_OK_AND_ASSIGN(JobView before, store_->GetJob(job));
   ASSERT_EQ(before.targets[0].bytes_reused, 60u);
+  ASSERT_EQ(before.targets[0].bytes_from_peer, 25u);
   ASSERT_OK_AND_ASSIGN(std::vector<AgentRow> agents_before, store_->ListAgents());
 
   Reopen();
@@ -1099,6 +1101,50 @@ TEST_F(StateStoreTest, ReusedBytesAddUpOverBatchesAndAttemptsLikeSentBytes) {
   EXPECT_EQ(t.bytes_reused, 100u);
 }
 
+TEST_F(StateStoreTest, FromPeerBytesAddUpOverProgressWritesAndAttemptsLikeReusedBytes) {
+  // bytes_from_peer is summed over single and batched progress reports and
+  // over attempts, apart from bytes_sent and bytes_reused; every read of
+  // the target (job, events, progress rows) carries it.
+  std::string job = NewJob({"dp1", "dp2"});
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  ASSERT_OK(store_->RecordProgress(job, "dp1", 60, 10, true, 20, 30));
+  ProgressUpdate batch{.job_id = job, .agent = "dp1", .bytes_acked = 150,
+                       .bytes_sent_delta = 5, .bytes_reused_delta = 15, .made_progress = true,
+                       .bytes_from_peer_delta = 70};
+  ASSERT_OK(store_->RecordProgressBatch({batch}));
+  TargetRow t = Target(job, "dp1");
+  EXPECT_EQ(t.bytes_acked, 150u);
+  EXPECT_EQ(t.bytes_sent, 15u);
+  EXPECT_EQ(t.bytes_reused, 35u);
+  EXPECT_EQ(t.bytes_from_peer, 100u);
+  EXPECT_EQ(Target(job, "dp2").bytes_from_peer, 0u);
+  ASSERT_OK_AND_ASSIGN(EventBatch progress, store_->ReadEvents(0, 0, /*progress=*/true));
+  ASSERT_EQ(progress.progress.size(), 1u);
+  EXPECT_EQ(progress.progress[0].target->bytes_from_peer, 100u);
+
+  ASSERT_OK(store_->MarkFailedAttempt(job, "dp1", "link down", kNoJitter, 0.0));
+  ASSERT_OK(store_->RetryNow(job, ""));
+  ASSERT_OK(store_->StartAttempt(job, "dp1"));
+  EXPECT_EQ(Target(job, "dp1").bytes_from_peer, 100u);
+  ASSERT_OK(store_->RecordProgress(job, "dp1", 250, 0, true, 0, 50));
+  ASSERT_OK(store_->MarkDone(job, "dp1"));
+  t = Target(job, "dp1");
+  EXPECT_EQ(t.bytes_acked, 300u);
+  EXPECT_EQ(t.bytes_sent, 15u);
+  EXPECT_EQ(t.bytes_reused, 35u);
+  EXPECT_EQ(t.bytes_from_peer, 150u);
+  ASSERT_OK_AND_ASSIGN(EventBatch events, store_->ReadEvents(0, 0));
+  ASSERT_FALSE(events.events.empty());
+  const EventRow* done = nullptr;
+  for (const EventRow& e : events.events) {
+    if (e.kind == EventKind::kTargetChanged && e.state == "done") done = &e;
+  }
+  ASSERT_NE(done, nullptr);
+  EXPECT_EQ(done->target->bytes_from_peer, 150u);
+  Reopen();
+  EXPECT_EQ(Target(job, "dp1").bytes_from_peer, 150u);
+}
+
 TEST_F(StateStoreTest, DeleteJobRefusesAnUnfinishedJob) {
   // Only history can be deleted; a running job names what still runs.
   std::string job = NewJob({"dp1", "dp2"});
@@ -1294,6 +1340,48 @@ TEST_F(StateStoreTest, AChangedSiteWritesOneLimitsChangedEventNamingTheSite) {
   ASSERT_EQ(stored.events.size(), 2u);
   EXPECT_EQ(stored.events[1].kind, EventKind::kLimitsChanged);
   EXPECT_EQ(stored.events[1].detail, after.events[1].detail);
+}
+
+TEST_F(StateStoreTest, ASiteRelayIsStoredWithThePolicyAndNamedInItsText) {
+  // The relay comes back from GetSite and ListSites, also after reopening;
+  // setting or clearing it is a change (audit, event) that names it as
+  // relay=NAME; "" is auto and named nowhere; a bad name is refused.
+  AuditEntry audit = SiteAudit("SetSite");
+  SiteRow site = Site("fra", Rate::Limited(10'000'000));
+  site.relay = "fra1";
+  ASSERT_OK(store_->PutSite(site, &audit));
+  const std::string with_relay =
+      "rate 10MB/s, windows [], timezone UTC, max_transfers 0, relay=fra1";
+  EXPECT_EQ(audit.result, "no policy -> " + with_relay);
+  for (int pass = 0; pass < 2; ++pass) {
+    ASSERT_OK_AND_ASSIGN(SiteRow got, store_->GetSite("fra"));
+    EXPECT_EQ(got.relay, "fra1");
+    ASSERT_OK_AND_ASSIGN(std::vector<SiteRow> all, store_->ListSites());
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_EQ(all[0].relay, "fra1");
+    Reopen();
+  }
+  ASSERT_OK_AND_ASSIGN(EventBatch before, store_->ReadEvents(0, 0));
+  ASSERT_FALSE(before.events.empty());
+  EXPECT_EQ(before.events.back().detail, "site fra: " + with_relay);
+
+  site.relay.clear();
+  AuditEntry cleared = SiteAudit("SetSite");
+  ASSERT_OK(store_->PutSite(site, &cleared));
+  EXPECT_EQ(cleared.result,
+            with_relay + " -> rate 10MB/s, windows [], timezone UTC, max_transfers 0");
+  ASSERT_OK_AND_ASSIGN(SiteRow got, store_->GetSite("fra"));
+  EXPECT_EQ(got.relay, "");
+  ASSERT_OK_AND_ASSIGN(EventBatch after, store_->ReadEvents(before.newest, 0));
+  ASSERT_EQ(after.events.size(), 1u);
+  EXPECT_EQ(after.events[0].detail, "site fra: rate 10MB/s, windows [], timezone UTC, max_transfers 0");
+
+  site.relay = "a/b";
+  absl::Status bad = store_->PutSite(site);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("relay \"a/b\""));
+  ASSERT_OK_AND_ASSIGN(got, store_->GetSite("fra"));
+  EXPECT_EQ(got.relay, "");
 }
 
 TEST_F(StateStoreTest, ListSitesIsSortedByName) {
