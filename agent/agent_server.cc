@@ -44,6 +44,11 @@ absl::StatusOr<std::unique_ptr<AgentServer>> AgentServer::Start(const AgentConfi
   options.signatures = server->signatures_.get();
   options.metrics = server->metrics_.get();
   options.agent_name = config.name;
+  server->serving_ = std::make_unique<PeerServing>();
+  server->peers_ =
+      std::make_unique<PeerFetcher>(config.tls, self.trust_domain, config.max_message_bytes);
+  options.serving = server->serving_.get();
+  options.peers = server->peers_.get();
   if (options.limits.refuse_case_collisions) {
     spdlog::info("refusing packages whose paths differ only in letter case");
   }

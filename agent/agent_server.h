@@ -45,6 +45,9 @@ class AgentServer {
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<PackageStore> store_;
   std::unique_ptr<SignaturePolicy> signatures_;
+  // Relays (docs/sites.md): before service_, whose sessions use them.
+  std::unique_ptr<PeerServing> serving_;
+  std::unique_ptr<PeerFetcher> peers_;
   std::unique_ptr<AgentService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

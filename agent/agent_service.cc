@@ -7,6 +7,7 @@
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/paths.h"
+#include "shared/sha256.h"
 #include "shared/status_macros.h"
 
 namespace pkgdist {
@@ -50,6 +51,7 @@ grpc::Status AgentService::Transfer(
   GrpcTransferStream adapter(stream);
   TransferSession session(store_, options_, adapter, [ctx] { ctx->TryCancel(); }, ctx->peer(),
                           JobOf(*ctx));
+  session.set_cancelled([ctx] { return ctx->IsCancelled(); });
   absl::Status s = session.Run();
   if (!s.ok()) {
     LogWith(session.log_fields(), spdlog::level::warn, "transfer from {} failed: {}", ctx->peer(),
@@ -86,8 +88,29 @@ grpc::Status AgentService::Remove(grpc::ServerContext* ctx,
     spdlog::warn("remove {}@{} failed: {}", request->name(), request->version(), removed.status());
     return ToGrpc(removed.status());
   }
+  if (options_.serving != nullptr) options_.serving->Forget(request->name(), request->version());
   response->set_removed(*removed);
   return grpc::Status::OK;
+}
+
+grpc::Status AgentService::FetchChunks(
+    grpc::ServerContext* ctx, const pkgdist::v1::FetchChunksRequest* request,
+    grpc::ServerWriter<pkgdist::v1::FetchChunksResponse>* writer) {
+  if (grpc::Status s = AuthorizePeer(*ctx, controller_.trust_domain, "agent"); !s.ok()) return s;
+  auto peer = PeerIdentity(*ctx);
+  if (!peer.ok()) return ToGrpc(peer.status());
+  if (options_.serving == nullptr) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "this agent serves no peers");
+  }
+  absl::Status s = options_.serving->Serve(
+      peer->name, *request,
+      [writer](const pkgdist::v1::FetchChunksResponse& r) { return writer->Write(r); },
+      [ctx] { return ctx->IsCancelled(); });
+  if (!s.ok() && !absl::IsCancelled(s)) {
+    spdlog::warn("serving chunks of {} to agent {}: {}", ToHex(request->package_id()), peer->name,
+                 s);
+  }
+  return ToGrpc(s);
 }
 
 }  // namespace pkgdist

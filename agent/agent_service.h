@@ -3,7 +3,9 @@
 // TransferSession and PackageStore.
 //
 // Every RPC first checks that the peer's verified SPIFFE identity is the
-// controller's (PERMISSION_DENIED otherwise). Thread-safe: the synchronous
+// controller's (PERMISSION_DENIED otherwise), except FetchChunks, which
+// serves the agents of the controller's trust domain that an Offer named
+// (agent/peer_serving.h). Thread-safe: the synchronous
 // gRPC server calls it from many threads.
 #ifndef PKGDIST_AGENT_AGENT_SERVICE_H_
 #define PKGDIST_AGENT_AGENT_SERVICE_H_
@@ -30,6 +32,9 @@ class AgentService final : public pkgdist::v1::Agent::Service {
                          pkgdist::v1::InventoryResponse* response) override;
   grpc::Status Remove(grpc::ServerContext* ctx, const pkgdist::v1::RemoveRequest* request,
                       pkgdist::v1::RemoveResponse* response) override;
+  grpc::Status FetchChunks(grpc::ServerContext* ctx,
+                           const pkgdist::v1::FetchChunksRequest* request,
+                           grpc::ServerWriter<pkgdist::v1::FetchChunksResponse>* writer) override;
 
  private:
   grpc::Status Authorize(const grpc::ServerContext& ctx) const;

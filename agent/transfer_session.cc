@@ -218,6 +218,7 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
       RETURN_IF_ERROR(options_.signatures->CheckPublished(m, package_id_, offer.signature()));
     }
     spdlog::info("transfer of {} from {}: already published", label_, peer_);
+    GrantPeers(offer, m, true);
     return SendPublished();
   }
   if (options_.signatures != nullptr) {
@@ -232,6 +233,7 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
   if (!staging.ok()) return DiskError(staging.status());
   staging_ = std::move(staging).value();
   staging_->set_metrics(options_.metrics);
+  GrantPeers(offer, m, false);
   if (absl::Status s = store_.CheckFreeSpace(staging_->missing_bytes()); !s.ok()) {
     if (staging_->durable_count() == 0) {
       // Nothing received yet: a refused offer leaves no staging behind.
@@ -255,7 +257,7 @@ absl::Status TransferSession::NeedAndCopyLocal() {
   // controller's first chunks are on their way meanwhile.
   const pkgdist::v1::Manifest& m = staging_->manifest();
   std::vector<uint32_t> local = store_.LocalChunks(*staging_);
-  std::vector<uint32_t> need;
+  std::vector<uint32_t> need, peer;
   need.reserve(staging_->missing_count() - local.size());
   uint64_t need_bytes = 0, local_bytes = 0;
   for (uint32_t index : staging_->Missing()) {
@@ -263,11 +265,20 @@ absl::Status TransferSession::NeedAndCopyLocal() {
   }
   for (uint32_t index : need) need_bytes += m.chunks(static_cast<int>(index)).length();
   for (uint32_t index : local) local_bytes += m.chunks(static_cast<int>(index)).length();
-  spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes), {} local ({} bytes)",
-               label_, peer_, need.size(), staging_->chunk_count(), need_bytes, local.size(),
+  const bool from_source = offer_->has_source() && options_.peers != nullptr && !need.empty();
+  spdlog::info("transfer of {} from {}: need {} of {} chunks ({} bytes){}, {} local ({} bytes)",
+               label_, peer_, need.size(), staging_->chunk_count(), need_bytes,
+               from_source ? absl::StrCat(" from ", offer_->source().agent()) : "", local.size(),
                local_bytes);
-  RETURN_IF_ERROR(SendFirstNeed(need, local));
-  if (local.empty()) return absl::OkStatus();
+  if (from_source) peer.swap(need);
+  RETURN_IF_ERROR(SendFirstNeed(need, local, peer));
+  if (!local.empty()) RETURN_IF_ERROR(CopyLocal(local, local_bytes));
+  if (!peer.empty()) RETURN_IF_ERROR(FetchFromSource(peer));
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::CopyLocal(const std::vector<uint32_t>& local, uint64_t local_bytes) {
+  const pkgdist::v1::Manifest& m = staging_->manifest();
   auto failed = store_.CopyLocalChunks(*staging_, local, [this] { return StartFlush(); });
   if (!failed.ok()) return DiskError(failed.status());
   RETURN_IF_ERROR(Collect(Staging::Await::kAll));
@@ -279,6 +290,86 @@ absl::Status TransferSession::NeedAndCopyLocal() {
                "or failed their sha256; requesting them",
                label_, failed->size(), failed_bytes);
   return SendNeed(*failed);
+}
+
+void TransferSession::GrantPeers(const pkgdist::v1::Offer& offer, const pkgdist::v1::Manifest& m,
+                                 bool published) {
+  if (options_.serving == nullptr || offer.serve_peers().empty()) return;
+  std::vector<bool> durable(static_cast<size_t>(m.chunks_size()), published);
+  if (staging_ != nullptr) {
+    for (uint32_t i = 0; i < staging_->chunk_count(); ++i) durable[i] = staging_->IsDurable(i);
+  }
+  options_.serving->Grant(package_id_, m, {offer.serve_peers().begin(), offer.serve_peers().end()},
+                          JoinPath(store_.StagingDir(ToHex(package_id_)), "tree"),
+                          store_.PackageDir(m.name(), m.version()), std::move(durable));
+  if (published) options_.serving->Published(package_id_);
+  serving_peers_ = true;
+  spdlog::info("transfer of {}: serving it to {} peer(s) of this site", label_,
+               offer.serve_peers_size());
+}
+
+absl::Status TransferSession::FetchFromSource(const std::vector<uint32_t>& peer) {
+  const pkgdist::v1::PeerSource& source = offer_->source();
+  const absl::Duration silence =
+      absl::Milliseconds(std::max<uint32_t>(offer_->source_silence_ms(), 1000));
+  auto fetch = options_.peers->Fetch(source, package_id_, peer, silence, cancelled_);
+  pkgdist::v1::FetchChunksResponse response;
+  while (fetch->Next(&response)) {
+    // The controller hears nothing else from us until a flush acknowledges
+    // half a window, which at a slow site takes longer than its silence
+    // bound: an empty Ack every second says we are alive.
+    if (SinceLastSend() >= absl::Seconds(1)) {
+      TransferResponse alive;
+      alive.mutable_ack();
+      RETURN_IF_ERROR(Send(alive));
+    }
+    if (response.has_waiting()) continue;
+    if (!response.has_chunk()) continue;
+    const pkgdist::v1::Chunk& chunk = response.chunk();
+    if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
+    if (absl::Status s = CheckRun(chunk); !s.ok()) {
+      fetch->Abandon(s);
+      break;
+    }
+    const uint32_t count = std::max<uint32_t>(chunk.count(), 1);
+    absl::string_view data = chunk.data();
+    for (uint32_t i = chunk.index(); i < chunk.index() + count; ++i) {
+      const uint32_t length = staging_->manifest().chunks(static_cast<int>(i)).length();
+      auto written = staging_->WriteChunk(i, data.substr(0, length));
+      data.remove_prefix(length);
+      if (absl::IsDataLoss(written.status()) || absl::IsInvalidArgument(written.status())) {
+        if (options_.metrics != nullptr) options_.metrics->HashMismatch();
+        fetch->Abandon(written.status());
+        break;
+      }
+      if (!written.ok()) return DiskError(written.status());
+    }
+    if (!fetch->status().ok()) break;
+    RETURN_IF_ERROR(Collect(Staging::Await::kNone));
+    if (staging_->unflushed_bytes() >= flush_threshold_) RETURN_IF_ERROR(StartFlush());
+  }
+  RETURN_IF_ERROR(StartFlush());
+  RETURN_IF_ERROR(Collect(Staging::Await::kAll));
+  std::vector<uint32_t> left;
+  uint64_t left_bytes = 0;
+  for (uint32_t i : peer) {
+    if (staging_->IsReceived(i)) continue;
+    left.push_back(i);
+    left_bytes += staging_->manifest().chunks(static_cast<int>(i)).length();
+  }
+  if (left.empty()) {
+    spdlog::info("transfer of {}: {} chunks came from {}", label_, peer.size(), source.agent());
+    return absl::OkStatus();
+  }
+  std::string why = fetch->status().ok() ? absl::StrCat(source.agent(), ": ended early")
+                                         : std::string(fetch->status().message());
+  spdlog::warn("transfer of {}: {} of {} chunks ({} bytes) did not come from {}: {}; asking the "
+               "controller",
+               label_, left.size(), peer.size(), left_bytes, source.agent(), why);
+  TransferResponse response_need;
+  response_need.mutable_need()->mutable_indices()->Assign(left.begin(), left.end());
+  response_need.mutable_need()->set_source_failed(std::move(why));
+  return Send(response_need);
 }
 
 absl::Status TransferSession::ReceiveChunks() {
@@ -303,8 +394,7 @@ absl::Status TransferSession::ReceiveChunks() {
   return absl::CancelledError(absl::StrCat("stream of ", label_, " ended before commit"));
 }
 
-absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
-  if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
+absl::Status TransferSession::CheckRun(const pkgdist::v1::Chunk& chunk) const {
   // One message may carry a run of consecutive chunks of one file.
   const pkgdist::v1::Manifest& m = staging_->manifest();
   const uint32_t first = chunk.index();
@@ -328,6 +418,15 @@ absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
         "chunk ", first, count > 1 ? absl::StrCat("+", count) : "", ": ", chunk.data().size(),
         " bytes, manifest says ", expected));
   }
+  return absl::OkStatus();
+}
+
+absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
+  if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
+  RETURN_IF_ERROR(CheckRun(chunk));
+  const pkgdist::v1::Manifest& m = staging_->manifest();
+  const uint32_t first = chunk.index();
+  const uint32_t count = std::max<uint32_t>(chunk.count(), 1);
   absl::string_view data = chunk.data();
   for (uint32_t i = first; i < first + count; ++i) {
     const uint32_t length = m.chunks(static_cast<int>(i)).length();
@@ -389,6 +488,7 @@ absl::Status TransferSession::StartFlush() {
   // Runs on the writer's task thread once the chunks are durable, while
   // this thread may be blocked in Read: the Ack must not wait for more data.
   auto acknowledge = [this](const std::vector<uint32_t>& indices) {
+    if (serving_peers_) options_.serving->Durable(package_id_, indices);
     TransferResponse response;
     response.mutable_ack()->mutable_indices()->Assign(indices.begin(), indices.end());
     (void)Send(response);  // a closed stream also ends this thread's Read
@@ -427,6 +527,7 @@ absl::Status TransferSession::OnCommit() {
   absl::Status s = store_.Publish(*staging_, package_id_);
   if (absl::IsDataLoss(s) || absl::IsAlreadyExists(s)) return s;
   if (!s.ok()) return DiskError(s);
+  if (serving_peers_) options_.serving->Published(package_id_);
   return SendPublished();
 }
 
@@ -444,23 +545,30 @@ absl::Status TransferSession::SendNeed(std::vector<uint32_t> indices) {
 }
 
 absl::Status TransferSession::SendFirstNeed(const std::vector<uint32_t>& need,
-                                            const std::vector<uint32_t>& local) {
+                                            const std::vector<uint32_t>& local,
+                                            const std::vector<uint32_t>& peer) {
   const size_t per_message = std::max<size_t>(1, options_.need_indices_per_message);
-  size_t n = 0, l = 0;  // sent so far of need and local
+  size_t n = 0, l = 0, p = 0;  // sent so far of need, local and peer
+  // Takes what fits of `from` (from `*done` on) into `to`.
+  size_t room = 0;
+  auto take = [&room](const std::vector<uint32_t>& from, size_t* done,
+                      google::protobuf::RepeatedField<uint32_t>* to) {
+    const size_t k = std::min(room, from.size() - *done);
+    to->Assign(from.begin() + static_cast<ptrdiff_t>(*done),
+               from.begin() + static_cast<ptrdiff_t>(*done + k));
+    *done += k;
+    room -= k;
+  };
   do {
     TransferResponse response;
     auto* msg = response.mutable_need();
-    const size_t take_need = std::min(per_message, need.size() - n);
-    msg->mutable_indices()->Assign(need.begin() + static_cast<ptrdiff_t>(n),
-                                   need.begin() + static_cast<ptrdiff_t>(n + take_need));
-    n += take_need;
-    const size_t take_local = std::min(per_message - take_need, local.size() - l);
-    msg->mutable_local()->Assign(local.begin() + static_cast<ptrdiff_t>(l),
-                                 local.begin() + static_cast<ptrdiff_t>(l + take_local));
-    l += take_local;
-    msg->set_more(n < need.size() || l < local.size());
+    room = per_message;
+    take(need, &n, msg->mutable_indices());
+    take(local, &l, msg->mutable_local());
+    take(peer, &p, msg->mutable_peer());
+    msg->set_more(n < need.size() || l < local.size() || p < peer.size());
     RETURN_IF_ERROR(Send(response));
-  } while (n < need.size() || l < local.size());
+  } while (n < need.size() || l < local.size() || p < peer.size());
   return absl::OkStatus();
 }
 
@@ -476,7 +584,13 @@ absl::Status TransferSession::Send(const TransferResponse& response) {
   if (!stream_.Write(response)) {
     return absl::CancelledError(absl::StrCat("stream of ", label_, " closed by the peer"));
   }
+  last_send_ = absl::Now();
   return absl::OkStatus();
+}
+
+absl::Duration TransferSession::SinceLastSend() {
+  absl::MutexLock l(&send_mu_);
+  return absl::Now() - last_send_;
 }
 
 }  // namespace pkgdist

@@ -50,6 +50,8 @@
 #include "absl/time/time.h"
 #include "agent/metrics.h"
 #include "agent/package_store.h"
+#include "agent/peer_fetch.h"
+#include "agent/peer_serving.h"
 #include "agent/signature_policy.h"
 #include "agent/staging.h"
 #include "agent/transfer_locks.h"
@@ -96,6 +98,12 @@ struct TransferOptions {
   std::string agent_name;
   // Where the first Need is split (kNeedIndicesPerMessage; tests set less).
   size_t need_indices_per_message = kNeedIndicesPerMessage;
+  // Relays (docs/sites.md): what this agent serves to its site's peers, and
+  // how it fetches from a source an Offer names. Null: it serves nothing,
+  // and fetches nothing from peers (every chunk comes from the controller).
+  // Must outlive sessions.
+  PeerServing* serving = nullptr;
+  PeerFetcher* peers = nullptr;
 };
 
 // One Transfer call. Not thread-safe; used by the thread serving the call.
@@ -116,6 +124,10 @@ class TransferSession {
   // Runs the protocol until the stream ends. OK once Published was sent.
   // Every line logged meanwhile on this thread carries log_fields().
   absl::Status Run();
+
+  // Whether the call was cancelled (ServerContext::IsCancelled), polled
+  // while chunks come from a peer and no controller message is read.
+  void set_cancelled(std::function<bool()> cancelled) { cancelled_ = std::move(cancelled); }
 
   // The job, this agent and (once offered) the package, for log lines.
   LogFields log_fields() const { return LogFields{job_id_, options_.agent_name, label_}; }
@@ -140,7 +152,18 @@ class TransferSession {
   // chunk store, acknowledging them as they become durable; requests those
   // no local copy could fill.
   absl::Status NeedAndCopyLocal();
+  // Copies the first Need's local chunks from the chunk store.
+  absl::Status CopyLocal(const std::vector<uint32_t>& local, uint64_t local_bytes);
+  // Grants the Offer's serve_peers this package (PeerServing).
+  void GrantPeers(const pkgdist::v1::Offer& offer, const pkgdist::v1::Manifest& m, bool published);
+  // Fetches `peer` (the first Need's peer list) from the Offer's source,
+  // verifying and acknowledging as for sent chunks; whatever the source
+  // did not deliver is asked of the controller with a later Need.
+  absl::Status FetchFromSource(const std::vector<uint32_t>& peer);
   absl::Status ReceiveChunks();
+  // A Chunk message within the manifest: its run in range, in one file, of
+  // the manifest's length. INVALID_ARGUMENT naming what is wrong.
+  absl::Status CheckRun(const pkgdist::v1::Chunk& chunk) const;
   absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
   // Verifies and writes one chunk of a Chunk message; a hash mismatch asks
   // for it again (Need), a duplicate is acknowledged again.
@@ -161,20 +184,24 @@ class TransferSession {
   }
   absl::Status SendNeed(std::vector<uint32_t> indices);
   // The first Need, split as need_indices_per_message says.
-  absl::Status SendFirstNeed(const std::vector<uint32_t>& need, const std::vector<uint32_t>& local);
+  absl::Status SendFirstNeed(const std::vector<uint32_t>& need, const std::vector<uint32_t>& local,
+                             const std::vector<uint32_t>& peer);
   absl::Status SendPublished();
   absl::Status Send(const pkgdist::v1::TransferResponse& response) ABSL_LOCKS_EXCLUDED(send_mu_);
+  absl::Duration SinceLastSend() ABSL_LOCKS_EXCLUDED(send_mu_);
 
   PackageStore& store_;
   const TransferOptions options_;
   TransferStream& stream_;
   std::function<void()> cancel_;
+  std::function<bool()> cancelled_ = [] { return false; };
   const std::string peer_;
   const std::string job_id_;
   ScopedLogFields* log_scope_ = nullptr;  // Run()'s, while it runs
   // Serializes Write: Acks go out from the writer's task thread. Declared
   // before staging_, whose flushes use it.
   absl::Mutex send_mu_;
+  absl::Time last_send_ ABSL_GUARDED_BY(send_mu_) = absl::Now();
 
   std::string package_id_;  // raw 32 bytes
   std::string label_;       // name@version, for logs
@@ -185,6 +212,7 @@ class TransferSession {
   std::unique_ptr<TransferLocks::Lease> lease_;
   std::unique_ptr<Staging> staging_;
   bool published_ = false;
+  bool serving_peers_ = false;  // GrantPeers granted this package
   // The sender's window: bytes it sends before it waits for an Ack.
   uint64_t window_bytes_ = 1;
   uint64_t flush_threshold_ = 1;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -197,10 +198,102 @@ bool Engine::Admit(const TargetRow& t, JobKind kind,
   if (kind != JobKind::kDistribute) return true;  // a removal sends nothing
   const std::string site = bandwidth_.SiteOf(t.agent);
   if (site.empty()) return true;
+  PeerPlan plan;
+  std::string relay;
+  {
+    absl::MutexLock l(&mu_);
+    SiteRelay* r = RelayOf(t.job_id, site);
+    if (r == nullptr) {
+      // Called while the store reads: its members are loaded after.
+      relays_to_load_.insert(t.job_id);
+      return false;
+    }
+    plan = PlanPeer(*r, t.job_id, t.agent);
+    relay = r->relay;
+  }
+  if (plan == PeerPlan::kWait) return false;
+  // A transfer from the relay counts too: max_transfers is the site's
+  // transfers at once, and a paused site starts nothing.
   uint32_t& active = site_active[site];
   if (bandwidth_.SiteHolds(site, active)) return false;
   ++active;
+  if (plan == PeerPlan::kFromRelay) planned_source_[t.agent] = relay;
   return true;
+}
+
+Engine::SiteRelay* Engine::RelayOf(const std::string& job_id, const std::string& site) {
+  auto it = relays_.find(SiteKey{job_id, site});
+  if (it == relays_.end()) return nullptr;
+  it->second.used_ms = clock_->NowMs();
+  return &it->second;
+}
+
+Engine::PeerPlan Engine::PlanPeer(SiteRelay& r, const std::string& job_id,
+                                  const std::string& agent) {
+  if (r.members.size() < 2 || agent == r.relay || r.relay_bad) return PeerPlan::kDirect;
+  if (r.relay_done) return PeerPlan::kFromRelay;
+  auto a = active_.find(r.relay);
+  if (a != active_.end() && a->second.job_id == job_id && a->second.transfer != nullptr &&
+      !a->second.ended) {
+    // Its Offer grants the peers: once it has answered, they may ask.
+    return a->second.transfer->Answered() ? PeerPlan::kFromRelay : PeerPlan::kWait;
+  }
+  if (waiting_.contains(r.relay)) return PeerPlan::kDirect;  // its attempt failed
+  // Not started yet (this pass, or held by the site's limits). A relay that
+  // will not start (failed, cancelled, removed) must not hold its peers for
+  // ever: they wait a bounded time, then go directly.
+  const int64_t now = clock_->NowMs();
+  if (r.held_since_ms == 0) r.held_since_ms = now;
+  const int64_t bound_ms = std::max<int64_t>(5'000, int64_t{options_.detect_seconds} * 1000);
+  return now - r.held_since_ms > bound_ms ? PeerPlan::kDirect : PeerPlan::kWait;
+}
+
+void Engine::LoadRelays() {
+  for (const std::string& job_id : std::exchange(relays_to_load_, {})) {
+    auto job = store_->GetJob(job_id);
+    if (!job.ok()) {
+      LogWith({.job = job_id}, spdlog::level::warn, "job {}: cannot load its sites: {}", job_id,
+              job.status());
+      continue;
+    }
+    absl::flat_hash_map<std::string, SiteRelay> sites;
+    absl::flat_hash_set<std::string> done;
+    for (const TargetRow& t : job->targets) {
+      const std::string site = bandwidth_.SiteOf(t.agent);
+      if (!site.empty()) sites[site].members.push_back(t.agent);  // ordered by name
+      if (t.state == TargetState::kDone) done.insert(t.agent);
+    }
+    for (auto& [site, r] : sites) {
+      auto row = store_->GetSite(site);
+      const std::string configured = row.ok() ? row->relay : "";
+      if (!configured.empty() &&
+          std::find(r.members.begin(), r.members.end(), configured) != r.members.end()) {
+        r.relay = configured;
+      } else {
+        r.relay = r.members.front();
+        for (const std::string& m : r.members) {
+          auto agent = store_->GetAgent(m);
+          if (agent.ok() && pool_->ConnectAndCheckReady(m, agent->address)) {
+            r.relay = m;
+            break;
+          }
+        }
+      }
+      // Published before this process started (its grant may be gone with
+      // an agent restart: a refused peer falls back to us).
+      r.relay_done = done.contains(r.relay);
+      if (r.members.size() > 1) {
+        LogWith({.job = job_id, .package = job->job.package}, spdlog::level::info,
+                "job {}: {} relays {} to the {} other agent(s) of site {}", job_id, r.relay,
+                job->job.package, r.members.size() - 1, site);
+      }
+    }
+    absl::MutexLock l(&mu_);
+    for (auto& [site, r] : sites) {
+      r.used_ms = clock_->NowMs();
+      relays_.try_emplace(SiteKey{job_id, site}, std::move(r));
+    }
+  }
 }
 
 void Engine::ForgetAgent(const std::string& agent) {
@@ -229,6 +322,7 @@ void Engine::PruneSent() {
       ++it;
     }
   }
+  absl::erase_if(relays_, [&](const auto& kv) { return now - kv.second.used_ms > kSentChunksIdleMs; });
 }
 
 void Engine::CountOutcome(const Outcome& o, const std::string& failure_reason) {
@@ -341,13 +435,17 @@ void Engine::Pass() {
   }
   for (auto& c : calls) c->Tick();
   if (room == 0) return;
+  planned_source_.clear();
   auto runnable = store_->RunnableTargets(
       room, busy, [&](const TargetRow& t, JobKind kind) { return Admit(t, kind, site_active); });
+  const bool relays_loaded = !relays_to_load_.empty();
+  LoadRelays();
   if (!runnable.ok()) {
     spdlog::error("reading runnable targets: {}", runnable.status());
     return;
   }
   for (const TargetRow& t : *runnable) StartTarget(t);
+  if (relays_loaded) Kick();  // their targets may start now
 }
 
 void Engine::OnProgress(const std::string& job_id, const std::string& agent,
@@ -363,7 +461,21 @@ void Engine::OnProgress(const std::string& job_id, const std::string& agent,
   u.bytes_acked = p.bytes_acked;
   u.bytes_sent_delta += p.bytes_sent_delta;
   u.bytes_reused_delta += p.bytes_reused_delta;
+  u.bytes_from_peer_delta += p.bytes_from_peer_delta;
   u.made_progress = u.made_progress || p.acked;
+  if (!p.source_failed.empty()) {
+    // Other peers of this relay go directly for the rest of the job.
+    for (auto& [key, r] : relays_) {
+      if (key.first != job_id || !absl::c_linear_search(r.members, agent)) continue;
+      if (!r.relay_bad) {
+        LogWith({.job = job_id, .agent = agent}, spdlog::level::warn,
+                "job {}: {} could not fetch from relay {} ({}); the site's agents get the rest "
+                "from the controller",
+                job_id, agent, r.relay, p.source_failed);
+      }
+      r.relay_bad = true;
+    }
+  }
 }
 
 void Engine::FlushProgress(bool force) {
@@ -391,6 +503,7 @@ void Engine::FlushProgress(bool force) {
     } else {
       it->second.bytes_sent_delta += u.bytes_sent_delta;
       it->second.bytes_reused_delta += u.bytes_reused_delta;
+      it->second.bytes_from_peer_delta += u.bytes_from_peer_delta;
       it->second.made_progress = it->second.made_progress || u.made_progress;
     }
   }
@@ -614,6 +727,22 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   p.delta_bases = DeltaBasesFor(**manifest, job.package_id);
   p.deltas = &deltas_;
   p.metrics = options_.metrics;
+  if (auto it = planned_source_.find(t.agent); it != planned_source_.end()) {
+    auto source = store_->GetAgent(it->second);
+    if (source.ok()) {
+      p.source_agent = source->name;
+      p.source_address = source->address;
+    }
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (SiteRelay* r = RelayOf(t.job_id, bandwidth_.SiteOf(t.agent));
+        r != nullptr && r->members.size() > 1) {
+      for (const std::string& m : r->members) {
+        if (m != t.agent) p.serve_peers.push_back(m);
+      }
+    }
+  }
   if (p.metrics != nullptr) {
     absl::MutexLock l(&mu_);
     SentChunks& sent = sent_[TargetKey{t.job_id, t.agent}];
@@ -631,8 +760,14 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   auto on_done = [this, job_id, agent, seq](const TransferResult& r) {
     Finish(job_id, agent, seq, r.published ? absl::OkStatus() : r.status);
   };
-  LogWith({job_id, agent, job.package}, spdlog::level::info, "job {}: sending {} to {} ({})",
-          job_id, job.package, agent, address);
+  if (p.source_agent.empty()) {
+    LogWith({job_id, agent, job.package}, spdlog::level::info, "job {}: sending {} to {} ({})",
+            job_id, job.package, agent, address);
+  } else {
+    LogWith({job_id, agent, job.package}, spdlog::level::info,
+            "job {}: sending {} to {} ({}), its chunks from relay {}", job_id, job.package, agent,
+            address, p.source_agent);
+  }
   auto call = TransferCall::Start(pool_->Stub(agent, address).get(), std::move(p), clock_,
                                   on_progress, on_done);
   absl::MutexLock l(&mu_);
@@ -685,6 +820,11 @@ void Engine::Finish(const std::string& job_id, const std::string& agent, uint64_
     o.started_ms = it->second.started_ms;
     o.kind = it->second.kind;
     o.package = it->second.package;
+  }
+  if (o.result.ok() && o.kind == JobKind::kDistribute) {
+    for (auto& [key, r] : relays_) {
+      if (key.first == job_id && r.relay == agent) r.relay_done = true;
+    }
   }
   outcomes_.push_back(std::move(o));
   kicked_ = true;

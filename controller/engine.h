@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/agent_pool.h"
 #include "controller/bandwidth.h"
@@ -149,6 +150,18 @@ class Engine {
     std::string address;
     bool seen_not_ready = false;
   };
+  // Relays (docs/sites.md): per distribution job and site, the job's agents
+  // of that site and the one (the relay) that receives the package from
+  // us; the others fetch it from the relay once it has answered its Offer.
+  struct SiteRelay {
+    std::vector<std::string> members;  // by name
+    std::string relay;
+    bool relay_done = false;  // the relay published the package in this job
+    bool relay_bad = false;   // a peer could not fetch from it: send directly
+    int64_t held_since_ms = 0;  // a peer first waited for a relay not started
+    int64_t used_ms = 0;
+  };
+  enum class PeerPlan { kDirect, kFromRelay, kWait };
   using TargetKey = std::pair<std::string, std::string>;  // job, agent
 
   void Run();
@@ -176,6 +189,17 @@ class Engine {
   // its site is paused or at its max_transfers. Counts into `site_active`.
   bool Admit(const TargetRow& t, JobKind kind,
              absl::flat_hash_map<std::string, uint32_t>& site_active);
+  // The relay of `job_id` at `site`, or null if its members are not loaded
+  // yet (they are, after the pass, by LoadRelays).
+  SiteRelay* RelayOf(const std::string& job_id, const std::string& site)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // How target `agent` of a site in a job gets its chunks.
+  PeerPlan PlanPeer(SiteRelay& r, const std::string& job_id, const std::string& agent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Loads the site members of the jobs in relays_to_load_, and picks their
+  // relays: the site's configured relay if it is a member, else the first
+  // member whose channel is ready (else the first).
+  void LoadRelays();
   void PruneJobs();
   // The target will not be sent anything again: forget its SentChunks.
   void ForgetSent(const std::string& job_id, const std::string& agent);
@@ -216,6 +240,12 @@ class Engine {
   std::deque<Outcome> outcomes_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TargetKey, ProgressUpdate> progress_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<TargetKey, SentChunks> sent_ ABSL_GUARDED_BY(mu_);
+  using SiteKey = std::pair<std::string, std::string>;  // job, site
+  absl::flat_hash_map<SiteKey, SiteRelay> relays_ ABSL_GUARDED_BY(mu_);
+  // Engine thread only: jobs whose relays Admit found unloaded, and the
+  // source Admit chose for each agent it admitted this pass.
+  absl::flat_hash_set<std::string> relays_to_load_;
+  absl::flat_hash_map<std::string, std::string> planned_source_;
   StoreHealth health_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

@@ -99,6 +99,12 @@ void TransferCall::FillOffer() {
   offer->set_package_id(p_.package_id);
   offer->set_window_bytes(p_.window_bytes);
   if (p_.signature.ByteSizeLong() > 0) *offer->mutable_signature() = p_.signature;
+  for (const std::string& peer : p_.serve_peers) offer->add_serve_peers(peer);
+  if (!p_.source_agent.empty()) {
+    offer->mutable_source()->set_agent(p_.source_agent);
+    offer->mutable_source()->set_address(p_.source_address);
+    offer->set_source_silence_ms(static_cast<uint32_t>(p_.detect_seconds) * 1000);
+  }
   const bool delta = p_.deltas != nullptr && !p_.delta_bases.empty() &&
                      (m.files_size() > 0 || m.chunks_size() > 0);
   if (!delta && m.ByteSizeLong() <= kManifestPartBytes) {
@@ -265,6 +271,16 @@ TransferCall::Action TransferCall::HandleFirstNeed() {
     ++local_count_;
     first_need_bytes_ += chunks[static_cast<int>(i)].length();
   }
+  for (uint32_t i : resp_.need().peer()) {
+    if (p_.source_agent.empty() || !ListOnce(i)) {
+      return Fail(absl::InternalError(absl::StrCat(
+          "agent lists chunk ", i, " as from a peer: ",
+          p_.source_agent.empty() ? "none was named" : "unknown, or listed twice")));
+    }
+    inflight_[i] = kPeer;
+    ++local_count_;
+    first_need_bytes_ += chunks[static_cast<int>(i)].length();
+  }
   // More of this Need follows: nothing is decided before its last message.
   if (resp_.need().more()) return Action::kNone;
   first_need_listed_ = {};
@@ -292,14 +308,18 @@ TransferCall::Action TransferCall::HandleResponse() {
       if (phase_ == Phase::kOffered) {
         return HandleFirstNeed();
       } else {
-        // A re-request: the agent dropped these (hash mismatch, or a local
-        // copy that failed its hash); send them.
+        // A re-request: the agent dropped these (hash mismatch, a local
+        // copy that failed its hash, or a source that failed); send them.
+        if (!resp_.need().source_failed().empty() && unreported_source_failed_.empty()) {
+          unreported_source_failed_ = resp_.need().source_failed();
+          unreported_ack_ = true;
+        }
         for (uint32_t i : resp_.need().indices()) {
           if (i >= inflight_.size()) continue;
           if (inflight_[i] == kSent) {
             inflight_bytes_ -= chunks[static_cast<int>(i)].length();
             --inflight_count_;
-          } else if (inflight_[i] == kLocal) {
+          } else if (inflight_[i] == kLocal || inflight_[i] == kPeer) {
             --local_count_;
           }
           inflight_[i] = kNotPending;
@@ -317,6 +337,9 @@ TransferCall::Action TransferCall::HandleResponse() {
         if (inflight_[i] == kLocal) {
           --local_count_;
           unreported_reused_ += len;
+        } else if (inflight_[i] == kPeer) {
+          --local_count_;
+          unreported_from_peer_ += len;
         } else {
           inflight_bytes_ -= len;
           --inflight_count_;
@@ -463,6 +486,11 @@ void TransferCall::Tick() {
   PerformDetached(action);
 }
 
+bool TransferCall::Answered() {
+  absl::MutexLock l(&mu_);
+  return phase_ != Phase::kOffered && failure_.ok() && !read_done_;
+}
+
 void TransferCall::PerformDetached(Action a) {
   if (a == Action::kWrite && p_.before_detached_write) p_.before_detached_write();
   Perform(a);
@@ -551,6 +579,8 @@ void TransferCall::MaybeReportProgress(bool force) {
     p.bytes_acked = bytes_acked_;
     p.bytes_sent_delta = std::exchange(unreported_sent_, 0);
     p.bytes_reused_delta = std::exchange(unreported_reused_, 0);
+    p.bytes_from_peer_delta = std::exchange(unreported_from_peer_, 0);
+    p.source_failed = std::exchange(unreported_source_failed_, "");
     p.acked = std::exchange(unreported_ack_, false);
   }
   last_report_ms_ = now;

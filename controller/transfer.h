@@ -96,6 +96,12 @@ struct TransferParams {
   // the engine, which keeps it across attempts; used by one call at a time.
   // Null: nothing counts as re-sent.
   std::shared_ptr<std::vector<bool>> sent_before;
+  // Relays (docs/sites.md): the agents of this target's site that may fetch
+  // the package from it (Offer.serve_peers), and the agent of its site it
+  // fetches its chunks from instead of from us (empty: none).
+  std::vector<std::string> serve_peers;
+  std::string source_agent;
+  std::string source_address;
   // Tests only: runs between deciding a write outside a reaction (Tick, a
   // finished read) and starting it, the gap the reactor hold covers.
   std::function<void()> before_detached_write;
@@ -115,7 +121,10 @@ class TransferCall final
     uint64_t bytes_acked = 0;         // absolute
     uint64_t bytes_sent_delta = 0;    // chunk bytes sent since the last report
     uint64_t bytes_reused_delta = 0;  // bytes the agent filled from its chunk store, acknowledged
+    uint64_t bytes_from_peer_delta = 0;  // bytes it fetched from its source, acknowledged
     bool acked = false;               // an acknowledgement arrived
+    // The agent could not take its chunks from the source: why (once).
+    std::string source_failed;
   };
   using ProgressFn = std::function<void(const Progress&)>;
   using DoneFn = std::function<void(const TransferResult&)>;
@@ -129,6 +138,9 @@ class TransferCall final
   void Tick();
   // Ends the call (the result will be CANCELLED with `why`).
   void Cancel(const std::string& why);
+  // The agent has answered the Offer (a Need, or Published): it holds the
+  // grant of serve_peers, so its peers may be pointed at it.
+  bool Answered();
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -210,11 +222,14 @@ class TransferCall final
   std::vector<bool> first_need_listed_ ABSL_GUARDED_BY(mu_);  // until the Need's last message
   std::deque<uint32_t> queue_ ABSL_GUARDED_BY(mu_);
   // Per chunk: kSent if sent and not acknowledged, kLocal if the agent said
-  // it fills the chunk from its own chunk store and has not acknowledged it.
-  enum Pending : uint8_t { kNotPending = 0, kSent = 1, kLocal = 2 };
+  // it fills the chunk from its own chunk store and has not acknowledged it,
+  // kPeer likewise for a chunk it fetches from its source.
+  enum Pending : uint8_t { kNotPending = 0, kSent = 1, kLocal = 2, kPeer = 3 };
   std::vector<uint8_t> inflight_ ABSL_GUARDED_BY(mu_);
-  size_t local_count_ ABSL_GUARDED_BY(mu_) = 0;  // chunks kLocal
+  size_t local_count_ ABSL_GUARDED_BY(mu_) = 0;  // chunks kLocal or kPeer
   uint64_t unreported_reused_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t unreported_from_peer_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string unreported_source_failed_ ABSL_GUARDED_BY(mu_);
   uint64_t inflight_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   size_t inflight_count_ ABSL_GUARDED_BY(mu_) = 0;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
