@@ -138,49 +138,53 @@ absl::Status PeerServing::Serve(const std::string& peer,
   }
   pkgdist::v1::FetchChunksResponse response;
   int next = 0;
+  absl::Time last_write = absl::Now();
   while (next < want.size()) {
-    // The run of consecutive, durable chunks of one file from `next` on.
+    // The run of consecutive, durable chunks of one file from `next` on, or
+    // none yet (count 0): then a Waiting once a second has passed silent.
     uint32_t first = want[next], count = 0;
     Trees trees;
+    bool ended = false;
     {
       absl::MutexLock l(&mu_);
       auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return e->ended || e->published || e->durable[first];
       };
-      while (!ready()) {
-        if (changed_.WaitWithTimeout(&mu_, absl::Milliseconds(kWaitingEveryMs)) && !ready()) {
-          mu_.Unlock();
-          const bool gone = cancelled() || !write([] {
-            pkgdist::v1::FetchChunksResponse w;
-            w.mutable_waiting();
-            return w;
-          }());
-          mu_.Lock();
-          if (gone) return absl::CancelledError("the peer went away");
+      if (!ready()) {
+        changed_.WaitWithTimeout(&mu_, last_write + absl::Milliseconds(kWaitingEveryMs) -
+                                           absl::Now());
+      }
+      ended = e->ended;
+      if (!ended && ready()) {
+        trees = Trees{e->published, e->staging_tree, e->published_tree};
+        uint64_t bytes = 0;
+        while (next + static_cast<int>(count) < want.size()) {
+          const uint32_t i = want[next + static_cast<int>(count)];
+          const auto& c = e->chunks[i];
+          if (i != first + count || c.file() != e->chunks[first].file()) break;
+          if (!trees.published && !e->durable[i]) break;
+          if (count > 0 && bytes + c.length() > kMaxRunBytes) break;
+          bytes += c.length();
+          ++count;
         }
       }
-      if (e->ended) {
-        return absl::NotFoundError(absl::StrCat(e->label, " is no longer served here"));
-      }
-      trees = Trees{e->published, e->staging_tree, e->published_tree};
-      const bool published = e->published;
-      uint64_t bytes = 0;
-      while (next + static_cast<int>(count) < want.size()) {
-        const uint32_t i = want[next + static_cast<int>(count)];
-        const auto& c = e->chunks[i];
-        if (i != first + count || c.file() != e->chunks[first].file()) break;
-        if (!published && !e->durable[i]) break;
-        if (count > 0 && bytes + c.length() > kMaxRunBytes) break;
-        bytes += c.length();
-        ++count;
-      }
     }
+    if (ended) return absl::NotFoundError(absl::StrCat(e->label, " is no longer served here"));
     if (cancelled()) return absl::CancelledError("the peer went away");
+    if (count == 0) {
+      if (absl::Now() - last_write < absl::Milliseconds(kWaitingEveryMs)) continue;
+      pkgdist::v1::FetchChunksResponse waiting;
+      waiting.mutable_waiting();
+      if (!write(waiting)) return absl::CancelledError("the peer went away");
+      last_write = absl::Now();
+      continue;
+    }
     auto* chunk = response.mutable_chunk();
     chunk->set_index(first);
     chunk->set_count(count);
     RETURN_IF_ERROR(ReadRun(*e, trees, first, count, chunk->mutable_data()));
     if (!write(response)) return absl::CancelledError("the peer went away");
+    last_write = absl::Now();
     {
       absl::MutexLock l(&mu_);
       served_bytes_ += chunk->data().size();
