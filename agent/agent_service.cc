@@ -104,7 +104,11 @@ grpc::Status AgentService::FetchChunks(
   }
   absl::Status s = options_.serving->Serve(
       peer->name, *request,
-      [writer](const pkgdist::v1::FetchChunksResponse& r) { return writer->Write(r); },
+      [this, writer](const pkgdist::v1::FetchChunksResponse& r) {
+        if (!writer->Write(r)) return false;
+        if (options_.metrics != nullptr) options_.metrics->PeerServed(r.chunk().data().size());
+        return true;
+      },
       [ctx] { return ctx->IsCancelled(); });
   if (!s.ok() && !absl::IsCancelled(s)) {
     spdlog::warn("serving chunks of {} to agent {}: {}", ToHex(request->package_id()), peer->name,

@@ -37,6 +37,17 @@ AgentMetrics::AgentMetrics() : registry_(std::make_shared<prometheus::Registry>(
                              "it holds) instead of received")
                        .Register(r)
                        .Add({});
+  peer_received_ = &BuildCounter()
+                        .Name("pkgdist_agent_peer_received_bytes_total")
+                        .Help("Chunk bytes received from the relay of the agent's site")
+                        .Register(r)
+                        .Add({});
+  peer_served_ = &BuildCounter()
+                      .Name("pkgdist_agent_peer_served_bytes_total")
+                      .Help("Chunk bytes served to the other agents of the agent's site, as "
+                            "their relay")
+                      .Register(r)
+                      .Add({});
   hash_mismatches_ = &BuildCounter()
                           .Name("pkgdist_agent_hash_mismatches_total")
                           .Help("Chunks received whose sha256 did not match the manifest")

@@ -37,6 +37,10 @@ class AgentMetrics {
   void ChunkReceived(uint64_t bytes) { received_bytes_->Increment(static_cast<double>(bytes)); }
   // Chunks of `bytes` were copied from published versions instead.
   void Reused(uint64_t bytes) { reused_bytes_->Increment(static_cast<double>(bytes)); }
+  // Relays (docs/sites.md): chunk bytes this agent fetched from its site's
+  // relay, and bytes it served to its site's other agents as their relay.
+  void PeerReceived(uint64_t bytes) { peer_received_->Increment(static_cast<double>(bytes)); }
+  void PeerServed(uint64_t bytes) { peer_served_->Increment(static_cast<double>(bytes)); }
   void HashMismatch() { hash_mismatches_->Increment(); }
   // A flush fsynced the files written since the last one in `took`.
   void DataSynced(absl::Duration took) { data_fsync_->Observe(absl::ToDoubleSeconds(took)); }
@@ -50,6 +54,8 @@ class AgentMetrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Counter* received_bytes_;
   prometheus::Counter* reused_bytes_;
+  prometheus::Counter* peer_received_;
+  prometheus::Counter* peer_served_;
   prometheus::Counter* hash_mismatches_;
   prometheus::Histogram* data_fsync_;
   prometheus::Histogram* journal_fsync_;

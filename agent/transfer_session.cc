@@ -326,7 +326,7 @@ absl::Status TransferSession::FetchFromSource(const std::vector<uint32_t>& peer)
     if (response.has_waiting()) continue;
     if (!response.has_chunk()) continue;
     const pkgdist::v1::Chunk& chunk = response.chunk();
-    if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
+    if (options_.metrics != nullptr) options_.metrics->PeerReceived(chunk.data().size());
     if (absl::Status s = CheckRun(chunk); !s.ok()) {
       fetch->Abandon(s);
       break;
