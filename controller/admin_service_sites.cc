@@ -76,12 +76,13 @@ Status ApplySiteRequest(const v1::SetSiteRequest& req, SitePolicy& policy) {
   return Status::OK;
 }
 
-// The relay `req` sets for site `site` ("" for auto), checked: a valid
+// The relay `req` sets for site `site` ("" for auto, kNoRelay for none), checked: a valid
 // name (INVALID_ARGUMENT), a registered agent (NOT_FOUND) labelled
 // site=SITE (FAILED_PRECONDITION).
 absl::StatusOr<std::string> RequestRelay(StateStore& store, const v1::SetSiteRequest& req,
                                          const std::string& site) {
   if (req.relay().empty() || req.relay() == kAutoRelay) return std::string();
+  if (req.relay() == kNoRelay) return std::string(kNoRelay);
   RETURN_IF_ERROR(ValidateName(req.relay(), "relay"));
   absl::StatusOr<AgentRow> agent = store.GetAgent(req.relay());
   if (!agent.ok()) return agent.status();

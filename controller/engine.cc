@@ -230,7 +230,9 @@ Engine::SiteRelay* Engine::RelayOf(const std::string& job_id, const std::string&
 
 Engine::PeerPlan Engine::PlanPeer(SiteRelay& r, const std::string& job_id,
                                   const std::string& agent) {
-  if (r.members.size() < 2 || agent == r.relay || r.relay_bad) return PeerPlan::kDirect;
+  if (r.members.size() < 2 || r.relay.empty() || agent == r.relay || r.relay_bad) {
+    return PeerPlan::kDirect;
+  }
   if (r.relay_done) return PeerPlan::kFromRelay;
   auto a = active_.find(r.relay);
   if (a != active_.end() && a->second.job_id == job_id && a->second.transfer != nullptr &&
@@ -266,6 +268,10 @@ void Engine::LoadRelays() {
     for (auto& [site, r] : sites) {
       auto row = store_->GetSite(site);
       const std::string configured = row.ok() ? row->relay : "";
+      if (configured == kNoRelay) {
+        r.relay.clear();  // every member direct (PlanPeer)
+        continue;
+      }
       if (!configured.empty() &&
           std::find(r.members.begin(), r.members.end(), configured) != r.members.end()) {
         r.relay = configured;
@@ -737,7 +743,7 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
   {
     absl::MutexLock l(&mu_);
     if (SiteRelay* r = RelayOf(t.job_id, bandwidth_.SiteOf(t.agent));
-        r != nullptr && r->members.size() > 1) {
+        r != nullptr && r->members.size() > 1 && !r->relay.empty()) {
       for (const std::string& m : r->members) {
         if (m != t.agent) p.serve_peers.push_back(m);
       }

@@ -58,12 +58,16 @@ struct AgentRow {
 
 // A site's bandwidth policy (docs/sites.md). A site exists by its policy
 // or by an agent's `site` label; this row is the policy.
+// SiteRow::relay for a site without relays ("none" in the API and the CLI).
+inline constexpr char kNoRelay[] = "none";
+
 struct SiteRow {
   std::string name;
   SitePolicy policy;
   int64_t updated_ms = 0;
   // The agent that receives packages for the site from the controller
-  // (labelled site=NAME, checked by the caller); "": the controller chooses.
+  // (labelled site=NAME, checked by the caller); "": the controller chooses;
+  // kNoRelay: none, every agent receives from the controller.
   std::string relay;
 };
 

@@ -88,9 +88,10 @@ void AddSiteCommands(CLI::App& app, Action& selected) {
   set->add_option("--max-transfers", o->max_transfers,
                   "Transfers to the site's agents at once (0: no limit)");
   set->add_option("--relay", o->relay,
-                  "AGENT|auto: the agent of the site (labelled site=NAME) that receives "
-                  "packages from the controller, the others fetching chunks from it; auto "
-                  "lets the controller choose");
+                  "AGENT|auto|none: the agent of the site (labelled site=NAME) that "
+                  "receives packages from the controller, the others fetching chunks from "
+                  "it; auto lets the controller choose; none sends to every agent of the "
+                  "site directly");
   OnRun(set, selected, [o](CommandEnv& env) { return RunSet(env, *o); });
 
   CLI::App* list = site->add_subcommand("list", "List sites with their agents and traffic");

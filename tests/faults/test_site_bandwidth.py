@@ -112,11 +112,15 @@ class SiteBandwidthTest(NamespaceTestCase):
     @contextlib.contextmanager
     def cluster(self, topo, **opts):
         """A SitesCluster on `topo` with its controller and every agent started
-        and registered (--label site=SITE)."""
+        and registered (--label site=SITE), each site with `--relay none`: these
+        tests measure transfers that share a site's link, which a relay would
+        make one (tests/faults/test_relays.py tests relays)."""
         with SitesCluster(topo) as c:
             c.start_controller(**{"detect_seconds": DETECT_SECONDS,
                                   "max_backoff_seconds": MAX_BACKOFF_SECONDS, **opts})
             c.start_all_agents()
+            for site in topo.sites:
+                self.assertEqual(site_set(c, site, "--relay", "none")["relay"], "none")
             yield c
 
     def wire_overhead(self, c, topo, site, agents):

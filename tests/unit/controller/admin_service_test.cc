@@ -607,6 +607,12 @@ TEST_F(AdminServiceTest, SetSiteRelayMustBeARegisteredAgentOfTheSiteAndAutoClear
     EXPECT_EQ(stored_relay(), "") << clear;
     EXPECT_THAT(AuditRecords().back().message, ::testing::EndsWith("max_transfers 2")) << clear;
   }
+
+  // "none": no relay at all, kept as such (no agent needs to exist).
+  s = set_relay("none", &info);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(info.relay(), "none");
+  EXPECT_EQ(stored_relay(), "none");
 }
 
 TEST_F(AdminServiceTest, SetWindowsWithoutWindowsClearsThemAndWindowsAloneAreRefused) {
