@@ -516,6 +516,14 @@ class SitesCluster(Cluster):
     def ctl_raw(self, *args, timeout=harness.CTL_TIMEOUT, cert="admin", output="json"):
         return _ctl_in(self.sites.ns_ctrl, self, args, timeout, cert, output)
 
+    def start_helper(self, name, argv, port_file, site=None):
+        """Starts a helper process (a stand-in server) in SITE's namespace,
+        or the controller's if None, and waits until it writes its port to
+        `port_file`; it is stopped with the cluster's other processes and
+        logs to logs/NAME.log. Returns (Proc, port)."""
+        ns = self.sites.ns[site] if site is not None else self.sites.ns_ctrl
+        return self._start(name, ["ip", "netns", "exec", ns, *argv], port_file)
+
 
 class NamespaceTestCase(unittest.TestCase):
     """A test case that needs network namespaces: skipped, with the reason on
