@@ -314,6 +314,9 @@ TransferCall::Action TransferCall::HandleResponse() {
           unreported_source_failed_ = resp_.need().source_failed();
           unreported_ack_ = true;
         }
+        // They go first, in the order asked (ascending), so that
+        // consecutive ones still travel as runs.
+        std::vector<uint32_t> again;
         for (uint32_t i : resp_.need().indices()) {
           if (i >= inflight_.size()) continue;
           if (inflight_[i] == kSent) {
@@ -323,8 +326,9 @@ TransferCall::Action TransferCall::HandleResponse() {
             --local_count_;
           }
           inflight_[i] = kNotPending;
-          queue_.push_front(i);
+          again.push_back(i);
         }
+        queue_.insert(queue_.begin(), again.begin(), again.end());
       }
       return Pump();
     }
