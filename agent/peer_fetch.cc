@@ -86,7 +86,9 @@ void PeerFetch::Watch() {
 }
 
 void PeerFetch::Abandon(absl::Status why) {
-  if (status_.ok()) status_ = std::move(why);
+  if (status_.ok()) {
+    status_ = absl::Status(why.code(), absl::StrCat(source_, ": ", why.message()));
+  }
   absl::MutexLock l(&mu_);
   if (gave_up_.empty()) gave_up_ = "abandoned";
   ctx_->TryCancel();

@@ -69,8 +69,8 @@ class PeerFetch {
   // the source).
   bool Next(pkgdist::v1::FetchChunksResponse* response);
   absl::Status status() const { return status_; }
-  // Gives up on the source (a chunk failed its hash, say): `why` becomes
-  // status() and the call is cancelled.
+  // Gives up on the source (a chunk failed its hash, say): `why`, prefixed
+  // with the source's name, becomes status() and the call is cancelled.
   void Abandon(absl::Status why);
 
  private:

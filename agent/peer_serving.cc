@@ -111,7 +111,8 @@ absl::Status PeerServing::ReadRun(const Entry& e, const Trees& trees, uint32_t f
     if (!fd.ok()) return fd.status();
     return PreadFull(fd->get(), out->data(), length, head.offset(), path);
   }
-  return absl::NotFoundError(absl::StrCat(rel, " of ", e.label, " is in neither ",
+  // NOT_FOUND would read as "no longer served": this is a read failure here.
+  return absl::InternalError(absl::StrCat(rel, " of ", e.label, " is in neither ",
                                           trees.staging_tree, " nor ", trees.published_tree));
 }
 
