@@ -230,6 +230,8 @@ Engine::SiteRelay* Engine::RelayOf(const std::string& job_id, const std::string&
 
 Engine::PeerPlan Engine::PlanPeer(SiteRelay& r, const std::string& job_id,
                                   const std::string& agent) {
+  // A relay that served a peer badly is not replaced: the peers that saw
+  // it fail are already getting their chunks from us.
   if (r.members.size() < 2 || r.relay.empty() || agent == r.relay || r.relay_bad) {
     return PeerPlan::kDirect;
   }
@@ -240,14 +242,20 @@ Engine::PeerPlan Engine::PlanPeer(SiteRelay& r, const std::string& job_id,
     // Its Offer grants the peers: once it has answered, they may ask.
     return a->second.transfer->Answered() ? PeerPlan::kFromRelay : PeerPlan::kWait;
   }
-  if (waiting_.contains(r.relay)) return PeerPlan::kDirect;  // its attempt failed
-  // Not started yet (this pass, or held by the site's limits). A relay that
-  // will not start (failed, cancelled, removed) must not hold its peers for
-  // ever: they wait a bounded time, then go directly.
+  // Not running. Its attempt failed (the agent is watched for its return),
+  // or it has not started (this pass, or held by the site's limits) for
+  // longer than a relay that will start takes: then this agent relays
+  // instead, so that the package still crosses the site's link once.
   const int64_t now = clock_->NowMs();
   if (r.held_since_ms == 0) r.held_since_ms = now;
   const int64_t bound_ms = std::max<int64_t>(5'000, int64_t{options_.detect_seconds} * 1000);
-  return now - r.held_since_ms > bound_ms ? PeerPlan::kDirect : PeerPlan::kWait;
+  if (!waiting_.contains(r.relay) && now - r.held_since_ms <= bound_ms) return PeerPlan::kWait;
+  LogWith({.job = job_id, .agent = agent}, spdlog::level::warn,
+          "job {}: relay {} is not running ({}); {} relays instead", job_id, r.relay,
+          waiting_.contains(r.relay) ? "its attempt failed" : "it has not started", agent);
+  r.relay = agent;
+  r.held_since_ms = 0;
+  return PeerPlan::kDirect;
 }
 
 void Engine::LoadRelays() {
@@ -272,19 +280,29 @@ void Engine::LoadRelays() {
         r.relay.clear();  // every member direct (PlanPeer)
         continue;
       }
-      if (!configured.empty() &&
-          std::find(r.members.begin(), r.members.end(), configured) != r.members.end()) {
-        r.relay = configured;
-      } else {
-        r.relay = r.members.front();
+      // The configured relay; else a member that holds the package already
+      // (a job resumed after a restart); else the first member that is not
+      // waiting out a failed attempt; else the first. (A channel's state says
+      // little here: the engine closes idle channels.) PlanPeer replaces a
+      // relay that fails or does not start.
+      const std::vector<std::string>& members = r.members;
+      const bool configured_member =
+          !configured.empty() &&
+          std::find(members.begin(), members.end(), configured) != members.end();
+      r.relay = configured_member ? configured : "";
+      for (const std::string& m : members) {
+        if (!r.relay.empty()) break;
+        if (done.contains(m)) r.relay = m;
+      }
+      if (r.relay.empty()) {
+        absl::MutexLock l(&mu_);
         for (const std::string& m : r.members) {
-          auto agent = store_->GetAgent(m);
-          if (agent.ok() && pool_->ConnectAndCheckReady(m, agent->address)) {
-            r.relay = m;
-            break;
-          }
+          if (waiting_.contains(m)) continue;
+          r.relay = m;
+          break;
         }
       }
+      if (r.relay.empty()) r.relay = r.members.front();
       // Published before this process started (its grant may be gone with
       // an agent restart: a refused peer falls back to us).
       r.relay_done = done.contains(r.relay);

@@ -301,6 +301,7 @@ TEST_F(EngineTest, ASiteAtItsMaxTransfersStartsNoMoreUntilItHasRoom) {
   PutInSite(*store_, "fra", {"dp1", "dp2"});
   SiteRow one{"fra", {}, 0};
   one.policy.max_transfers = 1;
+  one.relay = kNoRelay;  // dp2 must wait for room, not for a relay
   ASSERT_TRUE(store_->PutSite(one).ok());
   std::string job = Distribute(ImportPackage("app", "1.0", kSize), {"dp1", "dp2", "dp3"});
   StartEngine();
