@@ -57,11 +57,25 @@ TEST(AgentMetricsTest, RegistersEveryFamilyWithItsType) {
               UnorderedElementsAre(
                   Pair("pkgdist_agent_received_bytes_total", MetricType::Counter),
                   Pair("pkgdist_agent_reused_bytes_total", MetricType::Counter),
+                  Pair("pkgdist_agent_peer_received_bytes_total", MetricType::Counter),
+                  Pair("pkgdist_agent_peer_served_bytes_total", MetricType::Counter),
                   Pair("pkgdist_agent_hash_mismatches_total", MetricType::Counter),
                   Pair("pkgdist_agent_data_fsync_duration_seconds", MetricType::Histogram),
                   Pair("pkgdist_agent_journal_fsync_duration_seconds", MetricType::Histogram),
                   Pair("pkgdist_agent_transfers_active", MetricType::Gauge),
                   Pair("pkgdist_agent_transfers_total", MetricType::Counter)));
+}
+
+TEST(AgentMetricsTest, RelayBytesCountApartFromTheControllers) {
+  // Chunks from the site's relay are not what the controller sent.
+  AgentMetrics m;
+  m.ChunkReceived(100);
+  m.PeerReceived(30);
+  m.PeerServed(70);
+  auto families = m.registry()->Collect();
+  EXPECT_EQ(Value(families, "pkgdist_agent_received_bytes_total"), 100);
+  EXPECT_EQ(Value(families, "pkgdist_agent_peer_received_bytes_total"), 30);
+  EXPECT_EQ(Value(families, "pkgdist_agent_peer_served_bytes_total"), 70);
 }
 
 TEST(AgentMetricsTest, FreeBytesIsReadAtScrape) {

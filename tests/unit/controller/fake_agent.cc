@@ -21,6 +21,16 @@ void FakeAgent::SetDefault(Behaviour b) {
   default_ = b;
 }
 
+void FakeAgent::FailSource(bool fail) {
+  absl::MutexLock l(&mu_);
+  fail_source_ = fail;
+}
+
+std::vector<pkgdist::v1::Offer> FakeAgent::offers() {
+  absl::MutexLock l(&mu_);
+  return offers_;
+}
+
 void FakeAgent::HangRemovals(bool hang) {
   absl::MutexLock l(&mu_);
   hang_removals_ = hang;
@@ -137,10 +147,33 @@ grpc::Status FakeAgent::TransferImpl(
     default:
       break;
   }
+  if (b == Behaviour::kAnswerOnSignal) {
+    answer_signal_.WaitForNotificationWithTimeout(absl::Seconds(30));
+  }
   if (b == Behaviour::kHaveAll) {
     TransferResponse need;
     need.mutable_need();
     stream->Write(need);
+  } else if (offer.has_source()) {
+    // As if fetched from the source: acknowledged by the agent itself, or
+    // (the source failing) asked of the controller.
+    TransferResponse need;
+    for (int i = 0; i < chunks; ++i) need.mutable_need()->add_peer(static_cast<uint32_t>(i));
+    stream->Write(need);
+    bool fail;
+    {
+      absl::MutexLock l(&mu_);
+      fail = fail_source_;
+    }
+    TransferResponse next;
+    if (fail) {
+      for (int i = 0; i < chunks; ++i) next.mutable_need()->add_indices(static_cast<uint32_t>(i));
+      next.mutable_need()->set_source_failed(
+          absl::StrCat(offer.source().agent(), ": scripted source failure"));
+    } else {
+      for (int i = 0; i < chunks; ++i) next.mutable_ack()->add_indices(static_cast<uint32_t>(i));
+    }
+    stream->Write(next);
   } else {
     std::vector<uint32_t> local = SendFirstNeed(stream, chunks);
     if (!local.empty()) {
@@ -168,6 +201,9 @@ grpc::Status FakeAgent::TransferImpl(
       for (uint32_t i = 0; i < count; ++i) ack.mutable_ack()->add_indices(req.chunk().index() + i);
       stream->Write(ack);
     } else if (req.has_commit()) {
+      if (b == Behaviour::kPublishOnSignal) {
+        publish_signal_.WaitForNotificationWithTimeout(absl::Seconds(30));
+      }
       TransferResponse published;
       published.mutable_published()->set_package_id(
           b == Behaviour::kWrongId ? std::string(32, 'x') : package_id);
@@ -187,6 +223,12 @@ bool FakeAgent::ReadOffer(grpc::ServerReaderWriter<TransferResponse, TransferReq
   }
   size_t largest = req.ByteSizeLong();
   offer->Swap(req.mutable_offer());
+  {
+    pkgdist::v1::Offer seen = *offer;
+    seen.clear_manifest();
+    absl::MutexLock l(&mu_);
+    offers_.push_back(std::move(seen));
+  }
   pkgdist::v1::Manifest& m = *offer->mutable_manifest();
   pkgdist::v1::Manifest base;
   std::string base_id;
@@ -305,7 +347,7 @@ grpc::ServerUnaryReactor* FakeAgent::Remove(grpc::CallbackServerContext* ctx,
   return r;
 }
 
-FakeAgentServer::FakeAgentServer(const TlsFiles& tls, FakeAgent* agent) {
+FakeAgentServer::FakeAgentServer(const TlsFiles& tls, grpc::Service* agent) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0",

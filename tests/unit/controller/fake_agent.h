@@ -6,7 +6,11 @@
 // default): publish honestly, fail at once, hang until cancelled, publish
 // with a wrong package id, or drop the stream after the first chunk.
 // A manifest offered in parts (Offer.manifest_parts) is reassembled first;
-// the first Need can be split (SplitFirstNeed). Thread-safe.
+// the first Need can be split (SplitFirstNeed). An Offer naming a source
+// (a relay, docs/sites.md) is answered as an agent with peers answers it:
+// every chunk listed as `peer`, then acknowledged by the agent itself as if
+// fetched from the source, or (FailSource) asked of the controller again
+// with source_failed. Thread-safe.
 #ifndef PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
 #define PKGDIST_TESTS_UNIT_CONTROLLER_FAKE_AGENT_H_
 
@@ -33,7 +37,9 @@ enum class Behaviour {
   kWrongId,       // as kPublish, but Published names another package id
   kDropMidWindow,  // Need everything, end with ABORTED after one chunk
   kEndOnSignal,    // Need everything, then end with ABORTED once EndHeldStreams()
-  kHaveAll         // Need nothing, Published on Commit
+  kHaveAll,        // Need nothing, Published on Commit
+  kAnswerOnSignal,  // as kPublish, but the first Need waits for AnswerHeldOffers()
+  kPublishOnSignal  // as kPublish, but Published waits for ReleasePublishes()
 };
 
 class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkgdist::v1::Agent::Service> {
@@ -78,6 +84,15 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   bool WaitForHangsEnded(int n, absl::Duration timeout = absl::Seconds(10));
   // Ends the streams of kEndOnSignal calls (now and later).
   void EndHeldStreams() { end_signal_.Notify(); }
+  // Lets kAnswerOnSignal calls send their first Need, and kPublishOnSignal
+  // calls answer Commit (now and later).
+  void AnswerHeldOffers() { answer_signal_.Notify(); }
+  void ReleasePublishes() { publish_signal_.Notify(); }
+  // Offers naming a source: the agent cannot fetch from it, and asks the
+  // controller for those chunks (Need.source_failed) right after its first Need.
+  void FailSource(bool fail);
+  // Every Offer received, in order, without its manifest.
+  std::vector<pkgdist::v1::Offer> offers();
   // Blocks until `n` Transfer handlers have returned; false on timeout.
   bool WaitForTransfersEnded(int n, absl::Duration timeout = absl::Seconds(10));
   int transfers();
@@ -121,6 +136,10 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   int hangs_ended_ ABSL_GUARDED_BY(mu_) = 0;
   int transfers_ended_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Notification end_signal_;
+  absl::Notification answer_signal_;
+  absl::Notification publish_signal_;
+  bool fail_source_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<pkgdist::v1::Offer> offers_ ABSL_GUARDED_BY(mu_);
   uint64_t chunk_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t chunk_messages_ ABSL_GUARDED_BY(mu_) = 0;
   size_t need_per_message_ ABSL_GUARDED_BY(mu_) = 0;
@@ -133,11 +152,12 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   size_t largest_manifest_message_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Serves one FakeAgent on 127.0.0.1:0 with the agent's certificate; stops
-// (cancelling what still runs) on destruction.
+// Serves one FakeAgent (or any Agent service a test writes) on 127.0.0.1:0
+// with the agent's certificate; stops (cancelling what still runs) on
+// destruction.
 class FakeAgentServer {
  public:
-  FakeAgentServer(const TlsFiles& tls, FakeAgent* agent);
+  FakeAgentServer(const TlsFiles& tls, grpc::Service* agent);
   ~FakeAgentServer();
   FakeAgentServer(const FakeAgentServer&) = delete;
   FakeAgentServer& operator=(const FakeAgentServer&) = delete;
