@@ -86,7 +86,8 @@ std::shared_ptr<TransferCall> TransferCall::Start(pkgdist::v1::Agent::StubInterf
 
 TransferCall::TransferCall(TransferParams params, const Clock* clock, ProgressFn on_progress,
                            DoneFn on_done)
-    : p_(std::move(params)),
+    : throttle_(std::move(params.throttle)),
+      p_(std::move(params)),
       clock_(clock),
       on_progress_(std::move(on_progress)),
       on_done_(std::move(on_done)),
@@ -401,7 +402,7 @@ TransferCall::Action TransferCall::Pump() {
       return Action::kNone;
     }
   }
-  if (p_.throttle != nullptr && !p_.throttle->Admit(len)) {
+  if (throttle_ != nullptr && !throttle_->Admit(len)) {
     last_held_ms_ = clock_->NowMs();
     return Action::kNone;
   }
@@ -597,6 +598,7 @@ void TransferCall::OnDone(const grpc::Status& status) {
   {
     absl::MutexLock l(&mu_);
     read_done_ = true;
+    throttle_.reset();  // before on_done_: see throttle_
     r.published = phase_ == Phase::kPublished;
     if (!r.published) {
       if (!failure_.ok()) {

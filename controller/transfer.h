@@ -192,6 +192,11 @@ class TransferCall final
 
   std::shared_ptr<TransferCall> self_;  // Set by Start, dropped in OnDone.
 
+  // TransferParams.throttle, taken out of p_: a Throttle must not outlive
+  // its Bandwidth (the engine's), and gRPC may drop the last reference to
+  // this call after the engine's Stop() has returned, so OnDone releases it
+  // before it reports the end.
+  std::shared_ptr<Throttle> throttle_ ABSL_GUARDED_BY(mu_);
   const TransferParams p_;
   const Clock* clock_;
   ProgressFn on_progress_;
