@@ -25,6 +25,7 @@
 #include "agent/transfer_session.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/agent/fake_transfer_stream.h"
 #include "shared/manifest.h"
 #include "shared/sha256.h"
 #include "shared/tls.h"
@@ -46,38 +47,7 @@ std::vector<uint32_t> Indices(const google::protobuf::RepeatedField<uint32_t>& f
   return std::vector<uint32_t>(f.begin(), f.end());
 }
 
-// The controller's side of one session: every request queued by the test or
-// by the reaction to a response; Read waits (10 s at most) for one.
-class FakeStream : public TransferStream {
- public:
-  bool Read(TransferRequest* request) override {
-    absl::MutexLock l(&mu);
-    auto has_requests = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !requests.empty(); };
-    if (wait_for_more) mu.AwaitWithTimeout(absl::Condition(&has_requests), absl::Seconds(10));
-    if (requests.empty()) return false;
-    *request = std::move(requests.front());
-    requests.pop_front();
-    return true;
-  }
-  bool Write(const TransferResponse& response) override {
-    absl::MutexLock l(&mu);
-    responses.push_back(response);
-    if (on_write) on_write(response);
-    return true;
-  }
-  // Blocks until `pred` (called with mu held) holds; false after 10 s.
-  bool WaitUntil(const std::function<bool()>& pred) {
-    absl::MutexLock l(&mu);
-    return mu.AwaitWithTimeout(absl::Condition(&pred), absl::Seconds(10));
-  }
-
-  absl::Mutex mu;
-  // Under mu, as is what on_write touches: it runs with mu held.
-  std::deque<TransferRequest> requests;
-  std::vector<TransferResponse> responses;
-  std::function<void(const TransferResponse&)> on_write;
-  bool wait_for_more = false;
-};
+using pkgdist::testing::FakeStream;
 
 // A relay that accepts FetchChunks and then says nothing, as a frozen agent.
 class FrozenRelay final : public pkgdist::v1::Agent::Service {

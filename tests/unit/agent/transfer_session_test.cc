@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/agent/fake_transfer_stream.h"
 #include "shared/manifest.h"
 #include "shared/manifest_delta.h"
 #include "shared/signing.h"
@@ -36,34 +37,7 @@ using ::testing::IsEmpty;
 
 constexpr uint32_t kChunk = 4096;
 
-// Requests queued by the test (or by `on_write`, to react like a
-// controller); responses recorded. Acks come from the agent's flush thread,
-// so both sides lock mu; `on_write` runs with mu held. With `wait_for_more`,
-// Read waits (10 s at most) for a request instead of ending the stream.
-class FakeStream : public TransferStream {
- public:
-  bool Read(TransferRequest* request) override {
-    absl::MutexLock l(&mu);
-    auto has_requests = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !requests.empty(); };
-    if (wait_for_more) mu.AwaitWithTimeout(absl::Condition(&has_requests), absl::Seconds(10));
-    if (requests.empty()) return false;
-    *request = std::move(requests.front());
-    requests.pop_front();
-    return true;
-  }
-  bool Write(const TransferResponse& response) override {
-    absl::MutexLock l(&mu);
-    responses.push_back(response);
-    if (on_write) on_write(response);
-    return true;
-  }
-
-  absl::Mutex mu;
-  std::deque<TransferRequest> requests;
-  std::vector<TransferResponse> responses;
-  std::function<void(const TransferResponse&)> on_write;
-  bool wait_for_more = false;
-};
+using pkgdist::testing::FakeStream;
 
 std::vector<uint32_t> Indices(const google::protobuf::RepeatedField<uint32_t>& f) {
   return std::vector<uint32_t>(f.begin(), f.end());

@@ -78,6 +78,22 @@ FakeAgent& CoreTest::AddAgent(const std::string& name, Behaviour default_behavio
   return *agent;
 }
 
+TransferParams CoreTest::TransferParamsFor(const std::string& id, ReadPool* pool) {
+  auto bytes = store_->GetManifestBytes(id);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  auto m = std::make_shared<pkgdist::v1::Manifest>();
+  EXPECT_TRUE(m->ParseFromString(*bytes));
+  TransferParams p;
+  p.job_id = "job";
+  p.agent = "dp1";
+  p.manifest = m;
+  p.package_id = PackageId(*m);
+  p.tree = packages_->TreeOf(id);
+  p.detect_seconds = 5;
+  p.read_pool = pool;
+  return p;
+}
+
 std::string CoreTest::ImportPackage(const std::string& name, const std::string& version,
                                     size_t size) {
   auto session = packages_->BeginImport();

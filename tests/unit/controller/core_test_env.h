@@ -51,6 +51,9 @@ class CoreTest : public ::testing::Test {
                                          const std::function<bool(const TargetRow&)>& pred,
                                          absl::Duration timeout = absl::Seconds(15));
   TargetRow Target(const std::string& job, const std::string& agent);
+  // A transfer of package `id` to dp1 for job "job", reading on `pool`,
+  // with a 5 s silence bound.
+  TransferParams TransferParamsFor(const std::string& id, ReadPool* pool);
   JobState JobStateOf(const std::string& job);
 
   FakeClock clock_;

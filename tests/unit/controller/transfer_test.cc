@@ -18,21 +18,7 @@ using ::testing::HasSubstr;
 
 class TransferCallTest : public CoreTest {
  protected:
-  TransferParams Params(const std::string& id) {
-    auto bytes = store_->GetManifestBytes(id);
-    EXPECT_TRUE(bytes.ok()) << bytes.status();
-    auto m = std::make_shared<pkgdist::v1::Manifest>();
-    EXPECT_TRUE(m->ParseFromString(*bytes));
-    TransferParams p;
-    p.job_id = "job";
-    p.agent = "dp1";
-    p.manifest = m;
-    p.package_id = PackageId(*m);
-    p.tree = packages_->TreeOf(id);
-    p.detect_seconds = 5;
-    p.read_pool = &read_pool_;
-    return p;
-  }
+  TransferParams Params(const std::string& id) { return TransferParamsFor(id, &read_pool_); }
   // Starts a transfer of `p` to dp1 and waits for its end; sums the progress.
   TransferResult RunTransfer(TransferParams p) {
     absl::Notification done;
