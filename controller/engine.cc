@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -489,15 +488,18 @@ void Engine::OnProgress(const std::string& job_id, const std::string& agent,
   u.made_progress = u.made_progress || p.acked;
   if (!p.source_failed.empty()) {
     // Other peers of this relay go directly for the rest of the job.
-    for (auto& [key, r] : relays_) {
-      if (key.first != job_id || !absl::c_linear_search(r.members, agent)) continue;
-      if (!r.relay_bad) {
-        LogWith({.job = job_id, .agent = agent}, spdlog::level::warn,
-                "job {}: {} could not fetch from relay {} ({}); the site's agents get the rest "
-                "from the controller",
-                job_id, agent, r.relay, p.source_failed);
-      }
-      r.relay_bad = true;
+    // The relay of the site this transfer started with (one lookup, not a
+    // scan of every job's relays).
+    auto a = active_.find(agent);
+    SiteRelay* r = a != active_.end() && a->second.job_id == job_id
+                       ? RelayOf(job_id, a->second.site)
+                       : nullptr;
+    if (r != nullptr && !r->relay_bad) {
+      LogWith({.job = job_id, .agent = agent}, spdlog::level::warn,
+              "job {}: {} could not fetch from relay {} ({}); the site's agents get the rest "
+              "from the controller",
+              job_id, agent, r->relay, p.source_failed);
+      r->relay_bad = true;
     }
   }
 }
@@ -845,10 +847,10 @@ void Engine::Finish(const std::string& job_id, const std::string& agent, uint64_
     o.kind = it->second.kind;
     o.package = it->second.package;
   }
-  if (o.result.ok() && o.kind == JobKind::kDistribute) {
-    for (auto& [key, r] : relays_) {
-      if (key.first == job_id && r.relay == agent) r.relay_done = true;
-    }
+  if (o.result.ok() && o.kind == JobKind::kDistribute && it != active_.end() &&
+      it->second.seq == seq) {
+    SiteRelay* r = RelayOf(job_id, it->second.site);
+    if (r != nullptr && r->relay == agent) r->relay_done = true;
   }
   outcomes_.push_back(std::move(o));
   kicked_ = true;
