@@ -555,6 +555,15 @@ class NamespaceTestCase(unittest.TestCase):
         self.assertEqual(int(info["size"]), size)
         return os.path.dirname(path)
 
+    def topology(self, sites):
+        """A Sites topology brought up now and deleted when the test ends,
+        after the cluster (a `with` inside the test) has stopped every
+        process."""
+        topo = Sites(sites, index=self.next_index())
+        topo.up()
+        self.addCleanup(topo.down)
+        return topo
+
     @staticmethod
     def next_index():
         NamespaceTestCase._counter += 1

@@ -46,7 +46,7 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 import results  # noqa: E402
 from harness import MiB, target  # noqa: E402
-from netns import NamespaceTestCase, Sites, SitesCluster  # noqa: E402
+from netns import NamespaceTestCase, SitesCluster  # noqa: E402
 
 DETECT_SECONDS = 3          # the controller's --detect-seconds, and the peers' silence bound
 SLACK_SECONDS = 3           # on top of it: polling, the engine's pass, a re-sent window
@@ -105,14 +105,6 @@ def wan_ratio(wire, size):
 
 
 class RelayTest(NamespaceTestCase):
-
-    def topology(self, sites):
-        """A Sites topology, deleted when the test ends, after the cluster
-        (a `with` inside the test) has stopped every process."""
-        topo = Sites(sites, index=self.next_index())
-        topo.up()
-        self.addCleanup(topo.down)
-        return topo
 
     @contextlib.contextmanager
     def cluster(self, topo, **opts):

@@ -30,7 +30,7 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 import results  # noqa: E402
 from harness import Cluster, MiB  # noqa: E402
-from netns import NamespaceTestCase, Sites, SitesCluster  # noqa: E402
+from netns import NamespaceTestCase, SitesCluster  # noqa: E402
 
 MB = 1_000_000
 RATE = 20 * MB              # --rate 20MB/s
@@ -100,14 +100,6 @@ def mb(rate):
 
 
 class SiteBandwidthTest(NamespaceTestCase):
-
-    def topology(self, sites):
-        """Brings up a Sites topology; deleted when the test ends, after the
-        cluster (a `with` inside the test) has stopped every process."""
-        topo = Sites(sites, index=self.next_index())
-        topo.up()
-        self.addCleanup(topo.down)
-        return topo
 
     @contextlib.contextmanager
     def cluster(self, topo, **opts):
