@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "shared/status_macros.h"
 
 namespace pkgdist {
 
-absl::Status ChunkReader::ReadRun(uint32_t index, uint32_t count, std::string* out) {
+absl::StatusOr<grpc::Slice> ChunkReader::ReadRun(uint32_t index, uint32_t count) {
   const auto n = static_cast<uint32_t>(manifest_->chunks_size());
   if (count == 0 || index >= n || count > n - index) {
     return absl::OutOfRangeError(absl::StrCat("chunks ", index, "+", count, " out of range"));
@@ -26,9 +28,13 @@ absl::Status ChunkReader::ReadRun(uint32_t index, uint32_t count, std::string* o
     open_file_ = static_cast<int>(c.file());
   }
   const uint64_t length = last.offset() + last.length() - c.offset();
-  // Same-size resizes (the common case) neither allocate nor zero-fill.
-  out->resize(length);
-  return PreadFull(fd_.get(), out->data(), length, c.offset(), path);
+  // From the heap, not mmap (shared/malloc_tuning.h): a freed run's memory
+  // serves the next one without page faults.
+  void* buffer = std::malloc(length > 0 ? length : 1);
+  if (buffer == nullptr) return absl::ResourceExhaustedError("out of memory for a chunk run");
+  grpc::Slice run(buffer, length, std::free);
+  RETURN_IF_ERROR(PreadFull(fd_.get(), buffer, length, c.offset(), path));
+  return run;
 }
 
 }  // namespace pkgdist

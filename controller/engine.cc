@@ -794,7 +794,7 @@ absl::Status Engine::StartTransfer(const TargetRow& t, const JobRow& job,
             "job {}: sending {} to {} ({}), its chunks from relay {}", job_id, job.package, agent,
             address, p.source_agent);
   }
-  auto call = TransferCall::Start(pool_->Stub(agent, address).get(), std::move(p), clock_,
+  auto call = TransferCall::Start(pool_->Channel(agent, address), std::move(p), clock_,
                                   on_progress, on_done);
   absl::MutexLock l(&mu_);
   auto it = active_.find(agent);

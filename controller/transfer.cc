@@ -2,7 +2,10 @@
 
 #include <algorithm>
 
+#include <grpcpp/generic/generic_stub.h>
+
 #include "absl/strings/str_cat.h"
+#include "shared/chunk_wire.h"
 #include "shared/grpc_options.h"
 #include "shared/logging.h"
 #include "shared/manifest_delta.h"
@@ -13,7 +16,13 @@ namespace {
 
 constexpr int64_t kProgressReportMs = 250;
 
+// Agent.Transfer's path, called through a generic stub so that requests are
+// ByteBuffers (agent.proto; a wrong path fails every transfer test).
+constexpr char kTransferMethod[] = "/pkgdist.v1.Agent/Transfer";
+
 using pkgdist::v1::Manifest;
+using pkgdist::v1::TransferRequest;
+using pkgdist::v1::TransferResponse;
 
 // A position in a manifest's files and chunks.
 struct ManifestCursor {
@@ -61,22 +70,24 @@ void CopyPart(const Manifest& m, ManifestCursor from, ManifestCursor to, FilesFi
 
 }  // namespace
 
-std::shared_ptr<TransferCall> TransferCall::Start(pkgdist::v1::Agent::StubInterface* stub,
+std::shared_ptr<TransferCall> TransferCall::Start(const std::shared_ptr<grpc::Channel>& channel,
                                                   TransferParams params, const Clock* clock,
                                                   ProgressFn on_progress, DoneFn on_done) {
   std::shared_ptr<TransferCall> call(
       new TransferCall(std::move(params), clock, std::move(on_progress), std::move(on_done)));
   call->self_ = call;
   call->ctx_.AddMetadata(kJobIdMetadataKey, call->p_.job_id);
-  stub->async()->Transfer(&call->ctx_, call.get());
+  grpc::TemplatedGenericStub<grpc::ByteBuffer, TransferResponse>(channel).PrepareBidiStreamingCall(
+      &call->ctx_, kTransferMethod, grpc::StubOptions(), call.get());
   {
     absl::MutexLock l(&call->mu_);
     call->FillOffer();
+    call->Stage();
     call->write_in_flight_ = true;
     call->last_heard_ms_ = clock->NowMs();
     call->allowance_ms_ = call->last_heard_ms_;
   }
-  call->StartWrite(&call->req_);
+  call->StartWrite(&call->out_);
   call->StartRead(&call->resp_);
   // Held until the read side ends, so that Tick() may start writes.
   call->AddHold();
@@ -197,9 +208,22 @@ TransferCall::Action TransferCall::SendRequestedManifest(
   // A write still in flight (the Offer's) sends the first part when done.
   if (write_in_flight_) return Action::kNone;
   NextManifestPart();
+  Stage();
   write_in_flight_ = true;
   last_heard_ms_ = clock_->NowMs();
   return Action::kWrite;
+}
+
+void TransferCall::Stage() {
+  bool own_buffer = false;
+  out_.Clear();  // Serialize wants an empty buffer
+  grpc::Status s = grpc::SerializationTraits<TransferRequest>::Serialize(req_, &out_, &own_buffer);
+  if (!s.ok()) {
+    // Every message is bounded (kManifestPartBytes): this is a bug. The agent
+    // refuses the empty message, and the call ends with this error.
+    out_.Clear();
+    Fail(absl::InternalError(absl::StrCat("serializing a request: ", s.error_message())));
+  }
 }
 
 TransferCall::Action TransferCall::Fail(absl::Status s) {
@@ -210,7 +234,7 @@ TransferCall::Action TransferCall::Fail(absl::Status s) {
 void TransferCall::Perform(Action a) {
   switch (a) {
     case Action::kWrite:
-      StartWrite(&req_);
+      StartWrite(&out_);
       break;
     case Action::kWritesDone:
       StartWritesDone();
@@ -378,6 +402,7 @@ TransferCall::Action TransferCall::Pump() {
     if (inflight_count_ > 0 || local_count_ > 0) return Action::kNone;
     req_.Clear();
     req_.mutable_commit();
+    Stage();
     phase_ = Phase::kCommitted;
     write_in_flight_ = true;
     return Action::kWrite;
@@ -408,13 +433,9 @@ TransferCall::Action TransferCall::Pump() {
   }
   if (p_.max_bytes_per_second > 0) allowance_ -= static_cast<double>(len);
   queue_.erase(queue_.begin(), queue_.begin() + count);
-  // The run read ahead becomes the message's data, and the previous
-  // message's buffer (its write is done) the next read's: two 1 MiB buffers
-  // per transfer, no allocation and no copy per message.
-  auto* c = req_.mutable_chunk();
-  c->set_index(idx);
-  c->set_count(count > 1 ? count : 0);
-  c->mutable_data()->swap(ready_data_);
+  // The run read ahead goes out as it is, referenced by the message.
+  out_ = EncodeChunkRequest(idx, count > 1 ? count : 0, ready_data_);
+  ready_data_ = grpc::Slice();
   ready_ = false;
   if (!queue_.empty()) RequestRead();
   for (uint32_t i = idx; i < idx + count; ++i) {
@@ -451,6 +472,7 @@ void TransferCall::OnWriteDone(bool ok) {
       last_heard_ms_ = clock_->NowMs();
       if (parts_left_ > 0 && failure_.ok() && !read_done_) {
         NextManifestPart();
+        Stage();
         write_in_flight_ = true;
         action = Action::kWrite;
       }
@@ -532,28 +554,28 @@ void TransferCall::RequestRead() {
   ready_ = false;
   const uint32_t index = queue_.front();
   const uint32_t count = RunAtFront();
-  std::string buf = std::move(ready_data_);
-  p_.read_pool->Submit([self = shared_from_this(), index, count, buf = std::move(buf)]() mutable {
-    absl::Status s;
+  ready_data_ = grpc::Slice();
+  p_.read_pool->Submit([self = shared_from_this(), index, count] {
+    absl::StatusOr<grpc::Slice> run;
     {
       absl::MutexLock rl(&self->read_mu_);
-      s = self->reader_.ReadRun(index, count, &buf);
+      run = self->reader_.ReadRun(index, count);
     }
-    self->OnChunkRead(index, count, std::move(buf), std::move(s));
+    self->OnChunkRead(index, count, std::move(run));
   });
 }
 
-void TransferCall::OnChunkRead(uint32_t index, uint32_t count, std::string data,
-                               absl::Status status) {
+void TransferCall::OnChunkRead(uint32_t index, uint32_t count, absl::StatusOr<grpc::Slice> data) {
   Action action = Action::kNone;
   {
     absl::MutexLock l(&mu_);
     reading_ = false;
     if (read_done_ || !failure_.ok()) return;
-    if (!status.ok()) {
-      action = Fail(absl::InternalError(absl::StrCat("reading package content: ", status.message())));
+    if (!data.ok()) {
+      action = Fail(absl::InternalError(
+          absl::StrCat("reading package content: ", data.status().message())));
     } else {
-      ready_data_ = std::move(data);
+      ready_data_ = *std::move(data);
       ready_index_ = index;
       ready_count_ = count;
       ready_ = true;

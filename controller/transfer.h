@@ -112,8 +112,10 @@ struct TransferResult {
   absl::Status status;  // why it did not publish
 };
 
+// The requests go out as ByteBuffers: a chunk's bytes as read from disk, not
+// copied into a serialized message (shared/chunk_wire.h).
 class TransferCall final
-    : public grpc::ClientBidiReactor<pkgdist::v1::TransferRequest, pkgdist::v1::TransferResponse>,
+    : public grpc::ClientBidiReactor<grpc::ByteBuffer, pkgdist::v1::TransferResponse>,
       public std::enable_shared_from_this<TransferCall> {
  public:
   // What changed since the last report.
@@ -129,8 +131,10 @@ class TransferCall final
   using ProgressFn = std::function<void(const Progress&)>;
   using DoneFn = std::function<void(const TransferResult&)>;
 
-  static std::shared_ptr<TransferCall> Start(pkgdist::v1::Agent::StubInterface* stub, TransferParams params,
-                             const Clock* clock, ProgressFn on_progress, DoneFn on_done);
+  // Calls Agent.Transfer on `channel` (the agent's, AgentPool::Channel).
+  static std::shared_ptr<TransferCall> Start(const std::shared_ptr<grpc::Channel>& channel,
+                                             TransferParams params, const Clock* clock,
+                                             ProgressFn on_progress, DoneFn on_done);
 
   // Periodic housekeeping from the owner's thread: refills the bandwidth
   // allowance, sends what it allows, and cancels the call if the agent has
@@ -186,8 +190,10 @@ class TransferCall final
   // running.
   void RequestRead() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The read pool's answer.
-  void OnChunkRead(uint32_t index, uint32_t count, std::string data, absl::Status status)
+  void OnChunkRead(uint32_t index, uint32_t count, absl::StatusOr<grpc::Slice> data)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Serializes req_ into out_, the message the next write sends.
+  void Stage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeReportProgress(bool force);
 
   std::shared_ptr<TransferCall> self_;  // Set by Start, dropped in OnDone.
@@ -206,7 +212,10 @@ class TransferCall final
   ChunkReader reader_ ABSL_GUARDED_BY(read_mu_);
 
   absl::Mutex mu_;
+  // The next message other than a chunk is built in req_; out_ is what the
+  // write in flight sends.
   pkgdist::v1::TransferRequest req_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer out_ ABSL_GUARDED_BY(mu_);
   pkgdist::v1::TransferResponse resp_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kOffered;
   // ManifestPart messages not yet started, and where the next one begins in
@@ -243,8 +252,9 @@ class TransferCall final
   bool ready_ ABSL_GUARDED_BY(mu_) = false;             // ready_data_ holds ready_index_
   uint32_t ready_index_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t ready_count_ ABSL_GUARDED_BY(mu_) = 0;
-  // The chunk read ahead; when not ready, a spare buffer for the next read.
-  std::string ready_data_ ABSL_GUARDED_BY(mu_);
+  // The run read ahead, in a buffer of its own that the message references
+  // until gRPC has sent it.
+  grpc::Slice ready_data_ ABSL_GUARDED_BY(mu_);
   bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;
   double allowance_ ABSL_GUARDED_BY(mu_) = 0;

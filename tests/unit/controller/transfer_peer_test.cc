@@ -158,7 +158,7 @@ class TransferPeerTest : public CoreTest {
     server_ = std::make_unique<FakeAgentServer>(Tls("dp1"), &agent);
     EXPECT_FALSE(server_->address().empty());
     return Running{TransferCall::Start(
-        pool_->Stub("dp1", server_->address()).get(), std::move(p), &clock_,
+        pool_->Channel("dp1", server_->address()), std::move(p), &clock_,
         [this](const TransferCall::Progress& progress) {
           absl::MutexLock l(&mu_);
           acked_ = progress.bytes_acked;

@@ -24,7 +24,7 @@ class TransferCallTest : public CoreTest {
     absl::Notification done;
     TransferResult result;
     auto call = TransferCall::Start(
-        pool_->Stub("dp1", store_->GetAgent("dp1")->address).get(), std::move(p), &clock_,
+        pool_->Channel("dp1", store_->GetAgent("dp1")->address), std::move(p), &clock_,
         [this](const TransferCall::Progress& progress) {
           acked_ = progress.bytes_acked;
           sent_ += progress.bytes_sent_delta;
@@ -79,7 +79,7 @@ TEST_F(TransferCallTest, AWriteDecidedOutsideAReactionKeepsTheCallUntilItIsDone)
   };
   TransferResult result;
   auto call = TransferCall::Start(
-      pool_->Stub("dp1", store_->GetAgent("dp1")->address).get(), std::move(p), &clock_,
+      pool_->Channel("dp1", store_->GetAgent("dp1")->address), std::move(p), &clock_,
       [](const TransferCall::Progress&) {},
       [&](const TransferResult& r) {
         result = r;
@@ -108,7 +108,7 @@ TEST_F(TransferCallTest, SendsEveryChunkOnceAndEndsPublished) {
   TransferResult result;
   uint64_t acked = 0, sent = 0;
   auto call = TransferCall::Start(
-      pool_->Stub("dp1", store_->GetAgent("dp1")->address).get(), std::move(p), &clock_,
+      pool_->Channel("dp1", store_->GetAgent("dp1")->address), std::move(p), &clock_,
       [&](const TransferCall::Progress& progress) {
         acked = progress.bytes_acked;
         sent += progress.bytes_sent_delta;
