@@ -255,15 +255,37 @@ absl::StatusOr<Manifest> BuildManifestFromPath(const std::string& root, const st
   return b.Finish();
 }
 
-std::string PackageId(const Manifest& m) {
-  std::string bytes;
-  {
-    google::protobuf::io::StringOutputStream out(&bytes);
-    google::protobuf::io::CodedOutputStream coded(&out);
-    coded.SetSerializationDeterministic(true);
-    m.SerializeToCodedStream(&coded);
+namespace {
+
+// Hashes what is written to it: the package id without the serialized
+// manifest in memory (5 MB for 4 GiB in content-defined chunks).
+class HashingStream final : public google::protobuf::io::CopyingOutputStream {
+ public:
+  bool Write(const void* buffer, int size) override {
+    hash_.Update(buffer, static_cast<size_t>(size));
+    return true;
   }
-  return DigestBytes(Sha256Of(bytes));
+  Digest Finish() { return hash_.Finish(); }
+
+ private:
+  Sha256 hash_;
+};
+
+}  // namespace
+
+std::string PackageId(const Manifest& m) {
+  constexpr int kBlockBytes = 64 << 10;
+  HashingStream sink;
+  {
+    google::protobuf::io::CopyingOutputStreamAdaptor out(&sink, kBlockBytes);
+    {
+      google::protobuf::io::CodedOutputStream coded(&out);
+      coded.SetSerializationDeterministic(true);
+      m.SerializeToCodedStream(&coded);
+    }
+    out.Flush();
+  }
+  return DigestBytes(sink.Finish());
 }
 
 std::string PackageIdHex(const Manifest& m) { return ToHex(PackageId(m)); }

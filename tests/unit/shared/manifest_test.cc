@@ -10,6 +10,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "shared/file_util.h"
 #include "shared/sha256.h"
 
@@ -98,6 +100,25 @@ TEST(ManifestBuilderTest, SmallChunkSizeCutsAtEveryMultiple) {
             DigestBytes(Sha256Of(nine.chunks(0).sha256() + nine.chunks(1).sha256() +
                                  nine.chunks(2).sha256())));
   EXPECT_EQ(OneFile("", 4).chunks_size(), 0);
+}
+
+TEST(ManifestBuilderTest, PackageIdIsTheHashOfTheDeterministicSerialization) {
+  // The id is part of the package format: however it is computed, it stays
+  // sha256 of the deterministic serialization. Large enough to span many
+  // of the hashing stream's 64 KiB blocks.
+  std::string data;
+  for (int i = 0; i < 300'000; ++i) data.push_back(static_cast<char>(i * 7 + (i >> 9)));
+  Manifest m = OneFile(data, 32, 4096);
+  ASSERT_GT(m.ByteSizeLong(), size_t{4} << 16);
+  std::string bytes;
+  {
+    google::protobuf::io::StringOutputStream out(&bytes);
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&coded);
+  }
+  EXPECT_EQ(PackageId(m), DigestBytes(Sha256Of(bytes)));
+  EXPECT_EQ(PackageId(Manifest()), DigestBytes(Sha256Of("")));
 }
 
 TEST(ManifestBuilderTest, PieceSizeDoesNotChangeTheResult) {
