@@ -24,6 +24,7 @@ int Fail(int code, absl::string_view message) {
 
 int main(int argc, char** argv) {
   pkgdist::TuneMallocForLargeMessages(/*arenas=*/1);
+  pkgdist::DisableMutexDeadlockDetection();
   // Block the stop signals before gRPC starts threads, so that they inherit
   // the mask and only sigwait below receives them.
   sigset_t stop_signals;

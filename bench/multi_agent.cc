@@ -59,6 +59,7 @@ bool Parse(int argc, char** argv, Flags& f) {
 
 int main(int argc, char** argv) {
   pkgdist::TuneMallocForLargeMessages();
+  pkgdist::DisableMutexDeadlockDetection();
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);

@@ -167,6 +167,7 @@ int Run(const Flags& f) {
 
 int main(int argc, char** argv) {
   pkgdist::TuneMallocForLargeMessages();
+  pkgdist::DisableMutexDeadlockDetection();
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);

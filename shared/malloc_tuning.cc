@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 
+#include "absl/synchronization/mutex.h"
+
 namespace pkgdist {
 
 void TuneMallocForLargeMessages(int arenas) {
@@ -12,6 +14,12 @@ void TuneMallocForLargeMessages(int arenas) {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (arenas > 0) mallopt(M_ARENA_MAX, arenas);
+}
+
+void DisableMutexDeadlockDetection() {
+#ifndef __SANITIZE_ADDRESS__
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
 }
 
 }  // namespace pkgdist
