@@ -7,12 +7,15 @@ fresh agents (bench/pkgdist_runs.py). Prints, per build and N, the median
 wall time and CPU seconds with their range, and B's ratios to A.
 
 Usage: bench/ab.py --a DIR --b DIR [--size BYTES] [--agents 1,4] [--runs 5]
-                   [--chunking fixed|fastcdc] [--json FILE]
+                   [--chunking fixed|fastcdc] [--threads] [--json FILE]
+--threads also prints, for each build's median run at each N, the CPU
+seconds of each thread (by name) of the controller and of one agent.
 DIR is a directory of built binaries (e.g. a copy of build-bench/bin taken
 before a change, and build-bench/bin after it).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -24,6 +27,7 @@ sys.path.insert(0, here)
 
 import harness  # noqa: E402
 import pkgdist_runs  # noqa: E402
+import procstat  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -54,6 +58,7 @@ def main():
     ap.add_argument("--agents", default="1,4")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--chunking", default="fastcdc")
+    ap.add_argument("--threads", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
     ns = [int(x) for x in a.agents.split(",")]
@@ -70,9 +75,18 @@ def main():
             for n in ns:
                 for b in builds:
                     harness.BIN_DIR = builds[b]
+                    meters = {}
+
+                    def around(ctl, agents):
+                        stack = contextlib.ExitStack()
+                        if a.threads:
+                            meters["controller"] = stack.enter_context(procstat.ThreadCpu(ctl))
+                            meters["agent"] = stack.enter_context(procstat.ThreadCpu(agents[0]))
+                        return stack
                     r = pkgdist_runs.distribute(clusters[b], "bench@1", names[(b, k, n)], a.size,
-                                                "pkg.bin")
-                    r.update(build=b, round=k)
+                                                "pkg.bin", around=around)
+                    r.update(build=b, round=k,
+                             threads={who: m.by_name() for who, m in meters.items()})
                     runs.append(r)
                     print(f"round {k + 1}/{a.runs} N={n} {b}: {r['wall_s']:.2f} s, ctrl "
                           f"{r['controller_cpu_s']:.2f} + agents {r['agents_cpu_s']:.2f} CPU-s",
@@ -100,6 +114,15 @@ def main():
             print(f"| {n} | {b} | {spread([r['wall_s'] for r in rs])} | "
                   f"{spread([r['controller_cpu_s'] for r in rs])} | "
                   f"{spread([r['agents_cpu_s'] for r in rs])} | {spread(per)} |")
+    if a.threads:
+        for n in ns:
+            for b in builds:
+                rs = sorted((r for r in runs if r["build"] == b and r["n"] == n),
+                            key=lambda r: r["wall_s"])
+                mid = rs[len(rs) // 2]
+                for who, by in mid["threads"].items():
+                    top = ", ".join(f"{name} {cpu:.2f}" for name, cpu in by.items() if cpu >= 0.01)
+                    print(f"N={n} {b} (run of {mid['wall_s']:.2f} s) {who} threads: {top}")
     for n in ns:
         ratios = [med[("B", n)][i] / med[("A", n)][i] for i in range(4)]
         print(f"N={n}: B/A wall x{ratios[0]:.3f}, ctrl CPU x{ratios[1]:.3f}, agents CPU "
