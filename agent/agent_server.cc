@@ -92,6 +92,8 @@ void AgentServer::Shutdown(absl::Duration grace) {
   stopped_ = true;
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
+  // Each call has had its OnDone, so its session has ended: join the threads.
+  (void)service_->WaitForTransfers(absl::InfiniteDuration());
 }
 
 }  // namespace pkgdist

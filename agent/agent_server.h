@@ -33,7 +33,8 @@ class AgentServer {
   int metrics_port() const { return metrics_server_ != nullptr ? metrics_server_->port() : 0; }
 
   // Stops accepting calls, lets running calls finish for up to `grace`,
-  // then cancels them, and waits for the server to stop.
+  // then cancels them, and waits for the server and every Transfer's
+  // session thread to stop.
   void Shutdown(absl::Duration grace);
 
  private:

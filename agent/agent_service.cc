@@ -1,6 +1,7 @@
 #include "agent/agent_service.h"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -13,23 +14,17 @@
 namespace pkgdist {
 namespace {
 
-using pkgdist::v1::TransferRequest;
-using pkgdist::v1::TransferResponse;
-
-class GrpcTransferStream final : public TransferStream {
+// A Transfer refused before any session: ends at once with `status`, and
+// frees itself when gRPC is done with it.
+class RefusedTransfer final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  explicit GrpcTransferStream(grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream)
-      : stream_(stream) {}
-  bool Read(TransferRequest* request) override { return stream_->Read(request); }
-  bool Write(const TransferResponse& response) override { return stream_->Write(response); }
-
- private:
-  grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream_;
+  explicit RefusedTransfer(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
 };
 
 // The job id the controller sent with the call (kJobIdMetadataKey), for
 // log lines; bounded, since it goes into each of them.
-std::string JobOf(const grpc::ServerContext& ctx) {
+std::string JobOf(const grpc::ServerContextBase& ctx) {
   constexpr size_t kMaxJobIdLength = 64;
   auto it = ctx.client_metadata().find(kJobIdMetadataKey);
   if (it == ctx.client_metadata().end()) return "";
@@ -41,23 +36,37 @@ std::string JobOf(const grpc::ServerContext& ctx) {
 AgentService::AgentService(PackageStore& store, TransferOptions options, SpiffeId controller)
     : store_(store), options_(std::move(options)), controller_(std::move(controller)) {}
 
-grpc::Status AgentService::Authorize(const grpc::ServerContext& ctx) const {
+AgentService::~AgentService() { (void)sessions_.Wait(absl::InfiniteDuration()); }
+
+grpc::Status AgentService::Authorize(const grpc::ServerContextBase& ctx) const {
   return AuthorizePeer(ctx, controller_.trust_domain, controller_.kind, controller_.name);
 }
 
-grpc::Status AgentService::Transfer(
-    grpc::ServerContext* ctx, grpc::ServerReaderWriter<TransferResponse, TransferRequest>* stream) {
-  if (grpc::Status s = Authorize(*ctx); !s.ok()) return s;
-  GrpcTransferStream adapter(stream);
-  TransferSession session(store_, options_, adapter, [ctx] { ctx->TryCancel(); }, ctx->peer(),
-                          JobOf(*ctx));
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* AgentService::Transfer(
+    grpc::CallbackServerContext* ctx) {
+  if (grpc::Status s = Authorize(*ctx); !s.ok()) return new RefusedTransfer(s);
+  // Owned by the session thread, which frees it once Serve has seen OnDone.
+  auto* reactor = new TransferReactor();
+  sessions_.Start("pkgdist-xfer", [this, ctx, reactor, peer = ctx->peer(), job = JobOf(*ctx)] {
+    std::unique_ptr<TransferReactor> owned(reactor);
+    (void)owned->Serve([&] { return RunSession(ctx, *owned, peer, job); });
+  });
+  return reactor;
+}
+
+absl::Status AgentService::RunSession(grpc::CallbackServerContext* ctx, TransferReactor& stream,
+                                      const std::string& peer, const std::string& job_id) {
+  // ctx lives until the reactor's OnDone, which comes after Serve finishes
+  // the call, after this session (and with it its cancel callback) is gone.
+  TransferSession session(store_, options_, stream, [ctx] { ctx->TryCancel(); }, peer, job_id);
   session.set_cancelled([ctx] { return ctx->IsCancelled(); });
   absl::Status s = session.Run();
+  // The stream ended at a request that did not parse: that is the call's end.
+  if (absl::Status error = stream.read_error(); !error.ok()) s = error;
   if (!s.ok()) {
-    LogWith(session.log_fields(), spdlog::level::warn, "transfer from {} failed: {}", ctx->peer(),
-            s);
+    LogWith(session.log_fields(), spdlog::level::warn, "transfer from {} failed: {}", peer, s);
   }
-  return ToGrpc(s);
+  return s;
 }
 
 grpc::Status AgentService::Inventory(grpc::ServerContext* ctx,

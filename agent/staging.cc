@@ -208,7 +208,7 @@ uint64_t Staging::missing_bytes() const {
   return total;
 }
 
-absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::string_view data) {
+absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, const Pieces& data) {
   RETURN_IF_ERROR(broken_);
   if (absl::Status s = direct_.status(); !s.ok()) {
     broken_ = s;  // a queued write or flush failed: stop at once
@@ -224,7 +224,7 @@ absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::s
                                                    " bytes, manifest says ", c.length()));
   }
   if (state_[index] != ChunkState::kMissing) return WriteResult::kAlreadyReceived;
-  if (Sha256Of(data) != hashes_[index]) {
+  if (Sha256Of(data.pieces()) != hashes_[index]) {
     return absl::DataLossError(absl::StrCat("chunk ", index, ": sha256 mismatch"));
   }
   // The switch waits for the previous file's queued writes and for every
@@ -233,7 +233,7 @@ absl::StatusOr<Staging::WriteResult> Staging::WriteChunk(uint32_t index, absl::s
   std::string path = EntryPath(static_cast<int>(c.file()));
   absl::Status s = direct_.SwitchTo(path);
   absl::StatusOr<int> fd = s.ok() ? files_.Get(c.file(), /*for_write=*/true) : s;
-  if (fd.ok()) s = direct_.WriteAt(path, *fd, data, c.offset());
+  if (fd.ok()) s = direct_.WriteAt(path, *fd, data.pieces(), c.offset());
   if (!s.ok() || !fd.ok()) {
     // A failed queued write may belong to an earlier chunk, and an evicted
     // file may have failed to sync: this session's writes are not trusted.

@@ -39,6 +39,7 @@
 #include "agent/journal.h"
 #include "agent/metrics.h"
 #include "pkgdist/v1/manifest.pb.h"
+#include "shared/chunk_wire.h"
 #include "shared/direct_writer.h"
 #include "shared/manifest.h"
 #include "shared/sha256.h"
@@ -81,8 +82,12 @@ class Staging {
   // range or a length other than the manifest's; DATA_LOSS if the data does
   // not hash to the manifest's sha256 (nothing written); disk errors as
   // RESOURCE_EXHAUSTED (disk full) or INTERNAL. A chunk already received is
-  // not written again.
-  absl::StatusOr<WriteResult> WriteChunk(uint32_t index, absl::string_view data);
+  // not written again. `data` is the chunk's bytes in pieces (received
+  // slices), not referenced once this returns.
+  absl::StatusOr<WriteResult> WriteChunk(uint32_t index, const Pieces& data);
+  absl::StatusOr<WriteResult> WriteChunk(uint32_t index, absl::string_view data) {
+    return WriteChunk(index, Pieces(data));
+  }
 
   // Starts making every received chunk durable, without waiting: on the
   // task thread, once their queued writes are done, the files written

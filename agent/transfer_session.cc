@@ -35,6 +35,12 @@ const char* Describe(const TransferRequest& r) {
 
 }  // namespace
 
+void SetReceived(TransferRequest request, ReceivedRequest* out) {
+  out->request = std::move(request);
+  out->data = out->request.has_chunk() ? Pieces(out->request.chunk().data()) : Pieces();
+  out->slices.clear();
+}
+
 TransferSession::TransferSession(PackageStore& store, const TransferOptions& options,
                                  TransferStream& stream, std::function<void()> cancel,
                                  std::string peer, std::string job_id)
@@ -58,8 +64,9 @@ absl::Status TransferSession::Run() {
 }
 
 absl::Status TransferSession::Serve() {
-  TransferRequest request;
-  if (!stream_.Read(&request)) return absl::CancelledError("stream ended before an offer");
+  ReceivedRequest received;
+  if (!stream_.Read(&received)) return absl::CancelledError("stream ended before an offer");
+  TransferRequest& request = received.request;
   if (!request.has_offer()) {
     return absl::InvalidArgumentError(absl::StrCat(Describe(request), " before offer"));
   }
@@ -114,12 +121,13 @@ absl::Status TransferSession::AppendManifestPart(const pkgdist::v1::Manifest& ba
 }
 
 absl::Status TransferSession::ReadManifestPart(const std::string& where,
-                                               pkgdist::v1::TransferRequest* request) {
-  if (!stream_.Read(request)) {
+                                               ReceivedRequest* received) {
+  if (!stream_.Read(received)) {
     return absl::CancelledError(absl::StrCat("stream ended before ", where));
   }
-  if (!request->has_manifest_part()) {
-    return absl::InvalidArgumentError(absl::StrCat(Describe(*request), " before ", where));
+  if (!received->request.has_manifest_part()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Describe(received->request), " before ", where));
   }
   return absl::OkStatus();
 }
@@ -140,11 +148,11 @@ absl::Status TransferSession::ReceiveManifestParts(pkgdist::v1::Offer& offer) {
                      " chunks, more than its ", m.total_size(), " bytes can have"));
   }
   const pkgdist::v1::Manifest no_base;
-  TransferRequest request;
+  ReceivedRequest received;
   for (uint32_t i = 1; i <= parts; ++i) {
     const std::string where = absl::StrCat("manifest part ", i, " of ", parts);
-    RETURN_IF_ERROR(ReadManifestPart(where, &request));
-    RETURN_IF_ERROR(AppendManifestPart(no_base, request.manifest_part(), where, &m));
+    RETURN_IF_ERROR(ReadManifestPart(where, &received));
+    RETURN_IF_ERROR(AppendManifestPart(no_base, received.request.manifest_part(), where, &m));
   }
   return absl::OkStatus();
 }
@@ -173,15 +181,15 @@ absl::Status TransferSession::ReceiveRequestedManifest(pkgdist::v1::Offer& offer
   }
   if (!response.has_manifest_request()) response.mutable_manifest_request();
   RETURN_IF_ERROR(Send(response));
-  TransferRequest request;
+  ReceivedRequest received;
   uint64_t bytes = 0;
   uint32_t part = 0;
   do {
     const std::string where = absl::StrCat("requested manifest part ", ++part);
-    RETURN_IF_ERROR(ReadManifestPart(where, &request));
-    bytes += request.manifest_part().ByteSizeLong();
-    RETURN_IF_ERROR(AppendManifestPart(base, request.manifest_part(), where, &m));
-  } while (request.manifest_part().more());
+    RETURN_IF_ERROR(ReadManifestPart(where, &received));
+    bytes += received.request.manifest_part().ByteSizeLong();
+    RETURN_IF_ERROR(AppendManifestPart(base, received.request.manifest_part(), where, &m));
+  } while (received.request.manifest_part().more());
   const std::string& base_id = response.manifest_request().base();
   if (!base_id.empty()) {
     spdlog::info("manifest of {}@{}: a delta of {}@{} ({}), {} bytes in {} parts", m.name(),
@@ -327,7 +335,7 @@ absl::Status TransferSession::FetchFromSource(const std::vector<uint32_t>& peer)
     if (!response.has_chunk()) continue;
     const pkgdist::v1::Chunk& chunk = response.chunk();
     if (options_.metrics != nullptr) options_.metrics->PeerReceived(chunk.data().size());
-    if (absl::Status s = CheckRun(chunk); !s.ok()) {
+    if (absl::Status s = CheckRun(chunk, chunk.data().size()); !s.ok()) {
       fetch->Abandon(s);
       break;
     }
@@ -373,11 +381,12 @@ absl::Status TransferSession::FetchFromSource(const std::vector<uint32_t>& peer)
 }
 
 absl::Status TransferSession::ReceiveChunks() {
-  TransferRequest request;
-  while (stream_.Read(&request)) {
+  ReceivedRequest received;
+  while (stream_.Read(&received)) {
+    const TransferRequest& request = received.request;
     switch (request.msg_case()) {
       case TransferRequest::kChunk:
-        RETURN_IF_ERROR(OnChunk(request.chunk()));
+        RETURN_IF_ERROR(OnChunk(request.chunk(), std::move(received.data)));
         break;
       case TransferRequest::kCommit:
         return OnCommit();
@@ -394,7 +403,8 @@ absl::Status TransferSession::ReceiveChunks() {
   return absl::CancelledError(absl::StrCat("stream of ", label_, " ended before commit"));
 }
 
-absl::Status TransferSession::CheckRun(const pkgdist::v1::Chunk& chunk) const {
+absl::Status TransferSession::CheckRun(const pkgdist::v1::Chunk& chunk,
+                                       uint64_t data_bytes) const {
   // One message may carry a run of consecutive chunks of one file.
   const pkgdist::v1::Manifest& m = staging_->manifest();
   const uint32_t first = chunk.index();
@@ -413,25 +423,22 @@ absl::Status TransferSession::CheckRun(const pkgdist::v1::Chunk& chunk) const {
     }
     expected += c.length();
   }
-  if (chunk.data().size() != expected) {
+  if (data_bytes != expected) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "chunk ", first, count > 1 ? absl::StrCat("+", count) : "", ": ", chunk.data().size(),
+        "chunk ", first, count > 1 ? absl::StrCat("+", count) : "", ": ", data_bytes,
         " bytes, manifest says ", expected));
   }
   return absl::OkStatus();
 }
 
-absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
-  if (options_.metrics != nullptr) options_.metrics->ChunkReceived(chunk.data().size());
-  RETURN_IF_ERROR(CheckRun(chunk));
+absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk, Pieces data) {
+  if (options_.metrics != nullptr) options_.metrics->ChunkReceived(data.size());
+  RETURN_IF_ERROR(CheckRun(chunk, data.size()));
   const pkgdist::v1::Manifest& m = staging_->manifest();
   const uint32_t first = chunk.index();
   const uint32_t count = std::max<uint32_t>(chunk.count(), 1);
-  absl::string_view data = chunk.data();
   for (uint32_t i = first; i < first + count; ++i) {
-    const uint32_t length = m.chunks(static_cast<int>(i)).length();
-    RETURN_IF_ERROR(WriteOne(i, data.substr(0, length)));
-    data.remove_prefix(length);
+    RETURN_IF_ERROR(WriteOne(i, data.TakeFront(m.chunks(static_cast<int>(i)).length())));
   }
   RETURN_IF_ERROR(Collect(Staging::Await::kNone));
   const bool all_received = staging_->missing_count() == 0;
@@ -444,7 +451,7 @@ absl::Status TransferSession::OnChunk(const pkgdist::v1::Chunk& chunk) {
   return absl::OkStatus();
 }
 
-absl::Status TransferSession::WriteOne(uint32_t index, absl::string_view data) {
+absl::Status TransferSession::WriteOne(uint32_t index, const Pieces& data) {
   auto written = staging_->WriteChunk(index, data);
   if (absl::IsDataLoss(written.status())) {
     if (options_.metrics != nullptr) options_.metrics->HashMismatch();

@@ -56,6 +56,7 @@
 #include "agent/staging.h"
 #include "agent/transfer_locks.h"
 #include "pkgdist/v1/agent.pb.h"
+#include "shared/chunk_wire.h"
 #include "shared/logging.h"
 #include "shared/manifest.h"
 
@@ -65,12 +66,20 @@ namespace pkgdist {
 class TransferStream {
  public:
   virtual ~TransferStream() = default;
-  // Blocks for the next request; false once the peer half-closed or the
-  // call was cancelled.
-  virtual bool Read(pkgdist::v1::TransferRequest* request) = 0;
+  // Blocks for the next request and replaces *request with it, as
+  // ParseTransferRequest (shared/chunk_wire.h) does: a chunk's bytes are
+  // request->data, valid until the next Read. False once the peer
+  // half-closed or the call was cancelled (or the request was unusable:
+  // the stream then ends the call with its own status).
+  virtual bool Read(ReceivedRequest* request) = 0;
   // False if the response could not be sent (the call is gone).
   virtual bool Write(const pkgdist::v1::TransferResponse& response) = 0;
 };
+
+// Makes *out hold `request` as ParseTransferRequest holds a message that
+// protobuf parsed: a chunk's data viewed in out->request.chunk().data().
+// For streams that have whole messages (fakes in tests).
+void SetReceived(pkgdist::v1::TransferRequest request, ReceivedRequest* out);
 
 // How often one chunk may fail its hash in one stream before the stream
 // ends with DATA_LOSS.
@@ -141,7 +150,7 @@ class TransferSession {
   absl::Status ReceiveRequestedManifest(pkgdist::v1::Offer& offer);
   absl::Status CheckManifestHead(const pkgdist::v1::Manifest& m) const;
   // The next request, which must be a ManifestPart (`where` names it).
-  absl::Status ReadManifestPart(const std::string& where, pkgdist::v1::TransferRequest* request);
+  absl::Status ReadManifestPart(const std::string& where, ReceivedRequest* received);
   // Applies `part` to `m` (a delta of `base`, or entries as they are),
   // refusing a part that breaks the limits or adds nothing.
   absl::Status AppendManifestPart(const pkgdist::v1::Manifest& base,
@@ -161,13 +170,15 @@ class TransferSession {
   // did not deliver is asked of the controller with a later Need.
   absl::Status FetchFromSource(const std::vector<uint32_t>& peer);
   absl::Status ReceiveChunks();
-  // A Chunk message within the manifest: its run in range, in one file, of
-  // the manifest's length. INVALID_ARGUMENT naming what is wrong.
-  absl::Status CheckRun(const pkgdist::v1::Chunk& chunk) const;
-  absl::Status OnChunk(const pkgdist::v1::Chunk& chunk);
+  // A Chunk message (its index and count, and `data_bytes` of data) within
+  // the manifest: its run in range, in one file, of the manifest's length.
+  // INVALID_ARGUMENT naming what is wrong.
+  absl::Status CheckRun(const pkgdist::v1::Chunk& chunk, uint64_t data_bytes) const;
+  // `data`: the chunk's bytes (the message's own, or received slices).
+  absl::Status OnChunk(const pkgdist::v1::Chunk& chunk, Pieces data);
   // Verifies and writes one chunk of a Chunk message; a hash mismatch asks
   // for it again (Need), a duplicate is acknowledged again.
-  absl::Status WriteOne(uint32_t index, absl::string_view data);
+  absl::Status WriteOne(uint32_t index, const Pieces& data);
   absl::Status OnCommit();
   absl::Status OnDuplicate(uint32_t index);
   // Deletes this package's staging after the signature policy refused it.

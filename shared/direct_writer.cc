@@ -257,13 +257,31 @@ absl::Status DirectWriter::EndRun() {
 
 absl::Status DirectWriter::WriteAt(const std::string& path, int buffered_fd,
                                    absl::string_view data, uint64_t offset) {
-  if (data.empty()) return absl::OkStatus();
+  return WriteAt(path, buffered_fd, absl::MakeConstSpan(&data, 1), offset);
+}
+
+absl::Status DirectWriter::WriteAt(const std::string& path, int buffered_fd,
+                                   absl::Span<const absl::string_view> pieces, uint64_t offset) {
+  if (std::all_of(pieces.begin(), pieces.end(), [](absl::string_view p) { return p.empty(); })) {
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(status());
   ASSIGN_OR_RETURN(bool direct, Target(path));  // a new file ends the run first
-  if (!direct) {
-    buffered_bytes_ += data.size();
-    return PwriteFull(buffered_fd, data.data(), data.size(), offset, path);
+  for (absl::string_view piece : pieces) {
+    if (piece.empty()) continue;
+    if (direct) {
+      RETURN_IF_ERROR(AppendToRun(path, buffered_fd, piece, offset));
+    } else {
+      buffered_bytes_ += piece.size();
+      RETURN_IF_ERROR(PwriteFull(buffered_fd, piece.data(), piece.size(), offset, path));
+    }
+    offset += piece.size();
   }
+  return absl::OkStatus();
+}
+
+absl::Status DirectWriter::AppendToRun(const std::string& path, int buffered_fd,
+                                       absl::string_view data, uint64_t offset) {
   if (run_len_ > 0 && offset != run_offset_ + run_len_) RETURN_IF_ERROR(EndRun());
   if (run_len_ == 0) {
     // A run starts on a block boundary; the bytes before the first one

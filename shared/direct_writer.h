@@ -50,6 +50,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "shared/file_util.h"
 
 namespace pkgdist {
@@ -82,6 +83,12 @@ class DirectWriter {
   // aligned blocks are queued for O_DIRECT from an aligned copy.
   absl::Status WriteAt(const std::string& path, int buffered_fd, absl::string_view data,
                        uint64_t offset);
+  // The same for bytes in pieces (received slices), one after the other
+  // from `offset`: the same writes as consecutive WriteAt calls of each
+  // piece, so a piece continues the run the one before it fills. Every
+  // byte is copied or written before this returns; no piece is kept.
+  absl::Status WriteAt(const std::string& path, int buffered_fd,
+                       absl::Span<const absl::string_view> pieces, uint64_t offset);
 
   // Makes `path` the file written next: if it is not the current one, waits
   // for every queued write and task first (Drain). Call it before anything
@@ -126,6 +133,10 @@ class DirectWriter {
   // Opens `path` with O_DIRECT unless already open on it (draining the
   // previous file). False when the filesystem does not support it.
   absl::StatusOr<bool> Target(const std::string& path);
+  // Appends `data` at `offset` to the run being filled (ending it first if
+  // `data` does not continue it); the O_DIRECT descriptor is open on `path`.
+  absl::Status AppendToRun(const std::string& path, int buffered_fd, absl::string_view data,
+                           uint64_t offset);
   // Queues the whole blocks of the run being filled and writes its partial
   // last block through the buffered descriptor; the run is then empty.
   absl::Status EndRun();

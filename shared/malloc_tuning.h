@@ -4,8 +4,8 @@
 // TuneMallocForLargeMessages keeps glibc's allocator from handing memory
 // back to the kernel between messages.
 //
-// Every chunk is a fresh 1 MiB protobuf string, and gRPC allocates its
-// slices per read. By default glibc serves such blocks with mmap, or trims
+// The controller reads every chunk run into a fresh buffer of up to 1 MiB,
+// and gRPC allocates its slices per read. By default glibc serves such blocks with mmap, or trims
 // them off the top of the heap when freed, so the next message faults its
 // pages in again and the heap is grown with mprotect. On the virtual
 // machines we measured (shadow page tables), each of those page faults and

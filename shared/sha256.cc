@@ -40,6 +40,12 @@ Digest Sha256Of(absl::string_view data) {
   return h.Finish();
 }
 
+Digest Sha256Of(absl::Span<const absl::string_view> pieces) {
+  Sha256 h;
+  for (absl::string_view piece : pieces) h.Update(piece);
+  return h.Finish();
+}
+
 std::string DigestBytes(const Digest& d) {
   return std::string(reinterpret_cast<const char*>(d.data()), d.size());
 }

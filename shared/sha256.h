@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 typedef struct evp_md_ctx_st EVP_MD_CTX;
 
@@ -34,6 +36,8 @@ class Sha256 {
 };
 
 Digest Sha256Of(absl::string_view data);
+// The digest of the pieces' bytes, one after the other.
+Digest Sha256Of(absl::Span<const absl::string_view> pieces);
 
 // Raw 32-byte digest as a std::string (the form protobuf `bytes` fields hold).
 std::string DigestBytes(const Digest& d);

@@ -76,11 +76,11 @@ using pkgdist::v1::TransferResponse;
 
 class FakeStream : public TransferStream {
  public:
-  bool Read(TransferRequest* request) override {
+  bool Read(ReceivedRequest* request) override {
     if (requests.empty()) return false;
     if (on_read) on_read(reads);
     ++reads;
-    *request = std::move(requests.front());
+    SetReceived(std::move(requests.front()), request);
     requests.pop_front();
     return true;
   }

@@ -2,7 +2,9 @@
 // queued by the test (or by `on_write`, to react like a controller),
 // responses recorded. Acks come from the agent's flush thread, so both sides
 // lock mu; `on_write` runs with mu held. With `wait_for_more`, Read waits
-// (10 s at most) for a request instead of ending the stream.
+// (10 s at most) for a request instead of ending the stream. A request
+// comes through as ParseTransferRequest gives a message protobuf parsed: a
+// chunk's data as Pieces viewing request.chunk().data() (SetReceived).
 #ifndef PKGDIST_TESTS_UNIT_AGENT_FAKE_TRANSFER_STREAM_H_
 #define PKGDIST_TESTS_UNIT_AGENT_FAKE_TRANSFER_STREAM_H_
 
@@ -19,12 +21,12 @@ namespace pkgdist::testing {
 
 class FakeStream : public TransferStream {
  public:
-  bool Read(pkgdist::v1::TransferRequest* request) override {
+  bool Read(ReceivedRequest* request) override {
     absl::MutexLock l(&mu);
     auto has_requests = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !requests.empty(); };
     if (wait_for_more) mu.AwaitWithTimeout(absl::Condition(&has_requests), absl::Seconds(10));
     if (requests.empty()) return false;
-    *request = std::move(requests.front());
+    SetReceived(std::move(requests.front()), request);
     requests.pop_front();
     return true;
   }

@@ -100,12 +100,12 @@ class ScriptedStream : public TransferStream {
     offer.mutable_offer()->set_window_bytes(1 << 20);
     requests_.push_back(std::move(offer));
   }
-  bool Read(TransferRequest* request) override {
+  bool Read(ReceivedRequest* request) override {
     absl::MutexLock l(&mu_);
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !requests_.empty(); };
     mu_.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(10));
     if (requests_.empty()) return false;
-    *request = std::move(requests_.front());
+    SetReceived(std::move(requests_.front()), request);
     requests_.pop_front();
     return true;
   }

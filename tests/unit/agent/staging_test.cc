@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "shared/chunk_wire.h"
 #include "shared/manifest.h"
 #include "tests/unit/agent/agent_test_util.h"
 #include "tests/unit/shared/file_size_limit.h"
@@ -206,6 +208,97 @@ TEST_F(StagingTest, SealDetectsAFileTruncatedAfterItsChunksWereJournaled) {
   ASSERT_TRUE(s->Flush().ok());
   testing::WriteFile(dir_ + "/tree/small.txt", "hell", 0600);
   EXPECT_TRUE(absl::IsDataLoss(s->Seal()));
+}
+
+// `data` as pieces cut at `cuts` (offsets into it, ascending; those outside
+// (0, size) are ignored).
+Pieces CutAt(absl::string_view data, const std::vector<size_t>& cuts) {
+  Pieces out;
+  size_t from = 0;
+  for (size_t cut : cuts) {
+    if (cut <= from || cut >= data.size()) continue;
+    out.Append(data.substr(from, cut - from));
+    from = cut;
+  }
+  out.Append(data.substr(from));
+  return out;
+}
+
+// A one-file package whose 6000-byte chunks straddle 4 KiB blocks.
+class StagingPiecesTest : public ::testing::Test {
+ protected:
+  static constexpr uint32_t kOddChunk = 6000;
+
+  StagingPiecesTest() : tmp_(testing::MakeTempDir()), src_(tmp_.path() + "/src") {
+    testing::WriteFile(src_ + "/data.bin", testing::Pattern(5 * kOddChunk + 3000, 'p'));
+    manifest_ = testing::ManifestOf(src_, "odd", "1.0", kOddChunk);
+  }
+
+  std::unique_ptr<Staging> Open(const std::string& name) {
+    auto s = Staging::Open(tmp_.path() + "/" + name + "/" + PackageIdHex(manifest_), manifest_);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  std::string Data(uint32_t index) { return testing::ChunkData(manifest_, src_, index); }
+  // Cuts of chunk `index`: after its first byte, at the first block
+  // boundary of the file inside it and one byte past it, before its last.
+  std::vector<size_t> OddCuts(uint32_t index) {
+    const auto& c = manifest_.chunks(static_cast<int>(index));
+    const size_t boundary = (c.offset() / 4096 + 1) * 4096 - c.offset();
+    return {1, boundary, boundary + 1, c.length() - 1};
+  }
+  std::string Staged(Staging& s) { return testing::ReadFile(s.tree_dir() + "/data.bin"); }
+
+  TempDir tmp_;
+  std::string src_;
+  pkgdist::v1::Manifest manifest_;
+};
+
+TEST_F(StagingPiecesTest, AChunkInPiecesWritesTheSameBytesAsInOneString) {
+  // Chunks cut after 1 byte and around the 4 KiB block boundaries inside them
+  // land on disk exactly as the same chunks given whole.
+  ASSERT_EQ(manifest_.chunks_size(), 6);
+  auto in_pieces = Open("pieces");
+  auto whole = Open("whole");
+  for (uint32_t i = 0; i < in_pieces->chunk_count(); ++i) {
+    const std::string data = Data(i);
+    const Pieces pieces = CutAt(data, OddCuts(i));
+    ASSERT_GE(pieces.pieces().size(), 4u) << "chunk " << i << " was not cut as meant";
+    auto written = in_pieces->WriteChunk(i, pieces);
+    ASSERT_TRUE(written.ok()) << written.status();
+    EXPECT_EQ(*written, Staging::WriteResult::kWritten);
+    ASSERT_TRUE(whole->WriteChunk(i, data).ok());
+  }
+  ASSERT_TRUE(in_pieces->Flush().ok());
+  ASSERT_TRUE(whole->Flush().ok());
+  EXPECT_EQ(in_pieces->durable_count(), in_pieces->chunk_count());
+  const std::string source = testing::ReadFile(src_ + "/data.bin");
+  EXPECT_TRUE(Staged(*in_pieces) == source) << "the chunks written in pieces differ";
+  EXPECT_TRUE(Staged(*whole) == source) << "the chunks written whole differ";
+}
+
+TEST_F(StagingPiecesTest, PiecesThatDoNotHashToTheChunkAreDataLoss) {
+  // A byte flipped in the piece just past a block boundary fails the sha256
+  // over the pieces: DATA_LOSS, nothing received; the right pieces then pass.
+  auto s = Open("pieces");
+  std::string bad = Data(1);
+  const std::vector<size_t> cuts = OddCuts(1);
+  bad[cuts[1]] ^= 0x01;
+  auto written = s->WriteChunk(1, CutAt(bad, cuts));
+  EXPECT_TRUE(absl::IsDataLoss(written.status())) << written.status();
+  EXPECT_FALSE(s->IsReceived(1));
+  const std::string good = Data(1);
+  EXPECT_TRUE(s->WriteChunk(1, CutAt(good, cuts)).ok());
+  EXPECT_TRUE(s->IsReceived(1));
+}
+
+TEST_F(StagingPiecesTest, PiecesOfTheWrongLengthAreInvalidArgument) {
+  // The length is the pieces' total: one byte short is refused, unwritten.
+  auto s = Open("pieces");
+  const std::string data = Data(0);
+  auto written = s->WriteChunk(0, CutAt(absl::string_view(data).substr(1), {1, 4095}));
+  EXPECT_TRUE(absl::IsInvalidArgument(written.status())) << written.status();
+  EXPECT_EQ(s->missing_count(), s->chunk_count());
 }
 
 }  // namespace

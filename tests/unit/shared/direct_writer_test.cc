@@ -265,5 +265,73 @@ TEST_F(DirectWriterTest, AMissingFileIsAnErrorNamingIt) {
   EXPECT_THAT(std::string(s.message()), HasSubstr(missing));
 }
 
+// `data` cut at `cuts` (offsets into it, ascending; those outside (0, size)
+// are ignored), as views into it.
+std::vector<absl::string_view> CutAt(absl::string_view data, const std::vector<size_t>& cuts) {
+  std::vector<absl::string_view> out;
+  size_t from = 0;
+  for (size_t cut : cuts) {
+    if (cut <= from || cut >= data.size()) continue;
+    out.push_back(data.substr(from, cut - from));
+    from = cut;
+  }
+  out.push_back(data.substr(from));
+  return out;
+}
+
+TEST_F(DirectWriterTest, PiecesWriteWhatOneStringWrites) {
+  // Chunks given in pieces (received slices) cut after one byte and around
+  // block and buffer boundaries make the same file, with the same bytes
+  // written buffered, as the same chunks given whole: each piece continues
+  // the run, only the run's head and tail go through the page cache.
+  const std::string whole_path = dir_->path() + "/whole";
+  auto whole_fd = OpenFile(whole_path, O_RDWR | O_CREAT | O_EXCL);
+  ASSERT_TRUE(whole_fd.ok()) << whole_fd.status();
+  DirectWriter in_pieces(kCapacity, /*buffers=*/2);
+  DirectWriter whole(kCapacity, /*buffers=*/2);
+  const uint64_t start = 3 * 4096 + 17;
+  const uint64_t run_start = 4 * 4096;  // the run's buffers are filled from here
+  uint64_t at = start;
+  size_t cut_pieces = 0;
+  // Copies: each chunk's own string is gone before Drain, so a writer that
+  // kept a piece would read freed memory (which ASan reports).
+  std::vector<std::string> chunks;
+  for (size_t length : {size_t{5000}, size_t{1}, size_t{4096}, kCapacity + 10,
+                        2 * kCapacity - 3, size_t{777}}) {
+    const std::string data = Pattern(length, static_cast<char>('a' + chunks.size()));
+    const size_t block = 4096 - at % 4096;
+    const size_t buffer = kCapacity - (at + kCapacity - run_start) % kCapacity;
+    const std::vector<absl::string_view> pieces =
+        CutAt(data, {1, block, block + 1, block + 4096, buffer, buffer + 1, length - 1});
+    cut_pieces += pieces.size();
+    ASSERT_TRUE(in_pieces.WriteAt(path_, fd_.get(), pieces, at).ok());
+    ASSERT_TRUE(whole.WriteAt(whole_path, whole_fd->get(), data, at).ok());
+    at += length;
+    chunks.push_back(data);
+  }
+  ASSERT_GT(cut_pieces, 3 * chunks.size()) << "the chunks were not cut as meant";
+  ASSERT_TRUE(in_pieces.Drain().ok());
+  ASSERT_TRUE(whole.Drain().ok());
+  std::string expect(start, '\0');
+  for (const std::string& c : chunks) expect += c;
+  EXPECT_TRUE(Content() == expect) << "the file written from pieces differs";
+  auto whole_content = ReadFileToString(whole_path);
+  ASSERT_TRUE(whole_content.ok()) << whole_content.status();
+  EXPECT_TRUE(*whole_content == expect) << "the file written whole differs";
+  EXPECT_EQ(in_pieces.buffered_bytes(), whole.buffered_bytes());
+  EXPECT_LE(in_pieces.buffered_bytes(), uint64_t{2 * 4096})
+      << "pieces of one run were written through the page cache";
+}
+
+TEST_F(DirectWriterTest, NoPiecesOrEmptyPiecesWriteNothing) {
+  // An empty run touches neither the file nor the writer's state.
+  DirectWriter w(kCapacity);
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), std::vector<absl::string_view>{}, 0).ok());
+  ASSERT_TRUE(w.WriteAt(path_, fd_.get(), std::vector<absl::string_view>{"", ""}, 4096).ok());
+  ASSERT_TRUE(w.Drain().ok());
+  EXPECT_EQ(Content(), "");
+  EXPECT_EQ(w.buffered_bytes(), 0u);
+}
+
 }  // namespace
 }  // namespace pkgdist
