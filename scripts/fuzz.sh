@@ -7,7 +7,7 @@
 #
 # Usage: scripts/fuzz.sh [--build-only | --no-build] [--build-dir DIR] [SECONDS] [TARGET...]
 #   SECONDS  per target, default 20; longer runs on demand: scripts/fuzz.sh 600
-#   TARGET   manifest, journal, transfer (default: all)
+#   TARGET   manifest, journal, transfer, chunk_wire (default: all)
 # Exit status: 0 clean; 1 a crash or invariant violation (the reproducer's
 # path is printed; copy it into tests/fuzz/regressions/<target>/ to keep it);
 # 77 the fuzzers cannot be built or, with --no-build, were not built.
@@ -28,7 +28,7 @@ done
 seconds=20
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then seconds=$1; shift; fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(manifest journal transfer)
+[ ${#targets[@]} -gt 0 ] || targets=(manifest journal transfer chunk_wire)
 
 if [ "$mode" != run ]; then
   if ! command -v clang++-14 >/dev/null; then
