@@ -223,10 +223,10 @@ std::vector<std::pair<std::string, Manifest>> PackageStore::ListStaging() const 
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Staging>> PackageStore::OpenStaging(const Manifest& manifest,
+absl::StatusOr<std::unique_ptr<Staging>> PackageStore::OpenStaging(Manifest manifest,
                                                                    const std::string& package_id) {
   const std::string hex = ToHex(package_id);
-  ASSIGN_OR_RETURN(std::unique_ptr<Staging> staging, Staging::Open(StagingDir(hex), manifest));
+  ASSIGN_OR_RETURN(std::unique_ptr<Staging> staging, Staging::Open(StagingDir(hex), std::move(manifest)));
   index_.Add(StagedKey(hex), staging->tree_dir(), staging->manifest());
   return staging;
 }

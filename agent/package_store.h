@@ -74,7 +74,7 @@ class PackageStore {
   std::string StagingDir(const std::string& package_id_hex) const;
 
   // Opens the staging of `manifest` (validated; `package_id` is its id).
-  absl::StatusOr<std::unique_ptr<Staging>> OpenStaging(const pkgdist::v1::Manifest& manifest,
+  absl::StatusOr<std::unique_ptr<Staging>> OpenStaging(pkgdist::v1::Manifest manifest,
                                                        const std::string& package_id);
   // Deletes the staging of `package_id` (no Staging of it may be open).
   absl::Status DiscardStaging(const std::string& package_id);

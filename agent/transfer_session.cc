@@ -70,7 +70,7 @@ absl::Status TransferSession::Serve() {
   if (!request.has_offer()) {
     return absl::InvalidArgumentError(absl::StrCat(Describe(request), " before offer"));
   }
-  const pkgdist::v1::Offer* offer = &request.offer();
+  pkgdist::v1::Offer* offer = request.mutable_offer();
   if (offer->delta_bases_size() > 0 || offer->manifest_parts() > 0) {
     assembled_offer_ = std::make_unique<pkgdist::v1::Offer>();
     assembled_offer_->Swap(request.mutable_offer());
@@ -198,7 +198,7 @@ absl::Status TransferSession::ReceiveRequestedManifest(pkgdist::v1::Offer& offer
   return absl::OkStatus();
 }
 
-absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
+absl::Status TransferSession::AcceptOffer(pkgdist::v1::Offer& offer) {
   const pkgdist::v1::Manifest& m = offer.manifest();
   if (absl::Status s = ValidateManifest(m, options_.limits); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid manifest: ", s.message()));
@@ -237,11 +237,14 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
     }
   }
   offer_ = &offer;
-  auto staging = store_.OpenStaging(m, package_id_);
+  // The staging takes the manifest over (one copy of it in memory, not two:
+  // about 170 bytes a chunk); from here on it is staging_->manifest().
+  auto staging = store_.OpenStaging(std::move(*offer.mutable_manifest()), package_id_);
   if (!staging.ok()) return DiskError(staging.status());
   staging_ = std::move(staging).value();
   staging_->set_metrics(options_.metrics);
-  GrantPeers(offer, m, false);
+  const pkgdist::v1::Manifest& staged = staging_->manifest();
+  GrantPeers(offer, staged, false);
   if (absl::Status s = store_.CheckFreeSpace(staging_->missing_bytes()); !s.ok()) {
     if (staging_->durable_count() == 0) {
       // Nothing received yet: a refused offer leaves no staging behind.
@@ -253,8 +256,10 @@ absl::Status TransferSession::AcceptOffer(const pkgdist::v1::Offer& offer) {
   window_bytes_ = offer.window_bytes() > 0 ? offer.window_bytes() : options_.default_window_bytes;
   flush_threshold_ = std::max<uint64_t>(1, window_bytes_ / 2);
   // The sender's next message: a run of chunks, or one chunk larger than a run.
-  max_chunk_bytes_ = std::min<uint64_t>(MaxRunBytes(window_bytes_), m.total_size());
-  for (const auto& c : m.chunks()) max_chunk_bytes_ = std::max<uint64_t>(max_chunk_bytes_, c.length());
+  max_chunk_bytes_ = std::min<uint64_t>(MaxRunBytes(window_bytes_), staged.total_size());
+  for (const auto& c : staged.chunks()) {
+    max_chunk_bytes_ = std::max<uint64_t>(max_chunk_bytes_, c.length());
+  }
   return NeedAndCopyLocal();
 }
 
@@ -521,7 +526,7 @@ absl::Status TransferSession::OnCommit() {
     // A key removed since the Offer is refused here: revocation reaches
     // transfers already under way.
     if (absl::Status s =
-            options_.signatures->CheckAndRecordPublish(offer_->manifest(), package_id_,
+            options_.signatures->CheckAndRecordPublish(staging_->manifest(), package_id_,
                                                        offer_->signature());
         !s.ok()) {
       if (!absl::IsFailedPrecondition(s)) return s;

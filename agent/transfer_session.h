@@ -156,7 +156,8 @@ class TransferSession {
   absl::Status AppendManifestPart(const pkgdist::v1::Manifest& base,
                                   const pkgdist::v1::ManifestPart& part, const std::string& where,
                                   pkgdist::v1::Manifest* m);
-  absl::Status AcceptOffer(const pkgdist::v1::Offer& offer);
+  // Moves the offer's manifest into the staging it opens.
+  absl::Status AcceptOffer(pkgdist::v1::Offer& offer);
   // Sends the first Need, then copies the chunks it listed as local from the
   // chunk store, acknowledging them as they become durable; requests those
   // no local copy could fill.
@@ -217,7 +218,8 @@ class TransferSession {
   std::string package_id_;  // raw 32 bytes
   std::string label_;       // name@version, for logs
   // The Offer: Run()'s first request, or assembled_offer_ if the manifest
-  // came in parts; either lives until Run() returns.
+  // came in parts; either lives until Run() returns. Its manifest has been
+  // moved into staging_ (AcceptOffer): use staging_->manifest().
   const pkgdist::v1::Offer* offer_ = nullptr;
   std::unique_ptr<pkgdist::v1::Offer> assembled_offer_;
   std::unique_ptr<TransferLocks::Lease> lease_;
