@@ -29,6 +29,7 @@
 #include "shared/manifest.h"
 #include "shared/tls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/dev_certs.h"
 
 namespace pkgdist {
 namespace {
@@ -140,24 +141,11 @@ class RawTransferCall {
 class TransferReactorTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto dir = TempDir::Create("reactor_test_certs");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    certs_ = new TempDir(std::move(*dir));
-    std::string cmd = absl::StrCat("bash '", PKGDIST_SOURCE_DIR, "/certs/gen-dev-certs.sh' '",
-                                   certs_->path(), "' dp1 dp2 >/dev/null");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << "certificate generation failed: " << cmd;
+    certs_ = testing::DevCerts::Generate({"dp1", "dp2"});
+    ASSERT_NE(certs_, nullptr);
   }
-  static void TearDownTestSuite() {
-    delete certs_;
-    certs_ = nullptr;
-  }
-  static TlsFiles Tls(const std::string& stem) {
-    TlsFiles t;
-    t.ca = certs_->path() + "/ca.pem";
-    t.cert = absl::StrCat(certs_->path(), "/", stem, ".pem");
-    t.key = absl::StrCat(certs_->path(), "/", stem, ".key");
-    return t;
-  }
+  static void TearDownTestSuite() { certs_.reset(); }
+  static TlsFiles Tls(const std::string& stem) { return certs_->Tls(stem); }
 
   TransferReactorTest() : tmp_(testing::MakeTempDir()), src_(tmp_.path() + "/src") {
     testing::WriteFile(src_ + "/data.bin", testing::Pattern(5 * kChunk + 777, 'r'));
@@ -239,7 +227,7 @@ class TransferReactorTest : public ::testing::Test {
     return testing::ReadFile(tmp_.path() + "/agent-root/packages/app/1.0/" + path);
   }
 
-  static TempDir* certs_;
+  static inline std::unique_ptr<testing::DevCerts> certs_;
   TempDir tmp_;
   std::string src_;
   pkgdist::v1::Manifest manifest_;
@@ -248,8 +236,6 @@ class TransferReactorTest : public ::testing::Test {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
-
-TempDir* TransferReactorTest::certs_ = nullptr;
 
 TEST_F(TransferReactorTest, AMultiChunkTransferThroughTheRawMethodPublishesTheRightBytes) {
   // Offer, Need, chunks as the controller encodes them (runs of several and

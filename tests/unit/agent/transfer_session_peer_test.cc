@@ -30,6 +30,7 @@
 #include "shared/sha256.h"
 #include "shared/tls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/dev_certs.h"
 
 namespace pkgdist {
 namespace {
@@ -86,24 +87,11 @@ class Server {
 class TransferSessionPeerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto dir = TempDir::Create("peer_test_certs");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    certs_ = new TempDir(std::move(*dir));
-    std::string cmd = absl::StrCat("bash '", PKGDIST_SOURCE_DIR, "/certs/gen-dev-certs.sh' '",
-                                   certs_->path(), "' dp1 dp2 dp3 >/dev/null");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << "certificate generation failed: " << cmd;
+    certs_ = testing::DevCerts::Generate({"dp1", "dp2", "dp3"});
+    ASSERT_NE(certs_, nullptr);
   }
-  static void TearDownTestSuite() {
-    delete certs_;
-    certs_ = nullptr;
-  }
-  static TlsFiles Tls(const std::string& stem) {
-    TlsFiles t;
-    t.ca = certs_->path() + "/ca.pem";
-    t.cert = absl::StrCat(certs_->path(), "/", stem, ".pem");
-    t.key = absl::StrCat(certs_->path(), "/", stem, ".key");
-    return t;
-  }
+  static void TearDownTestSuite() { certs_.reset(); }
+  static TlsFiles Tls(const std::string& stem) { return certs_->Tls(stem); }
 
   TransferSessionPeerTest() : tmp_(testing::MakeTempDir()), src_(tmp_.path() + "/src") {
     testing::WriteFile(src_ + "/data.bin", testing::Pattern(4 * kChunk, 'd'));
@@ -221,7 +209,7 @@ class TransferSessionPeerTest : public ::testing::Test {
     return o;
   }
 
-  static TempDir* certs_;
+  static inline std::unique_ptr<testing::DevCerts> certs_;
   TempDir tmp_;
   std::string src_;
   pkgdist::v1::Manifest manifest_;
@@ -240,8 +228,6 @@ class TransferSessionPeerTest : public ::testing::Test {
   int sent_ = 0, empty_acks_ = 0;
   bool committed_ = false;
 };
-
-TempDir* TransferSessionPeerTest::certs_ = nullptr;
 
 TEST_F(TransferSessionPeerTest, WithoutAFetcherAnOfferWithASourceIsServedByTheController) {
   // TransferOptions.peers unset: the source is ignored, every chunk needed.
