@@ -61,8 +61,6 @@ absl::Status AgentService::RunSession(grpc::CallbackServerContext* ctx, Transfer
   TransferSession session(store_, options_, stream, [ctx] { ctx->TryCancel(); }, peer, job_id);
   session.set_cancelled([ctx] { return ctx->IsCancelled(); });
   absl::Status s = session.Run();
-  // The stream ended at a request that did not parse: that is the call's end.
-  if (absl::Status error = stream.read_error(); !error.ok()) s = error;
   if (!s.ok()) {
     LogWith(session.log_fields(), spdlog::level::warn, "transfer from {} failed: {}", peer, s);
   }

@@ -53,7 +53,7 @@ class TransferReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, g
   bool Write(const pkgdist::v1::TransferResponse& response) override ABSL_LOCKS_EXCLUDED(mu_);
   // Why Read returned false if it was not the call's end: INVALID_ARGUMENT
   // for a request that did not parse. OK otherwise.
-  absl::Status read_error() ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status read_error() override ABSL_LOCKS_EXCLUDED(mu_);
 
   // grpc::ServerBidiReactor.
   void OnReadDone(bool ok) override ABSL_LOCKS_EXCLUDED(mu_);

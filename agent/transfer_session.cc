@@ -58,6 +58,8 @@ absl::Status TransferSession::Run() {
   log_scope_ = &scope;
   if (options_.metrics != nullptr) options_.metrics->TransferStarted();
   absl::Status s = Serve();
+  // The stream ended at a request that did not parse: that is the call's end.
+  if (absl::Status error = stream_.read_error(); !error.ok()) s = error;
   if (options_.metrics != nullptr) options_.metrics->TransferEnded(s);
   log_scope_ = nullptr;
   return s;

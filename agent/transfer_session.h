@@ -74,6 +74,10 @@ class TransferStream {
   virtual bool Read(ReceivedRequest* request) = 0;
   // False if the response could not be sent (the call is gone).
   virtual bool Write(const pkgdist::v1::TransferResponse& response) = 0;
+  // Why Read returned false if the stream did not simply end: a request
+  // that did not parse. The session's outcome (its return and its metric)
+  // is then this. OK by default.
+  virtual absl::Status read_error() { return absl::OkStatus(); }
 };
 
 // Makes *out hold `request` as ParseTransferRequest holds a message that

@@ -180,5 +180,42 @@ TEST(AgentMetricsTest, SessionsCountReceivedReusedMismatchedAndFsyncs) {
   EXPECT_GE(Value(f, "pkgdist_agent_data_fsync_duration_seconds"), 2);
 }
 
+TEST(AgentMetricsTest, ARequestThatDoesNotParseCountsAsInvalidArgument) {
+  // The stream ends at bytes that are no TransferRequest, after the Offer:
+  // the session returns the stream's error and the metric records it, not
+  // the CANCELLED of a stream that simply ended.
+  class UnparsableAfterOffer : public ScriptedStream {
+   public:
+    using ScriptedStream::ScriptedStream;
+    bool Read(ReceivedRequest* request) override {
+      if (reads_++ == 0) return ScriptedStream::Read(request);
+      return false;
+    }
+    absl::Status read_error() override {
+      return reads_ > 1 ? absl::InvalidArgumentError("request does not parse") : absl::OkStatus();
+    }
+
+   private:
+    int reads_ = 0;
+  };
+  TempDir tmp = testing::MakeTempDir();
+  testing::WriteFile(tmp.path() + "/src/data.bin", testing::Pattern(2 * kChunk, 'u'));
+  auto m = testing::ManifestOf(tmp.path() + "/src", "app", "1.0", kChunk);
+  PackageStoreOptions store_options;
+  store_options.reserve_bytes = 0;
+  auto store = PackageStore::Open(tmp.path() + "/root", store_options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  AgentMetrics metrics;
+  TransferOptions options;
+  options.metrics = &metrics;
+
+  UnparsableAfterOffer stream(m, tmp.path() + "/src");
+  absl::Status s = TransferSession(**store, options, stream, [] {}, "peer", "job").Run();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  auto f = metrics.registry()->Collect();
+  EXPECT_EQ(Value(f, "pkgdist_agent_transfers_total", "invalid_argument"), 1);
+  EXPECT_EQ(Value(f, "pkgdist_agent_transfers_active"), 0);
+}
+
 }  // namespace
 }  // namespace pkgdist
