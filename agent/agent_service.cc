@@ -47,10 +47,17 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* AgentService::Trans
   if (grpc::Status s = Authorize(*ctx); !s.ok()) return new RefusedTransfer(s);
   // Owned by the session thread, which frees it once Serve has seen OnDone.
   auto* reactor = new TransferReactor();
-  sessions_.Start("pkgdist-xfer", [this, ctx, reactor, peer = ctx->peer(), job = JobOf(*ctx)] {
-    std::unique_ptr<TransferReactor> owned(reactor);
-    (void)owned->Serve([&] { return RunSession(ctx, *owned, peer, job); });
-  });
+  absl::Status started =
+      sessions_.Start("pkgdist-xfer", [this, ctx, reactor, peer = ctx->peer(), job = JobOf(*ctx)] {
+        std::unique_ptr<TransferReactor> owned(reactor);
+        (void)owned->Serve([&] { return RunSession(ctx, *owned, peer, job); });
+      });
+  if (!started.ok()) {
+    // gRPC has not seen the reactor yet; the controller retries later.
+    delete reactor;
+    spdlog::warn("transfer from {} refused: {}", ctx->peer(), started);
+    return new RefusedTransfer(ToGrpc(started));
+  }
   return reactor;
 }
 

@@ -2,15 +2,19 @@
 
 #include <pthread.h>
 
+#include <system_error>
 #include <utility>
+
+#include "absl/strings/str_cat.h"
 
 namespace pkgdist {
 
-void SessionThreads::Start(const char* name, absl::AnyInvocable<void() &&> fn) {
+absl::Status SessionThreads::Start(const char* name, absl::AnyInvocable<void() &&> fn) {
   std::vector<std::thread> finished;
-  {
+  absl::Status started;
+  try {
     absl::MutexLock l(&mu_);
-    finished = TakeFinished();
+    finished = TakeFinished();  // even if no thread starts below
     const uint64_t id = ++started_;
     // The thread's last act, under mu_ (which this Start holds until its
     // std::thread is in running_): moving that std::thread to finished_.
@@ -22,8 +26,11 @@ void SessionThreads::Start(const char* name, absl::AnyInvocable<void() &&> fn) {
       finished_.push_back(std::move(it->second));
       running_.erase(it);
     }));
+  } catch (const std::system_error& e) {  // pthread_create's EAGAIN
+    started = absl::ResourceExhaustedError(absl::StrCat("cannot start a thread: ", e.what()));
   }
   for (std::thread& t : finished) t.join();
+  return started;
 }
 
 bool SessionThreads::Wait(absl::Duration timeout) {

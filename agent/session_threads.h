@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -25,7 +26,10 @@ class SessionThreads {
   SessionThreads& operator=(const SessionThreads&) = delete;
 
   // Runs `fn` on a new thread named `name` (at most 15 characters).
-  void Start(const char* name, absl::AnyInvocable<void() &&> fn) ABSL_LOCKS_EXCLUDED(mu_);
+  // RESOURCE_EXHAUSTED if the system has no thread to give (fn is then
+  // dropped without running).
+  absl::Status Start(const char* name, absl::AnyInvocable<void() &&> fn)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Waits up to `timeout` for every thread started so far to return, and
   // joins those that did. False if some still run.
   bool Wait(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
