@@ -29,6 +29,12 @@ if [ ${#build_args[@]} -eq 0 ]; then
 else
   # The fuzzers are sanitized builds of their own: not run a second time.
   ctest_args+=(--label-exclude fuzz)
+  # Two suites whose length is wall-clock time, not code, run only in the
+  # plain pass: a fresh chaos seed (the fixed seed runs here, so the
+  # campaign's paths are sanitized reproducibly) and the site-bandwidth
+  # test's 60 s of fixed-rate phases (its policy code runs here in the
+  # bandwidth unit tests and under every other netns suite).
+  ctest_args+=(--exclude-regex '^(chaos_fresh_seed|faults_site_bandwidth)$')
 fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
