@@ -101,8 +101,9 @@ def main():
     gib = a.size / GiB
     print(f"{a.size / MiB:.0f} MiB, --chunking {a.chunking}, {a.runs} alternated runs each; "
           "median (min-max)")
-    print("| N | build | wall s | ctrl CPU s | agents CPU s | core-s/GiB/receiver |")
-    print("|---|---|---|---|---|---|")
+    print("| N | build | wall s | ctrl CPU s | agents CPU s | core-s/GiB/receiver "
+          "| agent peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     med = {}
     for n in ns:
         for b in builds:
@@ -111,9 +112,12 @@ def main():
             med[(b, n)] = [statistics.median(x) for x in (
                 [r["wall_s"] for r in rs], [r["controller_cpu_s"] for r in rs],
                 [r["agents_cpu_s"] for r in rs], per)]
+            # Each run's largest agent (fresh agents every run: their own peak).
+            peak = [max(r["agent_peak_rss_kib"]) / 1024 for r in rs]
             print(f"| {n} | {b} | {spread([r['wall_s'] for r in rs])} | "
                   f"{spread([r['controller_cpu_s'] for r in rs])} | "
-                  f"{spread([r['agents_cpu_s'] for r in rs])} | {spread(per)} |")
+                  f"{spread([r['agents_cpu_s'] for r in rs])} | {spread(per)} | "
+                  f"{spread(peak, '{:.1f}')} |")
     if a.threads:
         for n in ns:
             for b in builds:
