@@ -173,7 +173,7 @@ TEST_F(EngineRelayTest, AfterAPeerReportsSourceFailedTheJobsLaterPeersGoDirect) 
   std::string job = Distribute(ImportPackage("app", "1.0", kSize), {"dp1", "dp2", "dp3"});
   StartEngine();
   ExpectAllDone(job, {"dp1", "dp2"});
-  ASSERT_TRUE(dp3.WaitForTransfers(1));
+  ASSERT_TRUE(dp3.WaitForOffers(1)) << "dp3's first attempt sent no Offer";
   EXPECT_EQ(SourceOf("dp2"), "dp1");
   EXPECT_EQ(SourceOf("dp3"), "dp1");
   TargetRow failed_over = Target(job, "dp2");

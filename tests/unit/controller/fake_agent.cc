@@ -82,6 +82,12 @@ bool FakeAgent::WaitForHangsEnded(int n, absl::Duration timeout) {
   return WaitFor(&FakeAgent::hangs_ended_, n, timeout);
 }
 
+bool FakeAgent::WaitForOffers(size_t n, absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return offers_.size() >= n; };
+  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+}
+
 bool FakeAgent::WaitFor(int FakeAgent::*count, int n, absl::Duration timeout) {
   absl::MutexLock l(&mu_);
   auto enough = [this, count, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return this->*count >= n; };

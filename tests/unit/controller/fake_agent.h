@@ -93,6 +93,9 @@ class FakeAgent final : public pkgdist::v1::Agent::WithCallbackMethod_Remove<pkg
   void FailSource(bool fail);
   // Every Offer received, in order, without its manifest.
   std::vector<pkgdist::v1::Offer> offers();
+  // Blocks until at least `n` Offers were read (a call counts in
+  // WaitForTransfers before its Offer is read); false on timeout.
+  bool WaitForOffers(size_t n, absl::Duration timeout = absl::Seconds(10));
   // Blocks until `n` Transfer handlers have returned; false on timeout.
   bool WaitForTransfersEnded(int n, absl::Duration timeout = absl::Seconds(10));
   int transfers();
