@@ -3,8 +3,10 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -144,6 +146,22 @@ class ScriptedStream : public TransferStream {
   std::set<uint32_t> outstanding_ ABSL_GUARDED_BY(mu_);
 };
 
+// A store at `root` (no space reserved) and session options that count
+// into `metrics`.
+struct MeteredStore {
+  explicit MeteredStore(const std::string& root) {
+    PackageStoreOptions store_options;
+    store_options.reserve_bytes = 0;
+    auto opened = PackageStore::Open(root, store_options);
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    if (opened.ok()) store = std::move(opened).value();
+    options.metrics = &metrics;
+  }
+  std::unique_ptr<PackageStore> store;
+  AgentMetrics metrics;
+  TransferOptions options;
+};
+
 TEST(AgentMetricsTest, SessionsCountReceivedReusedMismatchedAndFsyncs) {
   // Version 1 arrives with one damaged chunk re-requested; version 2 shares
   // three of its four data chunks, which are copied, not received.
@@ -154,20 +172,15 @@ TEST(AgentMetricsTest, SessionsCountReceivedReusedMismatchedAndFsyncs) {
   testing::WriteFile(v2 + "/data.bin", data.substr(0, 3 * kChunk) + std::string(kChunk, 'x'));
   auto m1 = testing::ManifestOf(v1, "app", "1.0", kChunk);
   auto m2 = testing::ManifestOf(v2, "app", "2.0", kChunk);
-  PackageStoreOptions store_options;
-  store_options.reserve_bytes = 0;
-  auto store = PackageStore::Open(tmp.path() + "/root", store_options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  AgentMetrics metrics;
-  TransferOptions options;
-  options.metrics = &metrics;
+  MeteredStore env(tmp.path() + "/root");
+  ASSERT_NE(env.store, nullptr);
 
   ScriptedStream first(m1, v1, /*corrupt_index=*/2);
-  EXPECT_TRUE(TransferSession(**store, options, first, [] {}, "peer", "job1").Run().ok());
+  EXPECT_TRUE(TransferSession(*env.store, env.options, first, [] {}, "peer", "job1").Run().ok());
   ScriptedStream second(m2, v2);
-  EXPECT_TRUE(TransferSession(**store, options, second, [] {}, "peer", "job2").Run().ok());
+  EXPECT_TRUE(TransferSession(*env.store, env.options, second, [] {}, "peer", "job2").Run().ok());
 
-  auto f = metrics.registry()->Collect();
+  auto f = env.metrics.registry()->Collect();
   EXPECT_EQ(Value(f, "pkgdist_agent_received_bytes_total"),
             static_cast<double>(first.sent_bytes + second.sent_bytes));
   EXPECT_EQ(first.sent_bytes, 5 * kChunk);   // four chunks and the damaged one again
@@ -201,18 +214,13 @@ TEST(AgentMetricsTest, ARequestThatDoesNotParseCountsAsInvalidArgument) {
   TempDir tmp = testing::MakeTempDir();
   testing::WriteFile(tmp.path() + "/src/data.bin", testing::Pattern(2 * kChunk, 'u'));
   auto m = testing::ManifestOf(tmp.path() + "/src", "app", "1.0", kChunk);
-  PackageStoreOptions store_options;
-  store_options.reserve_bytes = 0;
-  auto store = PackageStore::Open(tmp.path() + "/root", store_options);
-  ASSERT_TRUE(store.ok()) << store.status();
-  AgentMetrics metrics;
-  TransferOptions options;
-  options.metrics = &metrics;
+  MeteredStore env(tmp.path() + "/root");
+  ASSERT_NE(env.store, nullptr);
 
   UnparsableAfterOffer stream(m, tmp.path() + "/src");
-  absl::Status s = TransferSession(**store, options, stream, [] {}, "peer", "job").Run();
+  absl::Status s = TransferSession(*env.store, env.options, stream, [] {}, "peer", "job").Run();
   EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
-  auto f = metrics.registry()->Collect();
+  auto f = env.metrics.registry()->Collect();
   EXPECT_EQ(Value(f, "pkgdist_agent_transfers_total", "invalid_argument"), 1);
   EXPECT_EQ(Value(f, "pkgdist_agent_transfers_active"), 0);
 }
