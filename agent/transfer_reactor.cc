@@ -10,7 +10,6 @@ using pkgdist::v1::TransferResponse;
 
 absl::Status TransferReactor::Serve(absl::FunctionRef<absl::Status()> session) {
   absl::Status s = session();
-  if (absl::Status error = read_error(); !error.ok()) s = error;
   Finish(ToGrpc(s));
   done_.WaitForNotification();
   return s;

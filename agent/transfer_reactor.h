@@ -41,9 +41,8 @@ class TransferReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, g
   TransferReactor& operator=(const TransferReactor&) = delete;
 
   // Runs `session`, which reads and writes through this stream, then
-  // finishes the call with the status it returned, or with read_error() if
-  // a request did not parse (the session saw the stream end there); returns
-  // that status once gRPC has called OnDone.
+  // finishes the call with the status it returned (a TransferSession's,
+  // read_error() included); returns that status once gRPC has called OnDone.
   absl::Status Serve(absl::FunctionRef<absl::Status()> session);
 
   // TransferStream. Read blocks until a request arrives or the call ends
