@@ -504,9 +504,9 @@ void Engine::OnProgress(const std::string& job_id, const std::string& agent,
   }
 }
 
-void Engine::FlushProgress(bool force) {
+bool Engine::FlushProgress(bool force) {
   int64_t now = clock_->NowMs();
-  if (!force && now - last_progress_flush_ms_ < options_.progress_interval_ms) return;
+  if (!force && now - last_progress_flush_ms_ < options_.progress_interval_ms) return true;
   last_progress_flush_ms_ = now;
   std::vector<ProgressUpdate> batch;
   {
@@ -515,10 +515,10 @@ void Engine::FlushProgress(bool force) {
     for (auto& [key, u] : progress_) batch.push_back(std::move(u));
     progress_.clear();
   }
-  if (batch.empty()) return;
+  if (batch.empty()) return true;
   auto applied = store_->RecordProgressBatch(batch);
   progress_unwritten_ = !applied.ok();
-  if (applied.ok()) return;
+  if (applied.ok()) return true;
   NoteStore(applied.status(), "recording progress");
   // Keep it for the next pass, under whatever arrived meanwhile.
   absl::MutexLock l(&mu_);
@@ -533,6 +533,7 @@ void Engine::FlushProgress(bool force) {
       it->second.made_progress = it->second.made_progress || u.made_progress;
     }
   }
+  return false;
 }
 
 void Engine::RecordOutcomes() {
@@ -543,8 +544,14 @@ void Engine::RecordOutcomes() {
   }
   if (todo.empty()) return;
   // An attempt's last progress goes first: once the target has left
-  // `transferring` the store skips it as stale.
-  FlushProgress(true);
+  // `transferring` the store skips it as stale. If it cannot be written,
+  // neither are the ends: both wait for the next pass.
+  if (!FlushProgress(true)) {
+    absl::MutexLock l(&mu_);
+    outcomes_.insert(outcomes_.begin(), std::make_move_iterator(todo.begin()),
+                     std::make_move_iterator(todo.end()));
+    return;
+  }
   std::deque<Outcome> unwritten;
   for (Outcome& o : todo) {
     bool wait_for_agent = false;

@@ -166,7 +166,10 @@ class Engine {
 
   void Run();
   void Pass();
-  void FlushProgress(bool force);
+  // Writes the progress gathered since the last flush (every
+  // progress_interval_ms, or now if `force`); false if the store refused it,
+  // which is then kept for the next try.
+  bool FlushProgress(bool force);
   void RecordOutcomes();
   // Writes one outcome; sets *wait_for_agent if the agent should be watched
   // for its return. Non-OK only for a write to retry.
