@@ -546,13 +546,8 @@ void Engine::RecordOutcomes() {
   // An attempt's last progress goes first: once the target has left
   // `transferring` the store skips it as stale. If it cannot be written,
   // neither are the ends: both wait for the next pass.
-  if (!FlushProgress(true)) {
-    absl::MutexLock l(&mu_);
-    outcomes_.insert(outcomes_.begin(), std::make_move_iterator(todo.begin()),
-                     std::make_move_iterator(todo.end()));
-    return;
-  }
   std::deque<Outcome> unwritten;
+  if (!FlushProgress(true)) todo.swap(unwritten);
   for (Outcome& o : todo) {
     bool wait_for_agent = false;
     if (absl::Status s = Record(o, &wait_for_agent); !s.ok()) {
